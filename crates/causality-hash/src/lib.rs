@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+
+mod base32;
+mod cid;
+pub mod hrw;
+mod mac;
+pub mod merkle;
+
+pub use cid::{CONTENT_ID_LEN, ContentHasher, ContentId, ParseError, ShortId};
+pub use hrw::Rendezvous;
+pub use mac::{MacHasher, MacKey, MacTag, mac, verify_mac};
+pub use merkle::{ConsistencyProof, Frontier, InclusionProof, MerkleError, MerkleTree, NodeSource};

@@ -1,0 +1,171 @@
+//! `cargo xtask bench [crate...]`: run the criterion benchmarks in release mode and print
+//! the figures they measured as one table, plus the ratios the targets are stated in.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::util::{cargo, exec};
+
+/// Crates with benchmarks, by the short name accepted on the command line.
+const CRATES: &[&str] = &["hash", "log"];
+
+/// Ratios worth printing: (label, numerator benchmark id, denominator benchmark id).
+/// Both are criterion ids, `group/function[/parameter]`; a ratio of times.
+const RATIOS: &[(&str, &str, &str)] = &[
+    (
+        "RocksLog / raw RocksDB, no sync (time ratio; target <= 1.25)",
+        "append_256B/rocks_log_nosync",
+        "append_256B/raw_rocksdb_nosync",
+    ),
+    (
+        "RocksLog / raw RocksDB, group commit 1000",
+        "append_256B/rocks_log_group1000",
+        "append_256B/raw_rocksdb_group1000",
+    ),
+    (
+        "RocksLog / raw RocksDB, sync each",
+        "append_256B/rocks_log_sync",
+        "append_256B/raw_rocksdb_sync",
+    ),
+];
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let selected: Vec<&str> = if args.is_empty() {
+        CRATES.to_vec()
+    } else {
+        args.iter()
+            .map(|a| {
+                let short = a.strip_prefix("causality-").unwrap_or(a);
+                CRATES
+                    .iter()
+                    .copied()
+                    .find(|c| *c == short)
+                    .with_context(|| {
+                        format!("no benchmarks for `{a}`; known: {}", CRATES.join(", "))
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    let started = SystemTime::now();
+    for krate in &selected {
+        println!("==> benchmarks of causality-{krate} (release build)");
+        exec(cargo().args(["bench", "-p", &format!("causality-{krate}")]))?;
+    }
+    let dir = target_dir()?.join("criterion");
+    let mut rows = Vec::new();
+    collect(&dir, started, &mut rows)?;
+    if rows.is_empty() {
+        bail!("no criterion results were written under {}", dir.display());
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    println!(
+        "\n{:<48} {:>14} {:>20}",
+        "benchmark", "median", "throughput"
+    );
+    for row in &rows {
+        println!(
+            "{:<48} {:>14} {:>20}",
+            row.id,
+            fmt_time(row.median_ns),
+            row.throughput()
+        );
+    }
+    for (label, num, den) in RATIOS {
+        let find = |id: &str| rows.iter().find(|r| r.id == id).map(|r| r.median_ns);
+        if let (Some(n), Some(d)) = (find(num), find(den)) {
+            println!("{label}: {:.2}x time, {:.2}x throughput", n / d, d / n);
+        }
+    }
+    Ok(())
+}
+
+struct Row {
+    id: String,
+    median_ns: f64,
+    throughput: Option<(String, f64)>,
+}
+
+impl Row {
+    fn throughput(&self) -> String {
+        match &self.throughput {
+            Some((kind, n)) if kind == "Bytes" || kind == "BytesDecimal" => {
+                format!("{:.1} MiB/s", n / self.median_ns * 1e9 / (1024.0 * 1024.0))
+            }
+            Some((_, n)) => format!("{:.0} /s", n / self.median_ns * 1e9),
+            None => String::new(),
+        }
+    }
+}
+
+fn collect(dir: &Path, since: SystemTime, rows: &mut Vec<Row>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "new") {
+                if let Some(row) = read_row(&path, since)? {
+                    rows.push(row);
+                }
+            } else if path
+                .file_name()
+                .is_none_or(|n| n != "base" && n != "change" && n != "report")
+            {
+                collect(&path, since, rows)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_row(dir: &Path, since: SystemTime) -> Result<Option<Row>> {
+    let estimates = dir.join("estimates.json");
+    let modified = std::fs::metadata(&estimates).and_then(|m| m.modified());
+    if modified.is_err() || modified.as_ref().is_ok_and(|m| *m < since) {
+        return Ok(None);
+    }
+    let est: Value = serde_json::from_str(&std::fs::read_to_string(&estimates)?)?;
+    let bench: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("benchmark.json"))?)?;
+    let id = bench["full_id"].as_str().unwrap_or_default().to_owned();
+    let median_ns = est["median"]["point_estimate"].as_f64().unwrap_or(f64::NAN);
+    let throughput = bench["throughput"].as_object().and_then(|t| {
+        let (kind, n) = t.iter().next()?;
+        Some((kind.clone(), n.as_f64()?))
+    });
+    Ok(Some(Row {
+        id,
+        median_ns,
+        throughput,
+    }))
+}
+
+fn fmt_time(ns: f64) -> String {
+    match ns {
+        n if n < 1e3 => format!("{n:.1} ns"),
+        n if n < 1e6 => format!("{:.2} µs", n / 1e3),
+        n if n < 1e9 => format!("{:.2} ms", n / 1e6),
+        n => format!("{:.2} s", n / 1e9),
+    }
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let out = cargo()
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .output()?;
+    let metadata: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(PathBuf::from(
+        metadata["target_directory"]
+            .as_str()
+            .context("no target directory")?,
+    ))
+}

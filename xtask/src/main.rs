@@ -1,0 +1,58 @@
+//! Project automation. Run `cargo xtask help` for the list of tasks.
+
+mod bench;
+mod ci;
+mod codegen;
+mod layers;
+mod prereq;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  ci                 everything CI checks: prerequisites, fmt, codegen, layering, clippy,
+                     tests (unit, integration, doc, benches in test mode) and rustdoc
+  devnet [flags]     start a local multi-node network and exercise it
+  bench [crate...]   run the criterion benchmarks (release) and print their figures
+  codegen [--check]  regenerate Rust from proto/ (--check: fail when stale)
+  check-layers       fail if a crate depends on a crate at its own or a higher layer
+  prereq             check (and as root, install) the C toolchain RocksDB needs
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "ci" => ci::run(rest),
+        "devnet" => devnet(rest),
+        "bench" => bench::run(rest),
+        "codegen" => codegen::run(rest),
+        "check-layers" => layers::run(),
+        "prereq" => prereq::ensure(),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!("unknown task `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn devnet(_args: &[String]) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "the devnet is not built yet: it needs the `causality-node` binary, which does not exist \
+         in this tree. The libraries it will compose are tested by `cargo xtask ci`."
+    )
+}

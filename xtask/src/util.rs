@@ -1,0 +1,47 @@
+//! Small helpers shared by the tasks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root (the parent of `xtask/`).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// The cargo that runs us, so toolchain overrides carry through.
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command to completion, streaming its output; fails with the command line if it fails.
+pub(crate) fn exec(cmd: &mut Command) -> Result<()> {
+    let line = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {line}"))?;
+    if !status.success() {
+        bail!("{line} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Prints a step banner, runs `f`, prints how long it took.
+pub(crate) fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("\n==> {name}");
+    let start = Instant::now();
+    let result = f().with_context(|| format!("step `{name}` failed"));
+    let took = start.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => println!("<== {name}: ok ({took:.1}s)"),
+        Err(_) => println!("<== {name}: FAILED ({took:.1}s)"),
+    }
+    result
+}
