@@ -1,0 +1,173 @@
+//! Append throughput against raw RocksDB, proofs at 1M entries, and `verify()` throughput.
+//!
+//! `cargo xtask bench log` runs this in release mode and prints the RocksLog / raw RocksDB
+//! ratios. Under `cargo test --benches` (no `--bench` flag) the logs are scaled down so the
+//! run only checks that every benchmark works.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causality_hash::merkle::leaf_hash;
+use causality_log::{
+    Kind, Level, LogStore, MemoryLog, NewEntry, RocksLog, RocksLogOptions, SyncPolicy, db_options,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rocksdb::WriteOptions;
+
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn entry(payload: &[u8]) -> NewEntry {
+    NewEntry::new(Level::Info, Kind::Event)
+        .at(1)
+        .source("bench")
+        .payload(payload.to_vec())
+}
+
+/// How a raw RocksDB baseline makes its writes durable, mirroring `SyncPolicy`.
+#[derive(Clone, Copy)]
+enum Raw {
+    NoSync,
+    Group(u64),
+    Sync,
+}
+
+fn raw_rocksdb(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mode: Raw,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = db_options();
+    opts.create_if_missing(true);
+    let db = rocksdb::DB::open(&opts, dir.path()).unwrap();
+    let mut write = WriteOptions::default();
+    write.set_sync(matches!(mode, Raw::Sync));
+    let payload = vec![0xabu8; 256];
+    let mut i = 0u64;
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            db.put_opt(i.to_be_bytes(), &payload, &write).unwrap();
+            i += 1;
+            if let Raw::Group(n) = mode
+                && i.is_multiple_of(n)
+            {
+                db.flush_wal(true).unwrap();
+            }
+        });
+    });
+}
+
+fn rocks_log(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    sync: SyncPolicy,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path(), RocksLogOptions::default().with_sync(sync)).unwrap();
+    let payload = vec![0xabu8; 256];
+    c.bench_function(name, |b| b.iter(|| log.append(entry(&payload)).unwrap()));
+}
+
+fn append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_256B");
+    group.throughput(Throughput::Elements(1));
+    let payload = vec![0xabu8; 256];
+    let memory = MemoryLog::new();
+    group.bench_function("memory_log", |b| {
+        b.iter(|| memory.append(entry(&payload)).unwrap());
+    });
+    drop(memory);
+
+    let group_commit = SyncPolicy::GroupCommit {
+        max_batch: 1000,
+        max_delay: Duration::from_secs(1),
+    };
+    // Pairs measured back to back so the ratio sees the same machine state.
+    rocks_log(&mut group, "rocks_log_nosync", SyncPolicy::Never);
+    raw_rocksdb(&mut group, "raw_rocksdb_nosync", Raw::NoSync);
+    rocks_log(&mut group, "rocks_log_group1000", group_commit);
+    raw_rocksdb(&mut group, "raw_rocksdb_group1000", Raw::Group(1000));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    rocks_log(&mut group, "rocks_log_sync", SyncPolicy::EveryAppend);
+    raw_rocksdb(&mut group, "raw_rocksdb_sync", Raw::Sync);
+    group.finish();
+}
+
+fn filled(n: u64) -> (tempfile::TempDir, RocksLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(
+        dir.path(),
+        RocksLogOptions::default().with_sync(SyncPolicy::Never),
+    )
+    .unwrap();
+    let payload = vec![0x11u8; 256];
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(10_000);
+        log.append_batch((0..batch).map(|_| entry(&payload)).collect())
+            .unwrap();
+        done += batch;
+    }
+    (dir, log)
+}
+
+fn proofs(c: &mut Criterion) {
+    let n: u64 = if full_run() { 1 << 20 } else { 1 << 10 };
+    let (_dir, log) = filled(n);
+    let head = log.head();
+    let mut group = c.benchmark_group("proofs_1M");
+    let mut i = 0u64;
+    group.bench_function("inclusion_proof", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            black_box(log.inclusion_proof(i, n).unwrap())
+        });
+    });
+    let proofs: Vec<_> = (0..256u64)
+        .map(|j| {
+            let index = j * 4099 % n;
+            (
+                leaf_hash(log.get(index).unwrap().id.as_bytes()),
+                log.inclusion_proof(index, n).unwrap(),
+            )
+        })
+        .collect();
+    let mut j = 0;
+    group.bench_function("inclusion_verify", |b| {
+        b.iter(|| {
+            j = (j + 1) % proofs.len();
+            proofs[j].1.verify(&proofs[j].0, &head.root).unwrap();
+        });
+    });
+    group.bench_function("consistency_proof", |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            black_box(log.consistency_proof(i.max(1), n).unwrap())
+        });
+    });
+    group.finish();
+}
+
+fn verify(c: &mut Criterion) {
+    let n: u64 = if full_run() { 100_000 } else { 1_000 };
+    let (_dir, rocks) = filled(n);
+    let memory = Arc::new(MemoryLog::new());
+    memory
+        .append_batch((0..n.min(10_000)).map(|_| entry(&[0x22; 256])).collect())
+        .unwrap();
+    let mut group = c.benchmark_group("verify");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n));
+    group.bench_function("rocks_log", |b| b.iter(|| rocks.verify(&[]).unwrap()));
+    group.throughput(Throughput::Elements(memory.len()));
+    group.bench_function("memory_log", |b| b.iter(|| memory.verify(&[]).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, append, proofs, verify);
+criterion_main!(benches);

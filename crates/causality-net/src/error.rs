@@ -1,0 +1,263 @@
+//! Errors of the network layer, and the reasons inbound traffic is rejected.
+
+use std::fmt;
+
+use crate::peer::PeerId;
+
+/// Why an operation on the [`Network`](crate::Network) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The network has been shut down (its driver task ended).
+    #[error("the network is shut down")]
+    Closed,
+    /// The command queue to the adapter is full; the caller should back off.
+    #[error("the network is busy: its command queue is full")]
+    Busy,
+    /// The peer did not answer in time.
+    #[error("request `{protocol}` to {peer} timed out")]
+    Timeout {
+        /// Who was asked.
+        peer: PeerId,
+        /// The protocol of the request.
+        protocol: String,
+    },
+    /// No connection to the peer, and none could be made.
+    #[error("not connected to {0}")]
+    NotConnected(PeerId),
+    /// The remote refused the request.
+    #[error("{peer} refused `{protocol}`: {reason} ({detail})")]
+    Refused {
+        /// Who refused.
+        peer: PeerId,
+        /// The protocol of the request.
+        protocol: String,
+        /// Why.
+        reason: RefusalReason,
+        /// The remote's explanation.
+        detail: String,
+    },
+    /// Something is larger than the configured limit.
+    #[error("{what} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit (see [`Limits`](crate::Limits)).
+        limit: usize,
+    },
+    /// Bytes received could not be decoded.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// A logical topic string did not parse.
+    #[error("invalid topic `{topic}`: {reason}")]
+    InvalidTopic {
+        /// The offending text (truncated to 128 bytes).
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A peer id did not parse.
+    #[error("invalid peer id: {0}")]
+    InvalidPeerId(String),
+    /// A protocol string is not of the form `/causality/<name>/<semver>`.
+    #[error("invalid protocol id `{0}`")]
+    InvalidProtocol(String),
+    /// The authorization policy forbids the operation.
+    #[error("{peer} is not authorized to {operation}")]
+    Unauthorized {
+        /// Who asked.
+        peer: PeerId,
+        /// What they asked for.
+        operation: String,
+    },
+    /// A handler for this protocol is already registered.
+    #[error("a handler for `{0}` is already registered")]
+    AlreadyServing(String),
+    /// A dial or listen address could not be used.
+    #[error("address {address}: {detail}")]
+    Address {
+        /// The address.
+        address: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The node identity could not be loaded or stored.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// Sealing or opening an end-to-end encrypted payload failed.
+    #[error("sealed payload: {0}")]
+    Seal(&'static str),
+    /// Transport-level failure.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// Why a remote refused a request. Mirrors `Refusal.Reason` in `proto/causality/net/v1/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// No handler for the protocol.
+    UnsupportedProtocol,
+    /// The handler's queue is full.
+    Busy,
+    /// The requester exceeded its request rate.
+    RateLimited,
+    /// The requester is not authorized.
+    Unauthorized,
+    /// The handler failed or dropped the request.
+    HandlerFailed,
+    /// The request was malformed or too large.
+    BadRequest,
+}
+
+impl RefusalReason {
+    pub(crate) fn to_proto(self) -> i32 {
+        use crate::proto::v1::refusal::Reason;
+        (match self {
+            Self::UnsupportedProtocol => Reason::UnsupportedProtocol,
+            Self::Busy => Reason::Busy,
+            Self::RateLimited => Reason::RateLimited,
+            Self::Unauthorized => Reason::Unauthorized,
+            Self::HandlerFailed => Reason::HandlerFailed,
+            Self::BadRequest => Reason::BadRequest,
+        }) as i32
+    }
+
+    pub(crate) fn from_proto(value: i32) -> Self {
+        use crate::proto::v1::refusal::Reason;
+        match Reason::try_from(value) {
+            Ok(Reason::UnsupportedProtocol) => Self::UnsupportedProtocol,
+            Ok(Reason::Busy) => Self::Busy,
+            Ok(Reason::RateLimited) => Self::RateLimited,
+            Ok(Reason::Unauthorized) => Self::Unauthorized,
+            Ok(Reason::BadRequest) => Self::BadRequest,
+            Ok(Reason::HandlerFailed | Reason::Unspecified) | Err(_) => Self::HandlerFailed,
+        }
+    }
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnsupportedProtocol => "unsupported protocol",
+            Self::Busy => "busy",
+            Self::RateLimited => "rate limited",
+            Self::Unauthorized => "unauthorized",
+            Self::HandlerFailed => "handler failed",
+            Self::BadRequest => "bad request",
+        })
+    }
+}
+
+/// Why an inbound message or request was rejected. Each rejection is reported as a
+/// [`NetworkEvent::Rejected`](crate::NetworkEvent), logged, counted, and — except
+/// [`Rejection::Duplicate`] — penalizes the peer that sent it to us.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The bytes are not a valid protobuf message of the expected type, or not in the
+    /// canonical encoding (which would let one signed message take many ids).
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// Larger than the configured limit.
+    #[error("oversize: {size} bytes, limit {limit}")]
+    Oversize {
+        /// Size received.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The envelope's signature does not verify against its sender.
+    #[error("bad signature")]
+    BadSignature,
+    /// The transport says the message came from one peer, the envelope claims another.
+    #[error("wrong sender: envelope names {claimed}, transport authenticated {actual}")]
+    WrongSender {
+        /// The sender named in the envelope.
+        claimed: PeerId,
+        /// The originator authenticated by the transport.
+        actual: PeerId,
+    },
+    /// A sequence number already used by its sender (a replay, or equivocation).
+    #[error("replay: sequence {seq} of {sender} already seen or too old")]
+    Replay {
+        /// The sender.
+        sender: PeerId,
+        /// The reused sequence number.
+        seq: u64,
+    },
+    /// Exactly this message was already received (normal in gossip; not penalized).
+    #[error("duplicate message")]
+    Duplicate,
+    /// The envelope's timestamp is too far from our clock.
+    #[error("timestamp {skew_ms} ms from our clock (bound {bound_ms} ms)")]
+    ClockSkew {
+        /// Signed difference, envelope minus local, in milliseconds.
+        skew_ms: i64,
+        /// The configured bound.
+        bound_ms: u64,
+    },
+    /// The peer exceeded its rate limit.
+    #[error("rate limited")]
+    RateLimited,
+    /// The envelope's logical topic is invalid or does not belong to the physical topic it
+    /// arrived on.
+    #[error("bad topic: {0}")]
+    BadTopic(String),
+    /// The envelope's protocol version is incompatible with ours.
+    #[error("incompatible version {0}")]
+    Version(String),
+    /// The peer is banned.
+    #[error("peer is banned")]
+    Banned,
+}
+
+impl Rejection {
+    /// A short stable label, for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Oversize { .. } => "oversize",
+            Self::BadSignature => "bad_signature",
+            Self::WrongSender { .. } => "wrong_sender",
+            Self::Replay { .. } => "replay",
+            Self::Duplicate => "duplicate",
+            Self::ClockSkew { .. } => "clock_skew",
+            Self::RateLimited => "rate_limited",
+            Self::BadTopic(_) => "bad_topic",
+            Self::Version(_) => "version",
+            Self::Banned => "banned",
+        }
+    }
+
+    /// Whether the message is provably bad (malformed, forged, replayed, misrouted,
+    /// oversize) as opposed to unwelcome for reasons an honest relay may not share (our
+    /// clock, our rate limits, our version, our bans). Only faults are reported to gossip
+    /// as invalid; the others are ignored there, so honest relays are not punished for them.
+    pub fn is_fault(&self) -> bool {
+        self.penalty() >= 10
+    }
+
+    /// The score penalty for the peer that delivered it (see [`Limits`](crate::Limits)).
+    pub(crate) fn penalty(&self) -> i64 {
+        match self {
+            Self::Duplicate => 0,
+            Self::RateLimited => 1,
+            Self::ClockSkew { .. } | Self::Version(_) => 5,
+            Self::Malformed(_)
+            | Self::Oversize { .. }
+            | Self::BadSignature
+            | Self::WrongSender { .. }
+            | Self::Replay { .. }
+            | Self::BadTopic(_) => 10,
+            Self::Banned => 0,
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! What the network reports: events and counters.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use causality_version::{Agreement, Incompatibility};
+use multiaddr::Multiaddr;
+
+use crate::error::{RefusalReason, Rejection};
+use crate::peer::PeerId;
+
+/// Something that happened on the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetworkEvent {
+    /// The node listens on a new address.
+    Listening {
+        /// The address.
+        address: Multiaddr,
+    },
+    /// A peer connected and the version handshake succeeded.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// The version and features agreed with it.
+        agreement: Agreement,
+        /// The peer's implementation string.
+        agent: String,
+    },
+    /// The last connection to a peer closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer's score fell below the ban threshold; it is disconnected and refused.
+    PeerBanned {
+        /// The peer.
+        peer: PeerId,
+        /// For how long.
+        duration: Duration,
+    },
+    /// A peer speaks an incompatible version or lacks required features; it is disconnected.
+    VersionMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// What is incompatible, from our side.
+        reason: Incompatibility,
+    },
+    /// A message from a peer was rejected.
+    MessageRejected {
+        /// The peer that delivered it.
+        from: PeerId,
+        /// Why.
+        reason: Rejection,
+    },
+    /// A request from a peer was refused.
+    RequestRefused {
+        /// The requester.
+        from: PeerId,
+        /// The protocol asked for.
+        protocol: String,
+        /// Why.
+        reason: RefusalReason,
+    },
+}
+
+/// Counters of what the network has done, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkMetrics {
+    /// Envelopes this node published.
+    pub published: u64,
+    /// Inbound messages accepted (each once).
+    pub accepted: u64,
+    /// Inbound messages rejected, by reason label (see [`Rejection::label`]).
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Messages handed to local subscribers.
+    pub delivered: u64,
+    /// Messages dropped because a subscriber's queue was full.
+    pub subscriber_drops: u64,
+    /// Requests sent.
+    pub requests_sent: u64,
+    /// Requests answered by a local handler.
+    pub requests_served: u64,
+    /// Requests refused, by reason.
+    pub requests_refused: BTreeMap<String, u64>,
+    /// Peers banned.
+    pub bans: u64,
+    /// Bytes of envelopes and requests received.
+    pub bytes_in: u64,
+    /// Bytes of envelopes and requests sent.
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) subscriber_drops: AtomicU64,
+    pub(crate) requests_sent: AtomicU64,
+    pub(crate) requests_served: AtomicU64,
+    pub(crate) bans: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) rejected: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) refused: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reject(&self, reason: &Rejection) {
+        *lock(&self.rejected).entry(reason.label()).or_default() += 1;
+    }
+
+    pub(crate) fn refuse(&self, reason: RefusalReason) {
+        *lock(&self.refused).entry(reason.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> NetworkMetrics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NetworkMetrics {
+            published: get(&self.published),
+            accepted: get(&self.accepted),
+            rejected: lock(&self.rejected).clone(),
+            delivered: get(&self.delivered),
+            subscriber_drops: get(&self.subscriber_drops),
+            requests_sent: get(&self.requests_sent),
+            requests_served: get(&self.requests_served),
+            requests_refused: lock(&self.refused).clone(),
+            bans: get(&self.bans),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
+/// section here leaves the data consistent).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

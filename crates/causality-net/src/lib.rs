@@ -1,0 +1,55 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+
+mod clock;
+mod core;
+mod envelope;
+mod error;
+mod event;
+#[cfg(feature = "libp2p")]
+mod libp2p;
+mod limits;
+mod memory;
+mod network;
+mod peer;
+mod policy;
+mod ratelimit;
+mod replay;
+pub mod seal;
+mod topic;
+
+/// Raw protobuf wire types generated from `proto/causality/net/`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+#[path = "generated/mod.rs"]
+pub mod proto;
+
+pub use crate::clock::{Clock, SystemClock, TokioClock};
+pub use crate::core::{HANDSHAKE_PROTOCOL, InboundRequest, NodeConfig, PeerInfo};
+pub use crate::envelope::{Message, SIGNING_DOMAIN, sign_envelope};
+pub use crate::error::{NetError, RefusalReason, Rejection};
+pub use crate::event::{NetworkEvent, NetworkMetrics};
+#[cfg(feature = "libp2p")]
+pub use crate::libp2p::{Libp2pConfig, Libp2pNetwork, REQUEST_PROTOCOL, Security};
+pub use crate::limits::Limits;
+pub use crate::memory::{LinkConfig, MemoryNetwork, SIMULATION_EPOCH_MS, SimStats};
+pub use crate::network::{EventStream, Network, Requests, Subscription};
+pub use crate::peer::{Keypair, PeerId};
+pub use crate::policy::{Policy, Role};
+pub use crate::topic::{MAX_TOPIC_ID_BYTES, Topic, TopicKind};
+pub use causality_version::{FeatureSet, Hello, ProtocolVersion};
+pub use multiaddr::{self, Multiaddr};
+
+/// The version of the Causality wire protocol this crate speaks.
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::new(0, 1, 0);
+
+/// The `Hello` a node sends by default: [`PROTOCOL_VERSION`], the features this crate
+/// implements, and an agent string naming the crate.
+pub fn default_hello() -> Hello {
+    let features = FeatureSet::BASIC_MESSAGING
+        | FeatureSet::PUB_SUB
+        | FeatureSet::CONTENT_ADDRESSING
+        | FeatureSet::SECURE_TRANSPORT
+        | FeatureSet::PEER_AUTH;
+    Hello::new(PROTOCOL_VERSION, features)
+        .with_agent(concat!("causality-net/", env!("CARGO_PKG_VERSION")))
+}

@@ -1,0 +1,684 @@
+//! [`MemoryNetwork`]: an in-process network for tests and simulation.
+//!
+//! Every node runs the same [`Core`] as over libp2p; only the transport differs. Frames
+//! travel through one scheduler with per-link latency, jitter, bandwidth, gossip loss and
+//! partitions, all changeable while the simulation runs. Randomness comes from one seeded
+//! RNG and time from `tokio::time`, so under `tokio::time::pause()` on a current-thread
+//! runtime a run is reproducible.
+//!
+//! Gossip is forwarded, after validation, to every connected peer subscribed to the
+//! physical topic (flooding over the subscriber overlay); duplicates are dropped by message
+//! id before validation. Request, response and control frames model a reliable stream:
+//! they are delayed but never lost, except across a partition.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use multiaddr::{Multiaddr, Protocol};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::clock::TokioClock;
+use crate::core::{Answer, Command, Core, NodeConfig, Verdict};
+use crate::error::NetError;
+use crate::event::lock;
+use crate::network::Network;
+use crate::peer::{Keypair, PeerId};
+
+/// Wall-clock reading simulated nodes start at (2026-01-01T00:00:00Z).
+pub const SIMULATION_EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// Frames queued for one node before further frames to it are dropped.
+const INBOX: usize = 16 * 1024;
+
+/// Properties of a simulated link, per direction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkConfig {
+    /// One-way delay.
+    pub latency: Duration,
+    /// Extra delay drawn uniformly from `0..=jitter`.
+    pub jitter: Duration,
+    /// Probability that a gossip frame is lost.
+    pub loss: f64,
+    /// Bytes per second; `None` is unlimited.
+    pub bandwidth: Option<u64>,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            bandwidth: None,
+        }
+    }
+}
+
+/// Totals of what the simulated network carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Frames handed to the network.
+    pub frames: u64,
+    /// Of which gossip frames.
+    pub gossip_frames: u64,
+    /// Bytes of all frames' payloads.
+    pub bytes: u64,
+    /// Frames lost to loss, partitions or full inboxes.
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+enum Frame {
+    Connected {
+        peer: PeerId,
+        dialer: bool,
+    },
+    Disconnected {
+        peer: PeerId,
+    },
+    Subscriptions {
+        peer: PeerId,
+        topics: Vec<String>,
+        subscribed: bool,
+    },
+    Gossip {
+        from: PeerId,
+        source: PeerId,
+        physical: Arc<str>,
+        bytes: Arc<[u8]>,
+    },
+    Request {
+        from: PeerId,
+        id: u64,
+        bytes: Vec<u8>,
+    },
+    Response {
+        id: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Frame {
+    fn len(&self) -> usize {
+        match self {
+            Self::Gossip { bytes, .. } => bytes.len(),
+            Self::Request { bytes, .. } | Self::Response { bytes, .. } => bytes.len(),
+            Self::Subscriptions { topics, .. } => topics.iter().map(String::len).sum(),
+            Self::Connected { .. } | Self::Disconnected { .. } => 0,
+        }
+    }
+}
+
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    to: PeerId,
+    frame: Frame,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct HubState {
+    rng: ChaCha20Rng,
+    nodes: HashMap<PeerId, mpsc::Sender<Frame>>,
+    addresses: HashMap<u64, PeerId>,
+    next_port: u64,
+    /// Undirected connections, stored as (smaller, larger).
+    connections: HashSet<(PeerId, PeerId)>,
+    default_link: LinkConfig,
+    links: HashMap<(PeerId, PeerId), LinkConfig>,
+    busy_until: HashMap<(PeerId, PeerId), Instant>,
+    partition: HashMap<PeerId, usize>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    stats: SimStats,
+}
+
+struct Hub {
+    state: Mutex<HubState>,
+    wake: Arc<Notify>,
+    /// Frames scheduled or queued but not yet fully processed by their node.
+    in_flight: AtomicU64,
+    idle: Notify,
+}
+
+/// An in-process network of simulated nodes. Cheap to clone. Must be created inside a
+/// tokio runtime (it spawns the frame scheduler).
+#[derive(Clone)]
+pub struct MemoryNetwork {
+    hub: Arc<Hub>,
+}
+
+impl fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.hub.state);
+        f.debug_struct("MemoryNetwork")
+            .field("nodes", &state.nodes.len())
+            .field("connections", &state.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn edge(a: PeerId, b: PeerId) -> (PeerId, PeerId) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+impl MemoryNetwork {
+    /// A new, empty network whose randomness derives from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let hub = Arc::new(Hub {
+            state: Mutex::new(HubState {
+                rng: ChaCha20Rng::seed_from_u64(seed),
+                nodes: HashMap::new(),
+                addresses: HashMap::new(),
+                next_port: 1,
+                connections: HashSet::new(),
+                default_link: LinkConfig::default(),
+                links: HashMap::new(),
+                busy_until: HashMap::new(),
+                partition: HashMap::new(),
+                queue: BinaryHeap::new(),
+                seq: 0,
+                stats: SimStats::default(),
+            }),
+            wake: Arc::new(Notify::new()),
+            in_flight: AtomicU64::new(0),
+            idle: Notify::new(),
+        });
+        tokio::spawn(scheduler(Arc::downgrade(&hub), Arc::clone(&hub.wake)));
+        Self { hub }
+    }
+
+    /// Adds a node with a deterministic identity (derived from its position), default
+    /// limits, an open policy and a clock starting at [`SIMULATION_EPOCH_MS`].
+    pub fn add_node(&self) -> Network {
+        let index = lock(&self.hub.state).next_port;
+        let mut config = NodeConfig::new(Keypair::from_index(index));
+        config.clock = Arc::new(TokioClock::new(SIMULATION_EPOCH_MS));
+        self.add_node_with(config)
+    }
+
+    /// Adds a node with the given configuration. It listens on `/memory/<n>`.
+    pub fn add_node_with(&self, config: NodeConfig) -> Network {
+        let (commands_tx, commands_rx) = mpsc::channel(config.limits.command_queue.max(1));
+        let core = Arc::new(Core::new(config, commands_tx));
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+        let port = {
+            let mut state = lock(&self.hub.state);
+            let port = state.next_port;
+            state.next_port += 1;
+            state.nodes.insert(core.local, inbox_tx);
+            state.addresses.insert(port, core.local);
+            port
+        };
+        core.on_listening(Multiaddr::empty().with(Protocol::Memory(port)));
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let driver = Driver {
+            hub: Arc::clone(&self.hub),
+            core: Arc::clone(&core),
+            peers: BTreeMap::new(),
+            pending: HashMap::new(),
+            next_request: 0,
+        };
+        tokio::spawn(driver.run(commands_rx, inbox_rx, shutdown_rx));
+        Network::new(core, shutdown_tx)
+    }
+
+    /// Sets the link properties used where no per-link override exists.
+    pub fn set_default_link(&self, link: LinkConfig) {
+        lock(&self.hub.state).default_link = link;
+    }
+
+    /// Overrides the link between `a` and `b`, both directions.
+    pub fn set_link(&self, a: PeerId, b: PeerId, link: LinkConfig) {
+        let mut state = lock(&self.hub.state);
+        state.links.insert((a, b), link);
+        state.links.insert((b, a), link);
+    }
+
+    /// Splits the network: frames between peers of different groups are dropped. Peers in
+    /// no group form a group of their own.
+    pub fn partition(&self, groups: &[Vec<PeerId>]) {
+        let mut state = lock(&self.hub.state);
+        state.partition.clear();
+        for (i, group) in groups.iter().enumerate() {
+            for peer in group {
+                state.partition.insert(*peer, i + 1);
+            }
+        }
+    }
+
+    /// Removes any partition.
+    pub fn heal(&self) {
+        lock(&self.hub.state).partition.clear();
+    }
+
+    /// Totals so far.
+    pub fn stats(&self) -> SimStats {
+        lock(&self.hub.state).stats
+    }
+
+    /// Waits until no frame is in flight and every node has processed what it received.
+    pub async fn settle(&self) {
+        loop {
+            loop {
+                let idle = self.hub.idle.notified();
+                if self.hub.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+            // Let tasks woken by the last frames (handlers, handshakes) run and send.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if self.hub.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Schedules `frame` from `from` to `to` over the link between them.
+    fn send(&self, from: PeerId, to: PeerId, frame: Frame) {
+        let mut state = lock(&self.state);
+        let gossip = matches!(frame, Frame::Gossip { .. });
+        let len = frame.len() as u64;
+        state.stats.frames += 1;
+        state.stats.gossip_frames += u64::from(gossip);
+        state.stats.bytes += len;
+        let group = |p: &PeerId| state.partition.get(p).copied().unwrap_or(0);
+        let partitioned = !state.partition.is_empty() && group(&from) != group(&to);
+        let link = state
+            .links
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(state.default_link);
+        if partitioned || (gossip && link.loss > 0.0 && state.rng.gen_bool(link.loss.min(1.0))) {
+            state.stats.dropped += 1;
+            return;
+        }
+        let now = Instant::now();
+        let mut depart = now;
+        if let Some(bandwidth) = link.bandwidth.filter(|b| *b > 0) {
+            let busy = state.busy_until.entry((from, to)).or_insert(now);
+            let start = (*busy).max(now);
+            let transmit = Duration::from_nanos(len.saturating_mul(1_000_000_000) / bandwidth);
+            *busy = start + transmit;
+            depart = *busy;
+        }
+        let jitter = if link.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            let nanos = u64::try_from(link.jitter.as_nanos()).unwrap_or(u64::MAX);
+            Duration::from_nanos(state.rng.gen_range(0..=nanos))
+        };
+        let at = depart + link.latency + jitter;
+        state.seq += 1;
+        let seq = state.seq;
+        state.queue.push(Reverse(Scheduled { at, seq, to, frame }));
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    fn done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn connect(&self, a: PeerId, b: PeerId) -> bool {
+        lock(&self.state).connections.insert(edge(a, b))
+    }
+
+    fn disconnect(&self, a: PeerId, b: PeerId) -> bool {
+        lock(&self.state).connections.remove(&edge(a, b))
+    }
+}
+
+async fn scheduler(hub: Weak<Hub>, wake: Arc<Notify>) {
+    loop {
+        let Some(hub) = hub.upgrade() else { return };
+        let woken = wake.notified();
+        let next = {
+            let mut state = lock(&hub.state);
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while state.queue.peek().is_some_and(|s| s.0.at <= now) {
+                let Reverse(s) = state.queue.pop().expect("peeked");
+                due.push(s);
+            }
+            for s in due {
+                let delivered = state
+                    .nodes
+                    .get(&s.to)
+                    .is_some_and(|inbox| inbox.try_send(s.frame).is_ok());
+                if !delivered {
+                    state.stats.dropped += 1;
+                    hub.done();
+                }
+            }
+            state.queue.peek().map(|s| s.0.at)
+        };
+        drop(hub);
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = woken => {}
+                }
+            }
+            None => woken.await,
+        }
+    }
+}
+
+/// Where a request's response (or failure) goes.
+type Reply = oneshot::Sender<Result<Vec<u8>, NetError>>;
+
+/// The per-node task: turns commands into frames and frames into calls on the core.
+struct Driver {
+    hub: Arc<Hub>,
+    core: Arc<Core>,
+    /// Connected peers and the physical topics they subscribe to.
+    peers: BTreeMap<PeerId, BTreeSet<String>>,
+    pending: HashMap<u64, (PeerId, Reply)>,
+    next_request: u64,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbox: mpsc::Receiver<Frame>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(frame) = inbox.recv() => {
+                    self.on_frame(frame);
+                    self.hub.done();
+                }
+                Some(command) = commands.recv() => self.on_command(command),
+            }
+        }
+        // Leave the network: close connections and drain what was addressed to us.
+        let local = self.core.local;
+        lock(&self.hub.state).nodes.remove(&local);
+        for peer in self.peers.keys().copied().collect::<Vec<_>>() {
+            self.close(peer);
+        }
+        inbox.close();
+        while inbox.recv().await.is_some() {
+            self.hub.done();
+        }
+    }
+
+    fn local(&self) -> PeerId {
+        self.core.local
+    }
+
+    fn send(&self, to: PeerId, frame: Frame) {
+        self.hub.send(self.local(), to, frame);
+    }
+
+    fn close(&mut self, peer: PeerId) {
+        self.lost(peer);
+        if self.hub.disconnect(self.local(), peer) {
+            self.send(peer, Frame::Disconnected { peer: self.local() });
+        }
+    }
+
+    /// The connection to `peer` is gone: fail its pending requests and tell the core.
+    fn lost(&mut self, peer: PeerId) {
+        let failed: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, (to, _))| *to == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            if let Some((_, reply)) = self.pending.remove(&id) {
+                let _ = reply.send(Err(NetError::NotConnected(peer)));
+            }
+        }
+        if self.peers.remove(&peer).is_some() {
+            self.core.on_disconnected(peer);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { physical, bytes } | Command::PublishRaw { physical, bytes } => {
+                let (physical, bytes): (Arc<str>, Arc<[u8]>) = (physical.into(), bytes.into());
+                self.forward(None, self.local(), &physical, &bytes);
+            }
+            Command::Subscribe(physical) => self.announce(vec![physical], true),
+            Command::Unsubscribe(physical) => self.announce(vec![physical], false),
+            Command::Request { peer, bytes, reply } => {
+                if !self.peers.contains_key(&peer) {
+                    let _ = reply.send(Err(NetError::NotConnected(peer)));
+                    return;
+                }
+                if self.pending.len() >= 1024 {
+                    self.pending.retain(|_, (_, reply)| !reply.is_closed());
+                }
+                self.next_request += 1;
+                let id = self.next_request;
+                self.pending.insert(id, (peer, reply));
+                self.send(
+                    peer,
+                    Frame::Request {
+                        from: self.local(),
+                        id,
+                        bytes,
+                    },
+                );
+            }
+            Command::Dial { address, reply } => {
+                let _ = reply.send(self.dial(&address));
+            }
+            Command::Disconnect(peer) => self.close(peer),
+            Command::TopicPeers { physical, reply } => {
+                let peers = self
+                    .peers
+                    .iter()
+                    .filter(|(_, topics)| topics.contains(&physical))
+                    .map(|(peer, _)| *peer)
+                    .collect();
+                let _ = reply.send(peers);
+            }
+        }
+    }
+
+    fn dial(&mut self, address: &Multiaddr) -> Result<(), NetError> {
+        let bad = |detail: &str| NetError::Address {
+            address: address.to_string(),
+            detail: detail.to_owned(),
+        };
+        let Some(Protocol::Memory(port)) = address.iter().next() else {
+            return Err(bad("not a /memory/<n> address"));
+        };
+        let peer = lock(&self.hub.state)
+            .addresses
+            .get(&port)
+            .copied()
+            .ok_or_else(|| bad("no node listens there"))?;
+        if peer == self.local() {
+            return Err(bad("cannot dial ourselves"));
+        }
+        if self.peers.contains_key(&peer) {
+            return Ok(());
+        }
+        if !self.core.on_connected(peer, true) {
+            return Err(bad(
+                "connection refused locally (banned, policy or peer limit)",
+            ));
+        }
+        self.hub.connect(self.local(), peer);
+        self.peers.insert(peer, BTreeSet::new());
+        self.send(
+            peer,
+            Frame::Connected {
+                peer: self.local(),
+                dialer: true,
+            },
+        );
+        self.send_subscriptions(peer);
+        Ok(())
+    }
+
+    fn send_subscriptions(&self, peer: PeerId) {
+        let topics = self.core.subscribed_physical();
+        if !topics.is_empty() {
+            self.send(
+                peer,
+                Frame::Subscriptions {
+                    peer: self.local(),
+                    topics,
+                    subscribed: true,
+                },
+            );
+        }
+    }
+
+    fn announce(&self, topics: Vec<String>, subscribed: bool) {
+        for peer in self.peers.keys() {
+            self.send(
+                *peer,
+                Frame::Subscriptions {
+                    peer: self.local(),
+                    topics: topics.clone(),
+                    subscribed,
+                },
+            );
+        }
+    }
+
+    /// Sends gossip to every connected peer subscribed to `physical`, except where it came
+    /// from and its originator.
+    fn forward(
+        &self,
+        from: Option<PeerId>,
+        source: PeerId,
+        physical: &Arc<str>,
+        bytes: &Arc<[u8]>,
+    ) {
+        let local = self.local();
+        for (peer, topics) in &self.peers {
+            if Some(*peer) == from || *peer == source || !topics.contains(&**physical) {
+                continue;
+            }
+            self.send(
+                *peer,
+                Frame::Gossip {
+                    from: local,
+                    source,
+                    physical: Arc::clone(physical),
+                    bytes: Arc::clone(bytes),
+                },
+            );
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::Connected { peer, dialer } => {
+                if !self.hub_connected(peer) {
+                    return;
+                }
+                if self.core.on_connected(peer, !dialer) {
+                    self.peers.insert(peer, BTreeSet::new());
+                    self.send_subscriptions(peer);
+                } else {
+                    self.close(peer);
+                }
+            }
+            Frame::Disconnected { peer } => self.lost(peer),
+            Frame::Subscriptions {
+                peer,
+                topics,
+                subscribed,
+            } => {
+                if let Some(set) = self.peers.get_mut(&peer) {
+                    for topic in topics {
+                        if subscribed {
+                            set.insert(topic);
+                        } else {
+                            set.remove(&topic);
+                        }
+                    }
+                }
+            }
+            Frame::Gossip {
+                from,
+                source,
+                physical,
+                bytes,
+            } => {
+                if !self.peers.contains_key(&from) {
+                    return;
+                }
+                if !self.core.is_subscribed_physical(&physical) {
+                    return;
+                }
+                if self.core.on_gossip(from, Some(source), &physical, &bytes) == Verdict::Accept {
+                    self.forward(Some(from), source, &physical, &bytes);
+                }
+            }
+            Frame::Request { from, id, bytes } => {
+                if !self.peers.contains_key(&from) {
+                    return;
+                }
+                match self.core.on_request(from, &bytes) {
+                    Answer::Now(bytes) => {
+                        self.send(from, Frame::Response { id, bytes });
+                    }
+                    Answer::Later(pending) => {
+                        let hub = Arc::clone(&self.hub);
+                        let local = self.local();
+                        tokio::spawn(async move {
+                            let bytes = pending.wait().await;
+                            hub.send(local, from, Frame::Response { id, bytes });
+                        });
+                    }
+                }
+            }
+            Frame::Response { id, bytes } => {
+                if let Some((_, reply)) = self.pending.remove(&id) {
+                    let _ = reply.send(Ok(bytes));
+                }
+            }
+        }
+    }
+
+    fn hub_connected(&self, peer: PeerId) -> bool {
+        lock(&self.hub.state)
+            .connections
+            .contains(&edge(self.local(), peer))
+    }
+}

@@ -1,0 +1,266 @@
+//! Replay protection: a sliding window of sequence numbers per sender, a bounded cache of
+//! message ids, and a clock-skew bound.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use causality_hash::ContentId;
+
+use crate::error::Rejection;
+use crate::limits::Limits;
+use crate::peer::PeerId;
+
+/// Per-sender window: the highest sequence number seen and a bitmap of the ones below it.
+#[derive(Debug)]
+struct Window {
+    highest: u64,
+    /// Bit `i` set = `highest - i` was seen (bit 0 is `highest` itself).
+    seen: Vec<u64>,
+    /// Recency stamp for eviction.
+    touched: u64,
+}
+
+impl Window {
+    fn new(width: u64) -> Self {
+        Self {
+            highest: 0,
+            seen: vec![0; usize::try_from(width.div_ceil(64)).unwrap_or(1).max(1)],
+            touched: 0,
+        }
+    }
+
+    fn width(&self) -> u64 {
+        self.seen.len() as u64 * 64
+    }
+
+    fn get(&self, offset: u64) -> bool {
+        let (word, bit) = ((offset / 64) as usize, offset % 64);
+        self.seen[word] & (1 << bit) != 0
+    }
+
+    fn set(&mut self, offset: u64) {
+        let (word, bit) = ((offset / 64) as usize, offset % 64);
+        self.seen[word] |= 1 << bit;
+    }
+
+    /// Shifts the window so `seq` becomes the highest.
+    fn advance(&mut self, seq: u64) {
+        let shift = seq - self.highest;
+        self.highest = seq;
+        if shift >= self.width() {
+            self.seen.fill(0);
+            return;
+        }
+        let (words, bits) = ((shift / 64) as usize, (shift % 64) as u32);
+        let n = self.seen.len();
+        for i in (0..n).rev() {
+            let lo = i.checked_sub(words).map_or(0, |j| self.seen[j]);
+            let carry = if bits == 0 {
+                0
+            } else {
+                i.checked_sub(words + 1)
+                    .map_or(0, |j| self.seen[j] >> (64 - bits))
+            };
+            self.seen[i] = if bits == 0 { lo } else { (lo << bits) | carry };
+        }
+    }
+}
+
+/// Tracks what has been accepted, to refuse replays. Memory is bounded by
+/// [`Limits::replay_senders`] windows and [`Limits::seen_cache`] ids.
+#[derive(Debug)]
+pub(crate) struct ReplayGuard {
+    windows: HashMap<PeerId, Window>,
+    seen: HashSet<ContentId>,
+    seen_order: VecDeque<ContentId>,
+    width: u64,
+    max_senders: usize,
+    max_seen: usize,
+    max_skew_ms: u64,
+    clock: u64,
+}
+
+impl ReplayGuard {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Self {
+            windows: HashMap::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            width: limits.replay_window.max(64),
+            max_senders: limits.replay_senders.max(1),
+            max_seen: limits.seen_cache.max(1),
+            max_skew_ms: u64::try_from(limits.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
+            clock: 0,
+        }
+    }
+
+    /// Whether a message id has been accepted already (cheap pre-check before signature
+    /// verification).
+    pub(crate) fn is_duplicate(&self, id: &ContentId) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// Checks a message and, when fresh, records it.
+    pub(crate) fn check(
+        &mut self,
+        id: ContentId,
+        sender: PeerId,
+        seq: u64,
+        timestamp_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        if self.seen.contains(&id) {
+            return Err(Rejection::Duplicate);
+        }
+        let skew = i128::from(timestamp_ms) - i128::from(now_ms);
+        if skew.unsigned_abs() > u128::from(self.max_skew_ms) {
+            return Err(Rejection::ClockSkew {
+                skew_ms: i64::try_from(skew).unwrap_or(if skew < 0 { i64::MIN } else { i64::MAX }),
+                bound_ms: self.max_skew_ms,
+            });
+        }
+        if seq == 0 {
+            return Err(Rejection::Malformed("sequence number 0".into()));
+        }
+        self.clock += 1;
+        if !self.windows.contains_key(&sender) && self.windows.len() >= self.max_senders {
+            self.evict_oldest_sender();
+        }
+        let width = self.width;
+        let window = self
+            .windows
+            .entry(sender)
+            .or_insert_with(|| Window::new(width));
+        window.touched = self.clock;
+        if seq > window.highest {
+            window.advance(seq);
+            window.set(0);
+        } else {
+            let offset = window.highest - seq;
+            if offset >= window.width() || window.get(offset) {
+                return Err(Rejection::Replay { sender, seq });
+            }
+            window.set(offset);
+        }
+        self.remember(id);
+        Ok(())
+    }
+
+    fn remember(&mut self, id: ContentId) {
+        if self.seen_order.len() >= self.max_seen
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.seen.insert(id);
+        self.seen_order.push_back(id);
+    }
+
+    fn evict_oldest_sender(&mut self) {
+        if let Some(oldest) = self
+            .windows
+            .iter()
+            .min_by_key(|(_, w)| w.touched)
+            .map(|(peer, _)| *peer)
+        {
+            self.windows.remove(&oldest);
+        }
+    }
+
+    /// Windows and ids held, for tests of the memory bound.
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
+        (self.windows.len(), self.seen.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::Keypair;
+
+    fn id(n: u64) -> ContentId {
+        ContentId::of(&n.to_le_bytes())
+    }
+
+    #[test]
+    fn window_accepts_out_of_order_once() {
+        let mut guard = ReplayGuard::new(&Limits::default());
+        let peer = Keypair::from_index(1).peer_id();
+        for seq in [5, 3, 4, 1, 2, 10, 6] {
+            guard.check(id(seq), peer, seq, 0, 0).unwrap();
+        }
+        for seq in [5, 3, 10, 1] {
+            // Same sequence number, different bytes: a replay.
+            let err = guard.check(id(seq + 1000), peer, seq, 0, 0).unwrap_err();
+            assert!(matches!(err, Rejection::Replay { .. }), "{seq}: {err}");
+        }
+        assert_eq!(guard.check(id(5), peer, 5, 0, 0), Err(Rejection::Duplicate));
+    }
+
+    #[test]
+    fn too_old_is_a_replay_and_shifts_keep_bits() {
+        let limits = Limits {
+            replay_window: 128,
+            ..Limits::default()
+        };
+        let mut guard = ReplayGuard::new(&limits);
+        let peer = Keypair::from_index(1).peer_id();
+        guard.check(id(1), peer, 1, 0, 0).unwrap();
+        guard.check(id(70), peer, 70, 0, 0).unwrap();
+        guard.check(id(100), peer, 100, 0, 0).unwrap();
+        // 70 is still in the window (offset 30) and remembered across the shift.
+        assert!(matches!(
+            guard.check(id(7000), peer, 70, 0, 0),
+            Err(Rejection::Replay { .. })
+        ));
+        // 50 is in the window and unseen.
+        guard.check(id(50), peer, 50, 0, 0).unwrap();
+        guard.check(id(300), peer, 300, 0, 0).unwrap();
+        // 100 fell out of the 128-wide window.
+        assert!(matches!(
+            guard.check(id(100_000), peer, 100, 0, 0),
+            Err(Rejection::Replay { .. })
+        ));
+    }
+
+    #[test]
+    fn clock_skew_is_bounded_both_ways() {
+        let mut guard = ReplayGuard::new(&Limits::default());
+        let peer = Keypair::from_index(1).peer_id();
+        let now = 1_000_000;
+        assert!(matches!(
+            guard.check(id(1), peer, 1, now + 31_000, now),
+            Err(Rejection::ClockSkew {
+                skew_ms: 31_000,
+                ..
+            })
+        ));
+        assert!(matches!(
+            guard.check(id(2), peer, 2, now - 31_000, now),
+            Err(Rejection::ClockSkew {
+                skew_ms: -31_000,
+                ..
+            })
+        ));
+        guard.check(id(3), peer, 3, now - 29_000, now).unwrap();
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let limits = Limits {
+            replay_senders: 10,
+            seen_cache: 100,
+            ..Limits::default()
+        };
+        let mut guard = ReplayGuard::new(&limits);
+        for n in 0..1000 {
+            let peer = Keypair::from_index(n % 50).peer_id();
+            guard.check(id(n), peer, n + 1, 0, 0).unwrap();
+        }
+        let (windows, seen) = guard.sizes();
+        assert!(
+            windows <= 10 && seen <= 100,
+            "{windows} windows, {seen} ids"
+        );
+    }
+}
