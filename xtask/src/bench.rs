@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::util::{cargo, exec};
 
 /// Crates with benchmarks, by the short name accepted on the command line.
-const CRATES: &[&str] = &["hash", "log", "net"];
+const CRATES: &[&str] = &["hash", "log", "net", "discovery"];
 
 /// Ratios worth printing: (label, numerator benchmark id, denominator benchmark id).
 /// Both are criterion ids, `group/function[/parameter]`; a ratio of times.

@@ -24,25 +24,46 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     step("clippy", || {
         exec(
             cargo()
-                .args(["clippy", "--workspace", "--all-targets"])
+                .args(["clippy", "--workspace", "--all-targets", "--all-features"])
                 .args(locked)
                 .args(["--", "-D", "warnings"]),
         )
     })?;
+    // Everything else builds with all features; the libraries must also build without
+    // their optional backends (RocksDB, libp2p, NAT traversal), so a downstream project can
+    // leave them out. (`cargo check` of the RocksDB feature alone would recompile RocksDB's
+    // C++ for a different feature set, so that combination is covered by the full build.)
+    step("feature combinations", || {
+        exec(
+            cargo()
+                .args(["check", "-p", "causality-log", "--no-default-features"])
+                .args(locked),
+        )?;
+        exec(
+            cargo()
+                .args(["check", "-p", "causality-net", "--no-default-features"])
+                .args(locked),
+        )?;
+        exec(cargo().args(["check", "-p", "causality-net"]).args(locked))
+    })?;
     step("tests", || {
-        exec(cargo().args(["test", "--workspace"]).args(locked))
+        exec(
+            cargo()
+                .args(["test", "--workspace", "--all-features"])
+                .args(locked),
+        )
     })?;
     step("benchmarks in test mode", || {
         exec(
             cargo()
-                .args(["test", "--workspace", "--benches"])
+                .args(["test", "--workspace", "--all-features", "--benches"])
                 .args(locked),
         )
     })?;
     step("rustdoc", || {
         exec(
             cargo()
-                .args(["doc", "--workspace", "--no-deps"])
+                .args(["doc", "--workspace", "--all-features", "--no-deps"])
                 .args(locked)
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )

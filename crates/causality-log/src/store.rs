@@ -293,6 +293,7 @@ impl<B: Backend> Log<B> {
         })
     }
 
+    #[cfg(feature = "rocksdb")]
     pub(crate) fn backend(&self) -> &B {
         &self.inner.backend
     }

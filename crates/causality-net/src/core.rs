@@ -50,6 +50,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), NetError>>,
     },
     Disconnect(PeerId),
+    Listen {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
     TopicPeers {
         physical: String,
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -326,6 +330,14 @@ impl Core {
             Ok(remote) => {
                 self.complete_handshake(peer, &remote);
             }
+            Err(NetError::Refused {
+                reason: RefusalReason::UnsupportedProtocol,
+                ..
+            }) => {
+                // A plain libp2p peer (no Causality handshake): it may still gossip, and
+                // everything it sends is checked like anyone's.
+                tracing::info!(target: "causality_net", kind = "network", peer = %peer, "peer does not speak the handshake; keeping it as a gossip-only peer");
+            }
             Err(e) => {
                 tracing::info!(target: "causality_net", kind = "network", peer = %peer, error = %e, "handshake failed");
                 let _ = self.commands.try_send(Command::Disconnect(peer));
@@ -410,7 +422,7 @@ impl Core {
     }
 
     /// Lowers `peer`'s score; bans it when the score reaches the threshold.
-    fn penalize(&self, peer: PeerId, points: i64) {
+    pub(crate) fn penalize(&self, peer: PeerId, points: i64) {
         if points == 0 {
             return;
         }

@@ -58,6 +58,9 @@ pub struct Libp2pConfig {
     pub idle_timeout: Duration,
     /// Gossipsub heartbeat. Default 700 ms (shorter than gossipsub's 1 s, for fast meshes).
     pub heartbeat: Duration,
+    /// Serve as a circuit relay for other peers (feature `nat`). Default off.
+    #[cfg(feature = "nat")]
+    pub relay_server: bool,
 }
 
 impl Libp2pConfig {
@@ -74,6 +77,8 @@ impl Libp2pConfig {
             security: Security::Noise,
             idle_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_millis(700),
+            #[cfg(feature = "nat")]
+            relay_server: false,
         }
     }
 
@@ -106,6 +111,10 @@ impl Libp2pNetwork {
         // Wait until every listener reports an address, so callers can hand it out.
         let mut driver = Driver {
             swarm,
+            #[cfg(feature = "nat")]
+            advertise_listen: config.relay_server,
+            #[cfg(not(feature = "nat"))]
+            advertise_listen: false,
             core: Arc::clone(&core),
             requests: HashMap::new(),
             dials: HashMap::new(),
@@ -155,6 +164,51 @@ struct Behaviour {
     ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
     requests: request_response::Behaviour<FrameCodec>,
+    nat: Nat,
+}
+
+#[cfg(not(feature = "nat"))]
+type Nat = libp2p::swarm::dummy::Behaviour;
+#[cfg(feature = "nat")]
+use nat::Nat;
+
+/// NAT traversal (feature `nat`): AutoNAT, circuit relay v2 client (and server on relay
+/// nodes), and DCUtR to upgrade relayed connections to direct ones.
+#[cfg(feature = "nat")]
+mod nat {
+    use libp2p::swarm::NetworkBehaviour;
+    use libp2p::swarm::behaviour::toggle::Toggle;
+    use libp2p::{autonat, dcutr, relay};
+
+    #[derive(NetworkBehaviour)]
+    pub(super) struct Nat {
+        relay_client: relay::client::Behaviour,
+        relay_server: Toggle<relay::Behaviour>,
+        dcutr: dcutr::Behaviour,
+        autonat: autonat::Behaviour,
+    }
+
+    pub(super) fn behaviour(
+        key: &libp2p::identity::Keypair,
+        relay_client: relay::client::Behaviour,
+        serve_relay: bool,
+    ) -> Nat {
+        let peer_id = key.public().to_peer_id();
+        let relay_config = relay::Config {
+            // Enough for version handshakes and announcements; bulk transfers should
+            // go direct (DCUtR) rather than through someone else's relay.
+            max_circuit_bytes: 1 << 20,
+            ..relay::Config::default()
+        };
+        Nat {
+            relay_client,
+            relay_server: Toggle::from(
+                serve_relay.then(|| relay::Behaviour::new(peer_id, relay_config)),
+            ),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+        }
+    }
 }
 
 fn build_swarm(config: &Libp2pConfig, core: &Core) -> Result<Swarm<Behaviour>, NetError> {
@@ -197,7 +251,7 @@ fn build_swarm(config: &Libp2pConfig, core: &Core) -> Result<Swarm<Behaviour>, N
             .with_max_concurrent_streams(256),
     );
     let agent = core.hello.agent.clone();
-    let make_behaviour = move |key: &libp2p::identity::Keypair| Behaviour {
+    let make_behaviour = move |key: &libp2p::identity::Keypair, nat: Nat| Behaviour {
         limits: connection_limits::Behaviour::new(connection_limits),
         identify: identify::Behaviour::new(
             identify::Config::new("/causality/0.1.0".into(), key.public())
@@ -206,16 +260,36 @@ fn build_swarm(config: &Libp2pConfig, core: &Core) -> Result<Swarm<Behaviour>, N
         ping: ping::Behaviour::new(ping::Config::new()),
         gossipsub,
         requests,
+        nat,
     };
+    #[cfg(feature = "nat")]
+    let relay_server = config.relay_server;
     let idle = config.idle_timeout;
     let transport_err = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    #[cfg(not(feature = "nat"))]
     macro_rules! finish {
         ($with_tcp:expr) => {
             $with_tcp
                 .map_err(|e| transport_err(&e))?
                 .with_quic()
-                .with_behaviour(make_behaviour)
+                .with_behaviour(|key| make_behaviour(key, libp2p::swarm::dummy::Behaviour))
+                .map_err(|e| transport_err(&e))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build()
+        };
+    }
+    #[cfg(feature = "nat")]
+    macro_rules! finish {
+        ($with_tcp:expr) => {
+            $with_tcp
+                .map_err(|e| transport_err(&e))?
+                .with_quic()
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| transport_err(&e))?
+                .with_behaviour(|key, relay_client| {
+                    make_behaviour(key, nat::behaviour(key, relay_client, relay_server))
+                })
                 .map_err(|e| transport_err(&e))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build()
@@ -348,6 +422,8 @@ type PendingAnswer = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Vec<u8>)>;
 
 struct Driver {
     swarm: Swarm<Behaviour>,
+    /// Confirm listen addresses as external (relay servers).
+    advertise_listen: bool,
     core: Arc<Core>,
     requests: HashMap<request_response::OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
     dials: HashMap<ConnectionId, Reply<()>>,
@@ -431,6 +507,17 @@ impl Driver {
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(to_libp2p(&peer));
             }
+            Command::Listen { address, reply } => {
+                let result = self
+                    .swarm
+                    .listen_on(address.clone())
+                    .map(drop)
+                    .map_err(|e| NetError::Address {
+                        address: address.to_string(),
+                        detail: e.to_string(),
+                    });
+                let _ = reply.send(result);
+            }
             Command::TopicPeers { physical, reply } => {
                 let hash = IdentTopic::new(&physical).hash();
                 let peers = self
@@ -449,6 +536,15 @@ impl Driver {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
+                if self.advertise_listen
+                    && !address
+                        .iter()
+                        .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+                {
+                    // A relay hands its addresses out in reservations; on a relay node the
+                    // addresses it listens on are the ones to hand out.
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.core.on_listening(address);
             }
             SwarmEvent::ConnectionEstablished {
@@ -573,6 +669,12 @@ impl Driver {
                         OutboundFailure::DialFailure | OutboundFailure::ConnectionClosed => {
                             NetError::NotConnected(peer)
                         }
+                        OutboundFailure::UnsupportedProtocols => NetError::Refused {
+                            peer,
+                            protocol: REQUEST_PROTOCOL.into(),
+                            reason: crate::RefusalReason::UnsupportedProtocol,
+                            detail: "the peer does not speak the request protocol".into(),
+                        },
                         OutboundFailure::Timeout => NetError::Timeout {
                             peer,
                             protocol: REQUEST_PROTOCOL.into(),

@@ -428,7 +428,11 @@ impl Driver {
         }
         // Leave the network: close connections and drain what was addressed to us.
         let local = self.core.local;
-        lock(&self.hub.state).nodes.remove(&local);
+        {
+            let mut state = lock(&self.hub.state);
+            state.nodes.remove(&local);
+            state.addresses.retain(|_, peer| *peer != local);
+        }
         for peer in self.peers.keys().copied().collect::<Vec<_>>() {
             self.close(peer);
         }
@@ -503,6 +507,12 @@ impl Driver {
                 let _ = reply.send(self.dial(&address));
             }
             Command::Disconnect(peer) => self.close(peer),
+            Command::Listen { address, reply } => {
+                let _ = reply.send(Err(NetError::Address {
+                    address: address.to_string(),
+                    detail: "simulated nodes listen on their one /memory address".into(),
+                }));
+            }
             Command::TopicPeers { physical, reply } => {
                 let peers = self
                     .peers

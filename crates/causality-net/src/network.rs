@@ -108,6 +108,15 @@ impl Network {
         rx.await.map_err(|_| NetError::Closed)?
     }
 
+    /// Listens on another address, e.g. a relay circuit
+    /// (`/ip4/…/tcp/…/p2p/<relay>/p2p-circuit`, feature `nat`). The address appears in
+    /// [`listen_addresses`](Self::listen_addresses) once the listener is up.
+    pub async fn listen_on(&self, address: Multiaddr) -> Result<(), NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Listen { address, reply }).await?;
+        rx.await.map_err(|_| NetError::Closed)?
+    }
+
     /// Closes every connection to `peer`.
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), NetError> {
         self.command(Command::Disconnect(peer)).await
@@ -230,6 +239,20 @@ impl Network {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .authorize(peer, operation)
+    }
+
+    /// Signs `message` with this node's key. Callers must prefix their own domain
+    /// separator (e.g. `"causality/peer-record/v1\0"`), so a signature made for one
+    /// purpose can never be replayed as another.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.core().keypair.sign(message)
+    }
+
+    /// Lowers `peer`'s score for misbehaviour an upper protocol detected (a forged record,
+    /// an invalid proof, …); enough of it bans the peer. `reason` is logged.
+    pub fn penalize(&self, peer: PeerId, points: u32, reason: &str) {
+        tracing::warn!(target: "causality_net", kind = "network", peer = %peer, points, reason, "peer penalized");
+        self.core().penalize(peer, i64::from(points));
     }
 
     /// Whether `peer` is currently banned.

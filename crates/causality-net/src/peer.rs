@@ -44,6 +44,13 @@ impl PeerId {
         VerifyingKey::from_bytes(&self.0).expect("PeerId holds a valid ed25519 key")
     }
 
+    /// Whether `signature` is this peer's valid ed25519 signature of `message` (strict
+    /// verification: no malleable or small-order encodings).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        ed25519_dalek::Signature::from_slice(signature)
+            .is_ok_and(|sig| self.verifying_key().verify_strict(message, &sig).is_ok())
+    }
+
     /// The bytes of the equivalent libp2p peer id (an identity multihash).
     pub fn to_libp2p_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(38);

@@ -1,0 +1,123 @@
+//! Discovery benchmarks: `responsible_peers` over large views (criterion), and convergence
+//! time and membership traffic of whole simulated networks (printed). Under
+//! `cargo test --benches` the simulations run at small sizes.
+
+use std::time::Duration;
+
+use causality_discovery::{Config, Discovery, PeerRecord, State};
+use causality_hash::ContentId;
+use causality_net::{MemoryNetwork, Multiaddr, Network};
+use criterion::{BenchmarkId, Criterion};
+
+/// A discovery state machine whose view holds `n` signed records (no traffic: the records
+/// are inserted directly, as exchanges would).
+fn view_of(n: usize) -> State {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sim = MemoryNetwork::new(1);
+        let sign = |net: &Network| {
+            let now = net.now_ms();
+            PeerRecord::sign(
+                net,
+                net.listen_addresses(),
+                vec![],
+                1000,
+                now,
+                now + 3_600_000,
+            )
+        };
+        let own_net = sim.add_node();
+        let config = Config {
+            max_records: n + 10,
+            ..Config::default()
+        };
+        let mut state = State::new(config, sign(&own_net));
+        for _ in 0..n {
+            let net = sim.add_node();
+            state.insert(&sign(&net).to_proto(), net.now_ms()).unwrap();
+        }
+        state
+    })
+}
+
+fn responsible(c: &mut Criterion, quick: bool) {
+    let mut group = c.benchmark_group("responsible_peers_k3");
+    let sizes: &[usize] = if quick { &[100] } else { &[1_000, 10_000] };
+    for &n in sizes {
+        let state = view_of(n);
+        let mut i = 0u64;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i += 1;
+                state.responsible_peers(ContentId::of(&i.to_le_bytes()).as_bytes(), 3, &|_| true)
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Convergence of `n` nodes joining through 3 bootstrap peers, and membership bytes per
+/// node per second over the convergence period and a steady minute after it.
+fn convergence(n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sim = MemoryNetwork::new(n as u64);
+        let nets: Vec<Network> = (0..n).map(|_| sim.add_node()).collect();
+        let seeds: Vec<Multiaddr> = nets[..3].iter().map(|x| x.listen_addresses()[0].clone()).collect();
+        let nodes: Vec<Discovery> = nets
+            .iter()
+            .enumerate()
+            .map(|(i, net)| {
+                let config = Config {
+                    bootstrap: vec![seeds[(i + 1) % 3].clone()],
+                    refresh_interval: Duration::from_secs(2),
+                    max_records: n + 10,
+                    seed: i as u64,
+                    ..Config::default()
+                };
+                Discovery::start(net.clone(), config).unwrap()
+            })
+            .collect();
+        let start = tokio::time::Instant::now();
+        loop {
+            let first = nodes[0].members();
+            if first.len() == n && nodes.iter().all(|d| d.members() == first) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                println!("FIGURE discovery N={n}: not converged within 600 s");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let took = start.elapsed();
+        let converge_bytes = sim.stats().bytes;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let steady_bytes = sim.stats().bytes - converge_bytes;
+        println!(
+            "FIGURE discovery N={n}: converged in {:.1} s (virtual); {:.0} B/node/s while converging, {:.0} B/node/s steady",
+            took.as_secs_f64(),
+            converge_bytes as f64 / n as f64 / took.as_secs_f64().max(0.001),
+            steady_bytes as f64 / n as f64 / 60.0
+        );
+    });
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let mut criterion = Criterion::default().configure_from_args();
+    responsible(&mut criterion, quick);
+    criterion.final_summary();
+    let sizes: &[usize] = if quick { &[20] } else { &[50, 100, 500, 1000] };
+    for &n in sizes {
+        convergence(n);
+    }
+}

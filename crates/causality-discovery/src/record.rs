@@ -1,0 +1,163 @@
+//! Signed peer records.
+
+use causality_net::{FeatureSet, Multiaddr, Network, PeerId, ProtocolVersion};
+use prost::Message as _;
+
+use crate::error::RecordError;
+use crate::proto::v1 as pb;
+
+/// Prefix of the bytes a record signature covers.
+pub const RECORD_DOMAIN: &[u8] = b"causality/peer-record/v1\0";
+/// Most addresses in a record.
+pub const MAX_ADDRESSES: usize = 16;
+/// Longest address text.
+pub const MAX_ADDRESS_LEN: usize = 256;
+/// Most roles in a record.
+pub const MAX_ROLES: usize = 16;
+/// Longest role name.
+pub const MAX_ROLE_LEN: usize = 32;
+/// Largest encoded record.
+pub const MAX_RECORD_BYTES: usize = 8 * 1024;
+
+/// What a peer says about itself: where to reach it, what it speaks, what it offers, and
+/// for how long the statement holds. Signed by the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// The peer.
+    pub peer: PeerId,
+    /// Where it listens.
+    pub addresses: Vec<Multiaddr>,
+    /// The protocol version it speaks.
+    pub version: ProtocolVersion,
+    /// Features it supports.
+    pub features: FeatureSet,
+    /// Roles it offers (`prover`, `verifier`, `executor`, `storage`, …).
+    pub roles: Vec<String>,
+    /// Capacity for weighted rendezvous, in thousandths.
+    pub weight_milli: u32,
+    /// Sequence number; higher replaces lower.
+    pub seq: u64,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+    signature: Vec<u8>,
+    encoded: Vec<u8>,
+}
+
+impl PeerRecord {
+    /// Signs a record for `network`'s own peer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        network: &Network,
+        addresses: Vec<Multiaddr>,
+        roles: Vec<String>,
+        weight_milli: u32,
+        seq: u64,
+        expires_at_ms: u64,
+    ) -> Self {
+        let hello = network.hello();
+        let mut message = pb::PeerRecord {
+            peer_id: network.local_peer_id().as_bytes().to_vec(),
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+            version: Some(hello.version.into()),
+            features: hello.features.bits(),
+            roles: roles.clone(),
+            weight_milli,
+            seq,
+            expires_at_ms,
+            signature: Vec::new(),
+        };
+        message.signature = network.sign(&signing_bytes(&message)).to_vec();
+        Self {
+            signature: message.signature.clone(),
+            peer: network.local_peer_id(),
+            addresses,
+            version: hello.version,
+            features: hello.features,
+            roles,
+            weight_milli,
+            seq,
+            expires_at_ms,
+            encoded: message.encode_to_vec(),
+        }
+    }
+
+    /// The weight as a float (1.0 = a standard peer).
+    pub fn weight(&self) -> f64 {
+        f64::from(self.weight_milli) / 1000.0
+    }
+
+    /// Whether the record offers `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The signed wire form.
+    pub fn to_proto(&self) -> pb::PeerRecord {
+        pb::PeerRecord::decode(self.encoded.as_slice()).expect("our own encoding decodes")
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// The signed bytes.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Checks a record received from the network: size, field limits, canonical encoding,
+    /// signature, and expiry against `now_ms`.
+    pub fn verify(record: &pb::PeerRecord, now_ms: u64) -> Result<Self, RecordError> {
+        let encoded = record.encode_to_vec();
+        if encoded.len() > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge(encoded.len()));
+        }
+        if record.addresses.len() > MAX_ADDRESSES
+            || record.addresses.iter().any(|a| a.len() > MAX_ADDRESS_LEN)
+            || record.roles.len() > MAX_ROLES
+            || record
+                .roles
+                .iter()
+                .any(|r| r.is_empty() || r.len() > MAX_ROLE_LEN)
+        {
+            return Err(RecordError::Limits);
+        }
+        let peer = PeerId::from_bytes(&record.peer_id).map_err(|_| RecordError::BadPeerId)?;
+        let mut unsigned = record.clone();
+        unsigned.signature = Vec::new();
+        if !peer.verify(&signing_bytes(&unsigned), &record.signature) {
+            return Err(RecordError::BadSignature(peer));
+        }
+        if record.expires_at_ms <= now_ms {
+            return Err(RecordError::Expired(peer));
+        }
+        let addresses = record
+            .addresses
+            .iter()
+            .map(|a| {
+                a.parse::<Multiaddr>()
+                    .map_err(|_| RecordError::BadAddress(a.chars().take(64).collect()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let version: ProtocolVersion = record.version.ok_or(RecordError::Limits)?.into();
+        Ok(Self {
+            peer,
+            addresses,
+            version,
+            features: FeatureSet::from_bits(record.features),
+            roles: record.roles.clone(),
+            weight_milli: record.weight_milli,
+            seq: record.seq,
+            expires_at_ms: record.expires_at_ms,
+            signature: record.signature.clone(),
+            encoded,
+        })
+    }
+}
+
+fn signing_bytes(unsigned: &pb::PeerRecord) -> Vec<u8> {
+    let mut out = RECORD_DOMAIN.to_vec();
+    unsigned.encode(&mut out).expect("a Vec grows");
+    out
+}
