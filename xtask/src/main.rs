@@ -50,9 +50,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn devnet(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the devnet is not built yet: it needs the `causality-node` binary, which does not exist \
-         in this tree. The libraries it will compose are tested by `cargo xtask ci`."
-    )
+/// `cargo xtask devnet [flags]`: checks prerequisites, builds `causality-node` in release
+/// mode and runs `causality-node devnet` with the given flags (`--nodes`, `--keep`,
+/// `--seed`, `--dir`).
+fn devnet(args: &[String]) -> anyhow::Result<()> {
+    prereq::ensure()?;
+    println!(
+        "==> building causality-node (release; the first build compiles RocksDB and takes a while)"
+    );
+    util::exec(util::cargo().args(["build", "--release", "--locked", "-p", "causality-node"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| util::root().join("target"), std::path::PathBuf::from);
+    let binary = target.join("release").join("causality-node");
+    println!("==> {} devnet {}", binary.display(), args.join(" "));
+    util::exec(std::process::Command::new(&binary).arg("devnet").args(args))
 }

@@ -1,0 +1,422 @@
+//! `causality-node devnet`: N real node processes on 127.0.0.1, driven through their admin
+//! endpoints phase by phase, with a summary at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::admin;
+
+/// The logical topic the devnet publishes on.
+const TOPIC: &str = "execution/result/devnet";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Options of `causality-node devnet`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// How many nodes to start (at least 3).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Leave the nodes running after the checks and print their admin URLs; Ctrl-C stops them.
+    #[arg(long)]
+    keep: bool,
+    /// Seed for the run (chooses which nodes publish, ask and restart).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for the nodes' data (default: a temporary directory, removed afterwards
+    /// unless a phase failed).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+struct NodeProcess {
+    index: usize,
+    dir: PathBuf,
+    child: Child,
+    peer: String,
+    admin: String,
+    tcp: String,
+}
+
+struct Phase {
+    name: &'static str,
+    ok: bool,
+    took: Duration,
+    detail: String,
+}
+
+pub(crate) async fn run(args: Args) -> Result<ExitCode> {
+    if args.nodes < 3 {
+        bail!("--nodes must be at least 3");
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("causality-devnet-")
+        .tempdir()?;
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&root)?;
+    let exe = std::env::current_exe().context("cannot find the causality-node executable")?;
+    println!(
+        "devnet: {} nodes, data under {}",
+        args.nodes,
+        root.display()
+    );
+
+    let mut phases = Vec::new();
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    let outcome = drive(&args, &exe, &root, &mut nodes, &mut phases).await;
+
+    if args.keep && outcome.is_ok() {
+        println!("\nnodes are running; admin endpoints:");
+        for node in &nodes {
+            println!("  node {}  {}  {}", node.index, node.admin, node.peer);
+        }
+        println!("press Ctrl-C to stop them");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    // Stop everything that still runs, gracefully.
+    for node in &mut nodes {
+        stop(node).await;
+    }
+    if outcome.is_ok() {
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        for node in &nodes {
+            let status = std::process::Command::new(&exe)
+                .args(["log", "verify"])
+                .arg(&node.dir)
+                .output()?;
+            if !status.status.success() {
+                failures.push(format!(
+                    "node {}: {}",
+                    node.index,
+                    String::from_utf8_lossy(&status.stdout).trim()
+                ));
+            }
+        }
+        phases.push(Phase {
+            name: "every log verifies",
+            ok: failures.is_empty(),
+            took: started.elapsed(),
+            detail: if failures.is_empty() {
+                format!("{} logs: chain and Merkle tree intact", nodes.len())
+            } else {
+                failures.join("; ")
+            },
+        });
+    }
+
+    println!("\n{:<34} {:<6} {:>9}  detail", "phase", "result", "time");
+    for phase in &phases {
+        println!(
+            "{:<34} {:<6} {:>8.2}s  {}",
+            phase.name,
+            if phase.ok { "ok" } else { "FAILED" },
+            phase.took.as_secs_f64(),
+            phase.detail
+        );
+    }
+    let failed = phases
+        .iter()
+        .find(|p| !p.ok)
+        .map(|p| format!("{}: {}", p.name, p.detail));
+    match (outcome, failed) {
+        (Ok(()), None) => {
+            println!("\ndevnet: every phase succeeded");
+            Ok(ExitCode::SUCCESS)
+        }
+        (outcome, failed) => {
+            let reason = outcome
+                .err()
+                .map(|e| format!("{e:#}"))
+                .or(failed)
+                .unwrap_or_default();
+            let kept = temp.keep();
+            eprintln!(
+                "\ndevnet FAILED: {reason}\nnode data and logs kept in {}",
+                args.dir.as_deref().unwrap_or(&kept).display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn drive(
+    args: &Args,
+    exe: &Path,
+    root: &Path,
+    nodes: &mut Vec<NodeProcess>,
+    phases: &mut Vec<Phase>,
+) -> Result<()> {
+    let n = args.nodes;
+    // Phase: start.
+    let started = Instant::now();
+    for index in 0..n {
+        let bootstrap = nodes.first().map(|n0| n0.tcp.clone());
+        let node = spawn(
+            exe,
+            index,
+            &root.join(format!("node{index}")),
+            bootstrap.as_deref(),
+        )
+        .await
+        .with_context(|| format!("phase `start`, node {index}"))?;
+        println!("  node {index} up: {} admin {}", node.peer, node.admin);
+        nodes.push(node);
+    }
+    phases.push(Phase {
+        name: "start nodes",
+        ok: true,
+        took: started.elapsed(),
+        detail: format!("{n} processes, node 0 is the bootstrap"),
+    });
+
+    // Phase: discovery converges.
+    let started = Instant::now();
+    println!("  waiting for discovery to converge…");
+    for node in nodes.iter() {
+        wait(
+            &format!("phase `discovery`, node {}", node.index),
+            || async { Ok(view_size(&node.admin).await? == n) },
+        )
+        .await?;
+    }
+    phases.push(Phase {
+        name: "discovery converges",
+        ok: true,
+        took: started.elapsed(),
+        detail: format!("every node sees all {n}"),
+    });
+
+    // Phase: publish reaches every subscriber.
+    let started = Instant::now();
+    let publisher = (args.seed as usize) % n;
+    println!("  node {publisher} publishes on {TOPIC}…");
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    for node in nodes.iter().filter(|x| x.index != publisher) {
+        let what = format!(
+            "phase `publish`, node {} did not receive the message",
+            node.index
+        );
+        wait(&what, || async {
+            if received(&node.admin).await? > 0 {
+                return Ok(true);
+            }
+            // Gossip meshes form within a heartbeat or two; publish again until it lands.
+            let attempt = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            admin::call(
+                &nodes[publisher].admin,
+                "POST",
+                &format!("/publish?topic={TOPIC}&payload=hello-devnet-{attempt}"),
+            )
+            .await?;
+            Ok(false)
+        })
+        .await?;
+    }
+    phases.push(Phase {
+        name: "publish reaches every subscriber",
+        ok: true,
+        took: started.elapsed(),
+        detail: format!("from node {publisher} to {} subscribers", n - 1),
+    });
+
+    // Phase: request-response.
+    let started = Instant::now();
+    let (asker, target) = (publisher, (publisher + 1) % n);
+    let answer = admin::call(
+        &nodes[asker].admin,
+        "POST",
+        &format!(
+            "/request?peer={}&body=ping-{}",
+            nodes[target].peer, args.seed
+        ),
+    )
+    .await
+    .with_context(|| format!("phase `request`, node {asker} asking node {target}"))?;
+    let expected = format!("ping-{}", args.seed);
+    let ok = answer.trim() == expected;
+    phases.push(Phase {
+        name: "request-response",
+        ok,
+        took: started.elapsed(),
+        detail: format!("node {asker} -> node {target}: `{}`", answer.trim()),
+    });
+    if !ok {
+        bail!(
+            "phase `request`: node {target} answered `{}`, expected `{expected}`",
+            answer.trim()
+        );
+    }
+
+    // Phase: kill one node and restart it from its data directory.
+    let started = Instant::now();
+    let victim = n - 1;
+    println!("  killing node {victim} (SIGKILL) and restarting it…");
+    nodes[victim].child.start_kill()?;
+    nodes[victim].child.wait().await?;
+    let old_peer = nodes[victim].peer.clone();
+    let restarted = spawn(
+        exe,
+        victim,
+        &nodes[victim].dir.clone(),
+        Some(&nodes[0].tcp.clone()),
+    )
+    .await
+    .with_context(|| format!("phase `restart`, node {victim}"))?;
+    if restarted.peer != old_peer {
+        bail!(
+            "phase `restart`, node {victim}: came back as {} instead of {old_peer}",
+            restarted.peer
+        );
+    }
+    nodes[victim] = restarted;
+    for node in nodes.iter() {
+        wait(
+            &format!(
+                "phase `restart`, node {} does not see node {victim} again",
+                node.index
+            ),
+            || async {
+                let status: serde_json::Value =
+                    serde_json::from_str(&admin::get(&node.admin, "/status").await?)?;
+                let connected = status["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x["peer"] == old_peer.as_str()));
+                let in_view = status["view"]
+                    .as_array()
+                    .is_some_and(|v| v.len() == n && v.iter().any(|x| x == old_peer.as_str()));
+                Ok(in_view && (connected || node.index == victim))
+            },
+        )
+        .await?;
+    }
+    phases.push(Phase {
+        name: "kill -9 and restart one node",
+        ok: true,
+        took: started.elapsed(),
+        detail: format!("node {victim} rejoined with the same identity"),
+    });
+    Ok(())
+}
+
+async fn spawn(
+    exe: &Path,
+    index: usize,
+    dir: &Path,
+    bootstrap: Option<&str>,
+) -> Result<NodeProcess> {
+    std::fs::create_dir_all(dir)?;
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("run")
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
+        .args(["--subscribe", TOPIC, "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    if let Some(bootstrap) = bootstrap {
+        command.args(["--bootstrap", bootstrap]);
+    }
+    let mut child = command.spawn().context("cannot start causality-node")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut peer, mut admin, mut tcp) = (None, None, None);
+    let deadline = Instant::now() + PATIENCE;
+    while peer.is_none() || admin.is_none() || tcp.is_none() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = match tokio::time::timeout(remaining, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => bail!(
+                "node {index} exited during start-up; see {}",
+                dir.join("node.log").display()
+            ),
+            Err(_) => bail!(
+                "node {index} did not start within {PATIENCE:?}; see {}",
+                dir.join("node.log").display()
+            ),
+        };
+        if let Some(v) = line.strip_prefix("PEER ") {
+            peer = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("ADMIN ") {
+            admin = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("LISTEN ")
+            && v.contains("/tcp/")
+        {
+            tcp = Some(v.to_owned());
+        }
+    }
+    Ok(NodeProcess {
+        index,
+        dir: dir.to_path_buf(),
+        child,
+        peer: peer.expect("set"),
+        admin: admin.expect("set"),
+        tcp: tcp.expect("set"),
+    })
+}
+
+/// Stops a node with SIGTERM and waits (SIGKILL after 10 s).
+async fn stop(node: &mut NodeProcess) {
+    if let Some(pid) = node.child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(10), node.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = node.child.start_kill();
+            let _ = node.child.wait().await;
+        }
+    }
+}
+
+async fn view_size(admin: &str) -> Result<usize> {
+    let status: serde_json::Value = serde_json::from_str(&admin::get(admin, "/status").await?)?;
+    Ok(status["view"].as_array().map_or(0, Vec::len))
+}
+
+async fn received(admin: &str) -> Result<u64> {
+    let status: serde_json::Value = serde_json::from_str(&admin::get(admin, "/status").await?)?;
+    Ok(status["topics"][TOPIC].as_u64().unwrap_or(0))
+}
+
+/// Polls `check` every 250 ms until it is true; fails after [`PATIENCE`] naming `what`.
+async fn wait<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if Instant::now() >= deadline => return Err(e.context(what.to_owned())),
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            bail!("{what} within {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

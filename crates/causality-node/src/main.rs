@@ -1,0 +1,196 @@
+//! `causality-node`: the Causality network node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use causality_log::LogStore as _;
+use clap::{Parser, Subcommand};
+
+mod admin;
+mod config;
+mod devnet;
+mod node;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "causality-node",
+    version,
+    about = "A node of the Causality network"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Create (or show) the node identity in a data directory.
+    Keygen {
+        /// The data directory.
+        #[arg(long, default_value = "causality-data")]
+        data_dir: PathBuf,
+    },
+    /// Ask a running node for its status over its admin endpoint.
+    Status {
+        /// The admin URL, e.g. `http://127.0.0.1:9100`; read from `DATA_DIR/admin.addr` when absent.
+        #[arg(long)]
+        admin: Option<String>,
+        /// The node's data directory.
+        #[arg(long, default_value = "causality-data")]
+        data_dir: PathBuf,
+    },
+    /// Operations on a node's stored log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Start a local multi-node network on 127.0.0.1 and exercise it.
+    Devnet(devnet::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Check the stored log's hash chain, Merkle tree and checkpoints (node stopped).
+    Verify {
+        /// The node's data directory.
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the file and CAUSALITY_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Listen address; repeat for several (overrides the file).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Bootstrap peer address; repeat for several (overrides the file).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Role offered; repeat for several.
+    #[arg(long)]
+    role: Vec<String>,
+    /// Admin endpoint port on 127.0.0.1.
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// Log format on stderr.
+    #[arg(long, value_enum)]
+    log_format: Option<config::LogFormat>,
+    /// Logical topic to subscribe to; repeat for several.
+    #[arg(long)]
+    subscribe: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run(args) => {
+            let mut config = config::Config::load(args.config.as_deref())?;
+            if let Some(dir) = args.data_dir {
+                config.data_dir = dir;
+            }
+            if !args.listen.is_empty() {
+                config.listen = args.listen;
+            }
+            if !args.bootstrap.is_empty() {
+                config.bootstrap = args.bootstrap;
+            }
+            if !args.role.is_empty() {
+                config.roles = args.role;
+            }
+            if let Some(port) = args.admin_port {
+                config.admin_port = port;
+            }
+            if let Some(format) = args.log_format {
+                config.log_format = format;
+            }
+            config.subscribe.extend(args.subscribe);
+            node::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { data_dir } => {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let keypair = causality_net::Keypair::load_or_create(&data_dir.join("identity.key"))?;
+            println!("{}", keypair.peer_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { admin, data_dir } => {
+            let admin = match admin {
+                Some(admin) => admin,
+                None => std::fs::read_to_string(data_dir.join("admin.addr"))
+                    .with_context(|| {
+                        format!(
+                            "no running node found in {} (no admin.addr); pass --admin",
+                            data_dir.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned(),
+            };
+            print!("{}", admin::get(&admin, "/status").await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log {
+            command: LogCommand::Verify { data_dir },
+        } => {
+            let log = causality_log::RocksLog::open(
+                data_dir.join("db"),
+                causality_log::RocksLogOptions::default(),
+            )
+            .with_context(|| {
+                format!(
+                    "cannot open the log in {} (is the node still running?)",
+                    data_dir.display()
+                )
+            })?;
+            match log.verify(&[]) {
+                Ok(report) => {
+                    println!(
+                        "log ok: {} entries, root {}, {} checkpoints",
+                        report.size,
+                        report
+                            .root
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>(),
+                        report.checkpoints
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("log damaged: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Devnet(args) => devnet::run(args).await,
+    }
+}
