@@ -1,6 +1,6 @@
 //! Signed peer records.
 
-use causality_net::{FeatureSet, Multiaddr, Network, PeerId, ProtocolVersion};
+use causality_net::{FeatureSet, Hello, Keypair, Multiaddr, Network, PeerId, ProtocolVersion};
 use prost::Message as _;
 
 use crate::error::RecordError;
@@ -45,7 +45,6 @@ pub struct PeerRecord {
 
 impl PeerRecord {
     /// Signs a record for `network`'s own peer.
-    #[allow(clippy::too_many_arguments)]
     pub fn sign(
         network: &Network,
         addresses: Vec<Multiaddr>,
@@ -54,9 +53,54 @@ impl PeerRecord {
         seq: u64,
         expires_at_ms: u64,
     ) -> Self {
-        let hello = network.hello();
+        let fields = Fields {
+            addresses,
+            roles,
+            weight_milli,
+            seq,
+            expires_at_ms,
+        };
+        Self::build(network.local_peer_id(), network.hello(), fields, |m| {
+            network.sign(m)
+        })
+    }
+
+    /// Signs a record with `keypair` directly (for tools and for tests of the state
+    /// machine, which has no network).
+    pub fn sign_with(
+        keypair: &Keypair,
+        hello: &Hello,
+        addresses: Vec<Multiaddr>,
+        roles: Vec<String>,
+        weight_milli: u32,
+        seq: u64,
+        expires_at_ms: u64,
+    ) -> Self {
+        let fields = Fields {
+            addresses,
+            roles,
+            weight_milli,
+            seq,
+            expires_at_ms,
+        };
+        Self::build(keypair.peer_id(), hello, fields, |m| keypair.sign(m))
+    }
+
+    fn build(
+        peer: PeerId,
+        hello: &Hello,
+        fields: Fields,
+        sign: impl FnOnce(&[u8]) -> [u8; 64],
+    ) -> Self {
+        let Fields {
+            addresses,
+            roles,
+            weight_milli,
+            seq,
+            expires_at_ms,
+        } = fields;
         let mut message = pb::PeerRecord {
-            peer_id: network.local_peer_id().as_bytes().to_vec(),
+            peer_id: peer.as_bytes().to_vec(),
             addresses: addresses.iter().map(ToString::to_string).collect(),
             version: Some(hello.version.into()),
             features: hello.features.bits(),
@@ -66,10 +110,10 @@ impl PeerRecord {
             expires_at_ms,
             signature: Vec::new(),
         };
-        message.signature = network.sign(&signing_bytes(&message)).to_vec();
+        message.signature = sign(&signing_bytes(&message)).to_vec();
         Self {
             signature: message.signature.clone(),
-            peer: network.local_peer_id(),
+            peer,
             addresses,
             version: hello.version,
             features: hello.features,
@@ -154,6 +198,15 @@ impl PeerRecord {
             encoded,
         })
     }
+}
+
+/// The signed fields of a record, besides identity and version.
+struct Fields {
+    addresses: Vec<Multiaddr>,
+    roles: Vec<String>,
+    weight_milli: u32,
+    seq: u64,
+    expires_at_ms: u64,
 }
 
 fn signing_bytes(unsigned: &pb::PeerRecord) -> Vec<u8> {

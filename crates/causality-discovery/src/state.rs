@@ -560,3 +560,179 @@ fn content_id(bytes: &[u8]) -> Result<ContentId, ()> {
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| ())?;
     Ok(ContentId::from_bytes(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use causality_net::{Keypair, default_hello};
+
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+
+    fn record(n: u64, seq: u64, expires: u64) -> PeerRecord {
+        let address: Multiaddr = format!("/memory/{n}").parse().unwrap();
+        PeerRecord::sign_with(
+            &Keypair::from_index(n),
+            &default_hello(),
+            vec![address],
+            vec![],
+            1000,
+            seq,
+            expires,
+        )
+    }
+
+    fn state(bootstrap: Vec<Multiaddr>) -> State {
+        let config = Config {
+            bootstrap,
+            target_connections: 2,
+            ..Config::default()
+        };
+        State::new(config, record(0, 1, NOW + 60_000))
+    }
+
+    fn drain(state: &mut State) -> Vec<Output> {
+        std::iter::from_fn(|| state.poll_output()).collect()
+    }
+
+    #[test]
+    fn newer_records_win_and_stale_ones_are_refused() {
+        let mut s = state(vec![]);
+        s.insert(&record(1, 5, NOW + 10_000).to_proto(), NOW)
+            .unwrap();
+        assert!(matches!(
+            s.insert(&record(1, 4, NOW + 10_000).to_proto(), NOW),
+            Err(RecordError::Stale { .. })
+        ));
+        s.insert(&record(1, 6, NOW + 10_000).to_proto(), NOW)
+            .unwrap();
+        assert_eq!(s.view()[0].seq, 6);
+        assert!(matches!(
+            s.insert(&record(2, 1, NOW).to_proto(), NOW),
+            Err(RecordError::Expired(_))
+        ));
+        let mut forged = record(3, 1, NOW + 10_000).to_proto();
+        forged.weight_milli = 5000;
+        assert!(matches!(
+            s.insert(&forged, NOW),
+            Err(RecordError::BadSignature(_))
+        ));
+        let mut oversize = record(4, 1, NOW + 10_000).to_proto();
+        oversize.addresses = vec!["/memory/1".into(); 17];
+        assert!(matches!(s.insert(&oversize, NOW), Err(RecordError::Limits)));
+        let events = drain(&mut s);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|o| matches!(o, Output::Event(ViewEvent::Joined(_))))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn alone_it_bootstraps_then_dials_toward_the_target_with_backoff() {
+        let seed: Multiaddr = "/memory/99".parse().unwrap();
+        let mut s = state(vec![seed.clone()]);
+        s.tick(NOW);
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Dial {
+                peer: None,
+                address: seed
+            }]
+        );
+        for n in 1..=4 {
+            s.insert(&record(n, 1, NOW + 60_000).to_proto(), NOW)
+                .unwrap();
+        }
+        drain(&mut s);
+        s.on_connected(Keypair::from_index(1).peer_id());
+        drain(&mut s);
+        s.tick(NOW);
+        let dials: Vec<_> = drain(&mut s)
+            .into_iter()
+            .filter(|o| matches!(o, Output::Dial { peer: Some(_), .. }))
+            .collect();
+        assert_eq!(
+            dials.len(),
+            1,
+            "one more connection reaches the target of 2"
+        );
+        // The dialed peer is not dialed again before its backoff expires.
+        let Output::Dial {
+            peer: Some(dialed), ..
+        } = dials[0]
+        else {
+            unreachable!()
+        };
+        s.tick(NOW + 1);
+        assert!(
+            drain(&mut s)
+                .iter()
+                .all(|o| !matches!(o, Output::Dial { peer: Some(p), .. } if *p == dialed))
+        );
+        // Three failures drop it from the view.
+        for _ in 0..3 {
+            s.on_dial_failed(dialed);
+        }
+        assert!(s.view().iter().all(|r| r.peer != dialed));
+        assert!(drain(&mut s).contains(&Output::Event(ViewEvent::Left(dialed))));
+    }
+
+    #[test]
+    fn expired_records_leave_and_exchanges_carry_our_record_first() {
+        let mut s = state(vec![]);
+        s.insert(&record(1, 1, NOW + 1_000).to_proto(), NOW)
+            .unwrap();
+        s.insert(&record(2, 1, NOW + 100_000).to_proto(), NOW)
+            .unwrap();
+        s.on_connected(Keypair::from_index(2).peer_id());
+        drain(&mut s);
+        s.tick(NOW + 2_000);
+        let outputs = drain(&mut s);
+        assert!(outputs.contains(&Output::Event(ViewEvent::Left(
+            Keypair::from_index(1).peer_id()
+        ))));
+        let exchange = outputs.iter().find_map(|o| match o {
+            Output::Request {
+                request:
+                    pb::Request {
+                        kind: Some(pb::request::Kind::Exchange(e)),
+                    },
+                ..
+            } => Some(e),
+            _ => None,
+        });
+        assert_eq!(
+            exchange.unwrap().records[0].peer_id,
+            Keypair::from_index(0).peer_id().as_bytes()
+        );
+    }
+
+    #[test]
+    fn responsible_peers_are_the_same_for_the_same_view() {
+        let mut a = state(vec![]);
+        let mut b = State::new(Config::default(), record(5, 1, NOW + 60_000));
+        for n in 0..10 {
+            a.insert(&record(n, 1, NOW + 60_000).to_proto(), NOW)
+                .unwrap();
+            b.insert(&record(n, 1, NOW + 60_000).to_proto(), NOW)
+                .unwrap();
+        }
+        for key in 0u32..200 {
+            let key = key.to_le_bytes();
+            let pa: Vec<_> = a
+                .responsible_peers(&key, 3, &|_| true)
+                .into_iter()
+                .map(|r| r.peer)
+                .collect();
+            let pb: Vec<_> = b
+                .responsible_peers(&key, 3, &|_| true)
+                .into_iter()
+                .map(|r| r.peer)
+                .collect();
+            assert_eq!(pa, pb);
+        }
+    }
+}

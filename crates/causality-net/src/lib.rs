@@ -36,6 +36,9 @@ pub use crate::network::{EventStream, Network, Requests, Subscription};
 pub use crate::peer::{Keypair, PeerId};
 pub use crate::policy::{Policy, Role};
 pub use crate::topic::{MAX_TOPIC_ID_BYTES, Topic, TopicKind};
+/// The Prometheus registry type libp2p's metrics are recorded into (feature `metrics`).
+#[cfg(feature = "metrics")]
+pub use ::libp2p::metrics::Registry as MetricsRegistry;
 pub use causality_version::{FeatureSet, Hello, ProtocolVersion};
 pub use multiaddr::{self, Multiaddr};
 

@@ -58,6 +58,10 @@ pub struct Libp2pConfig {
     pub idle_timeout: Duration,
     /// Gossipsub heartbeat. Default 700 ms (shorter than gossipsub's 1 s, for fast meshes).
     pub heartbeat: Duration,
+    /// Record libp2p's own metrics (prefixed `libp2p_`) into this registry (feature
+    /// `metrics`). Default none.
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<Arc<std::sync::Mutex<libp2p::metrics::Registry>>>,
     /// Serve as a circuit relay for other peers (feature `nat`). Default off.
     #[cfg(feature = "nat")]
     pub relay_server: bool,
@@ -77,6 +81,8 @@ impl Libp2pConfig {
             security: Security::Noise,
             idle_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_millis(700),
+            #[cfg(feature = "metrics")]
+            metrics: None,
             #[cfg(feature = "nat")]
             relay_server: false,
         }
@@ -111,6 +117,13 @@ impl Libp2pNetwork {
         // Wait until every listener reports an address, so callers can hand it out.
         let mut driver = Driver {
             swarm,
+            #[cfg(feature = "metrics")]
+            metrics: config.metrics.as_ref().map(|registry| {
+                let mut registry = registry
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                libp2p::metrics::Metrics::new(&mut registry)
+            }),
             #[cfg(feature = "nat")]
             advertise_listen: config.relay_server,
             #[cfg(not(feature = "nat"))]
@@ -422,6 +435,8 @@ type PendingAnswer = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Vec<u8>)>;
 
 struct Driver {
     swarm: Swarm<Behaviour>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<libp2p::metrics::Metrics>,
     /// Confirm listen addresses as external (relay servers).
     advertise_listen: bool,
     core: Arc<Core>,
@@ -534,6 +549,17 @@ impl Driver {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            use libp2p::metrics::Recorder as _;
+            metrics.record(&event);
+            match &event {
+                SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => metrics.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => metrics.record(e),
+                SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => metrics.record(e),
+                _ => {}
+            }
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 if self.advertise_listen

@@ -248,7 +248,18 @@ fn metrics(node: &Node) -> Result<String> {
         "Entries appended to the node's log",
         gauge(node.log.len()),
     );
+    // libp2p's registry first, without its end marker; ours closes the exposition.
     let mut out = String::new();
+    {
+        let libp2p = node
+            .libp2p_metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        encode(&mut out, &libp2p)?;
+    }
+    if let Some(stripped) = out.strip_suffix("# EOF\n") {
+        out.truncate(stripped.len());
+    }
     encode(&mut out, &registry)?;
     Ok(out)
 }

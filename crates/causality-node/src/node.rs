@@ -25,6 +25,8 @@ pub(crate) struct Node {
     pub(crate) discovery: Discovery,
     pub(crate) log: RocksLog,
     pub(crate) started: Instant,
+    /// libp2p's own metrics, recorded by the network adapter.
+    pub(crate) libp2p_metrics: Arc<Mutex<causality_net::MetricsRegistry>>,
     received: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
@@ -120,7 +122,9 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .try_init()
         .context("cannot install the log subscriber")?;
 
+    let libp2p_metrics = Arc::new(Mutex::new(causality_net::MetricsRegistry::default()));
     let mut net_config = Libp2pConfig::new(keypair);
+    net_config.metrics = Some(Arc::clone(&libp2p_metrics));
     net_config.listen = config.listen_addrs()?;
     net_config.node.limits.max_peers = config.max_peers;
     net_config.node.limits.messages_per_second = config.messages_per_second;
@@ -170,6 +174,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         discovery,
         log: log.clone(),
         started: Instant::now(),
+        libp2p_metrics,
         received,
     });
     let admin_addr = admin.local_addr()?;

@@ -153,6 +153,7 @@ fn a_running_node_serves_admin_refuses_a_second_process_and_stops_cleanly() {
         "causality_messages_accepted_total",
         "causality_peers_connected",
         "causality_log_entries",
+        "libp2p_swarm_new_listen_addr_total",
     ] {
         assert!(
             names.contains(&expected),
