@@ -36,6 +36,9 @@ pub const SIMULATION_EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// Frames queued for one node before further frames to it are dropped.
 const INBOX: usize = 16 * 1024;
+/// Frames in flight across the whole simulated network before further frames are dropped
+/// (the wire has finite capacity too; this bounds the scheduler's memory).
+const MAX_IN_FLIGHT: usize = 1 << 20;
 
 /// Properties of a simulated link, per direction.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,7 +73,7 @@ pub struct SimStats {
     pub gossip_frames: u64,
     /// Bytes of all frames' payloads.
     pub bytes: u64,
-    /// Frames lost to loss, partitions or full inboxes.
+    /// Frames lost to loss, partitions, full inboxes or a full network.
     pub dropped: u64,
 }
 
@@ -315,7 +318,11 @@ impl Hub {
             .get(&(from, to))
             .copied()
             .unwrap_or(state.default_link);
-        if partitioned || (gossip && link.loss > 0.0 && state.rng.gen_bool(link.loss.min(1.0))) {
+        let full = state.queue.len() >= MAX_IN_FLIGHT;
+        if full
+            || partitioned
+            || (gossip && link.loss > 0.0 && state.rng.gen_bool(link.loss.min(1.0)))
+        {
             state.stats.dropped += 1;
             return;
         }
