@@ -62,7 +62,13 @@ fn cpu(c: &mut Criterion) {
             .unwrap();
         let (sim, a, mut sub) = rt.block_on(async {
             let sim = MemoryNetwork::new(1);
-            let (a, b) = (sim.add_node(), sim.add_node());
+            let a = sim.add_node();
+            // The receiver must not rate-limit a benchmark that publishes without pause.
+            let mut config = causality_net::NodeConfig::new(Keypair::from_index(2));
+            config.clock = Arc::new(causality_net::TokioClock::new(causality_net::SIMULATION_EPOCH_MS));
+            config.limits.messages_per_second = u32::MAX;
+            config.limits.message_burst = u32::MAX;
+            let b = sim.add_node_with(config);
             a.dial(b.listen_addresses()[0].clone()).await.unwrap();
             let sub = b.subscribe(&topic()).await.unwrap();
             sim.settle().await;
