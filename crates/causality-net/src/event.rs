@@ -71,6 +71,9 @@ pub enum NetworkEvent {
 pub struct NetworkMetrics {
     /// Envelopes this node published.
     pub published: u64,
+    /// Published envelopes the transport could not send (no subscribed peer, or its send
+    /// queues full).
+    pub publish_failures: u64,
     /// Inbound messages accepted (each once).
     pub accepted: u64,
     /// Inbound messages rejected, by reason label (see [`Rejection::label`]).
@@ -96,6 +99,7 @@ pub struct NetworkMetrics {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) published: AtomicU64,
+    pub(crate) publish_failures: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) subscriber_drops: AtomicU64,
@@ -125,6 +129,7 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         NetworkMetrics {
             published: get(&self.published),
+            publish_failures: get(&self.publish_failures),
             accepted: get(&self.accepted),
             rejected: lock(&self.rejected).clone(),
             delivered: get(&self.delivered),

@@ -479,6 +479,7 @@ impl Driver {
                     .gossipsub
                     .publish(IdentTopic::new(&physical), bytes)
                 {
+                    crate::event::Counters::add(&self.core.counters.publish_failures, 1);
                     tracing::debug!(target: "causality_net", kind = "network", topic = %physical, error = %e, "gossip publish failed");
                 }
             }
