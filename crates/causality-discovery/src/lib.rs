@@ -375,6 +375,12 @@ fn perform(inner: &Arc<Inner>, done: &mpsc::Sender<Done>) {
                 });
             }
             Output::Penalize { peer, reason } => inner.network.penalize(peer, 10, &reason),
+            Output::Disconnect { peer } => {
+                let network = inner.network.clone();
+                tokio::spawn(async move {
+                    let _ = network.disconnect(peer).await;
+                });
+            }
             Output::Event(event) => {
                 let _ = inner.events.send(event);
             }

@@ -103,6 +103,11 @@ pub enum Output {
         /// What.
         request: pb::Request,
     },
+    /// Close the connection to a peer (the node holds too many).
+    Disconnect {
+        /// Whom.
+        peer: PeerId,
+    },
     /// Penalize a peer for sending forged data.
     Penalize {
         /// Whom.
@@ -292,6 +297,30 @@ impl State {
                     peer: Some(peer),
                     address,
                 });
+            }
+        }
+
+        // Shed connections far above the target, so well-known peers (bootstrap nodes
+        // above all) keep room for newcomers. Only peers whose records we hold are shed:
+        // they have already exchanged and can be found again.
+        let high_water = self.config.target_connections.saturating_mul(2).max(1);
+        let connected = self.connected();
+        if connected > high_water {
+            let mut sheddable: Vec<PeerId> = self
+                .view
+                .iter()
+                .filter(|(_, k)| k.connected)
+                .map(|(p, _)| *p)
+                .collect();
+            sheddable.shuffle(&mut self.rng);
+            for peer in sheddable
+                .into_iter()
+                .take(connected - self.config.target_connections)
+            {
+                if let Some(known) = self.view.get_mut(&peer) {
+                    known.connected = false;
+                }
+                self.outputs.push_back(Output::Disconnect { peer });
             }
         }
 
