@@ -108,26 +108,42 @@ fn garbage_database_files_give_a_storage_error() {
 
 #[test]
 fn group_commit_becomes_durable_by_count_and_by_time() {
+    // By count: with a timer that never fires in the test, the 100th append commits.
     let dir = tempfile::tempdir().unwrap();
     let log = open(
         dir.path(),
         SyncPolicy::GroupCommit {
             max_batch: 100,
-            max_delay: Duration::from_millis(5),
+            max_delay: Duration::from_secs(3600),
         },
     )
     .unwrap();
-    for i in 0..100 {
+    for i in 0..99 {
         log.append(entry(i)).unwrap();
     }
+    assert!(
+        log.durable_len() < 99,
+        "nothing forces a sync before the batch is full"
+    );
+    log.append(entry(99)).unwrap();
     assert!(
         log.durable_len() >= 100,
         "the 100th append commits the group"
     );
-    log.append(entry(100)).unwrap();
+    // By time: a batch that never fills becomes durable when the timer fires.
+    let timed = tempfile::tempdir().unwrap();
+    let log = open(
+        timed.path(),
+        SyncPolicy::GroupCommit {
+            max_batch: 1_000_000,
+            max_delay: Duration::from_millis(5),
+        },
+    )
+    .unwrap();
+    log.append(entry(0)).unwrap();
     // The timer thread makes the straggler durable; wait for it (bounded).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while log.durable_len() < 101 {
+    while log.durable_len() < 1 {
         assert!(
             std::time::Instant::now() < deadline,
             "group commit timer never fired"
