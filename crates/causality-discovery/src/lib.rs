@@ -101,7 +101,23 @@ impl Inner {
     }
 }
 
+/// The encoded request of `kind`.
+fn encode(kind: pb::request::Kind) -> Vec<u8> {
+    pb::Request { kind: Some(kind) }.encode_to_vec()
+}
+
 impl Inner {
+    /// The rendezvous peers of `id` (`replication` of them, ourselves possibly included),
+    /// and the time they were chosen at.
+    fn rendezvous(&self, id: &ContentId) -> (Vec<PeerRecord>, u64) {
+        let state = self.lock();
+        let k = state.config().replication;
+        (
+            state.responsible_peers(id.as_bytes(), k, &|_| true),
+            self.network.now_ms(),
+        )
+    }
+
     /// Sends a discovery request to the peer of `record`, dialing it first when there is no
     /// connection (rendezvous peers are usually not among our connections).
     async fn request(&self, record: &PeerRecord, body: Vec<u8>) -> Result<Vec<u8>, DiscoveryError> {
@@ -199,21 +215,11 @@ impl Discovery {
     /// included when it is one). Returns how many accepted.
     pub async fn provide(&self, id: ContentId) -> Result<usize, DiscoveryError> {
         let inner = self.inner();
-        let (targets, now) = {
-            let state = inner.lock();
-            let k = state.config().replication;
-            (
-                state.responsible_peers(id.as_bytes(), k, &|_| true),
-                inner.network.now_ms(),
-            )
-        };
+        let (targets, now) = inner.rendezvous(&id);
         let local = self.local_peer_id();
-        let request = pb::Request {
-            kind: Some(pb::request::Kind::Provide(pb::Provide {
-                content_id: id.as_bytes().to_vec(),
-            })),
-        }
-        .encode_to_vec();
+        let request = encode(pb::request::Kind::Provide(pb::Provide {
+            content_id: id.as_bytes().to_vec(),
+        }));
         let mut accepted = 0;
         for target in targets {
             if target.peer == local {
@@ -229,21 +235,11 @@ impl Discovery {
     /// Asks the rendezvous peers of `id` who provides it: one round trip, no DHT walk.
     pub async fn find_providers(&self, id: ContentId) -> Result<Vec<PeerRecord>, DiscoveryError> {
         let inner = self.inner();
-        let (targets, now) = {
-            let state = inner.lock();
-            let k = state.config().replication;
-            (
-                state.responsible_peers(id.as_bytes(), k, &|_| true),
-                inner.network.now_ms(),
-            )
-        };
+        let (targets, now) = inner.rendezvous(&id);
         let local = self.local_peer_id();
-        let request = pb::Request {
-            kind: Some(pb::request::Kind::FindProviders(pb::FindProviders {
-                content_id: id.as_bytes().to_vec(),
-            })),
-        }
-        .encode_to_vec();
+        let request = encode(pb::request::Kind::FindProviders(pb::FindProviders {
+            content_id: id.as_bytes().to_vec(),
+        }));
         let mut found: Vec<PeerRecord> = Vec::new();
         let mut last_error = None;
         for target in targets {
