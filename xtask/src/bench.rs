@@ -26,6 +26,16 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "append_256B/raw_rocksdb_group1000",
     ),
     (
+        "Floor (encode + BLAKE3 id + put) / raw RocksDB, no sync",
+        "append_256B/floor_rocksdb_nosync",
+        "append_256B/raw_rocksdb_nosync",
+    ),
+    (
+        "Floor (encode + BLAKE3 id + put) / raw RocksDB, group commit 1000",
+        "append_256B/floor_rocksdb_group1000",
+        "append_256B/raw_rocksdb_group1000",
+    ),
+    (
         "RocksLog / raw RocksDB, sync each",
         "append_256B/rocks_log_sync",
         "append_256B/raw_rocksdb_sync",

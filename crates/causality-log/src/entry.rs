@@ -200,20 +200,22 @@ impl NewEntry {
         Ok(())
     }
 
-    /// The canonical encoding of this entry at `index` after `prev`, and its id.
+    /// The canonical encoding of this entry at `index` after `prev`, with `spare` bytes of
+    /// extra capacity, and its id.
     pub(crate) fn seal(
-        &self,
+        self,
         index: u64,
         prev: Option<ContentId>,
+        spare: usize,
     ) -> Result<(ContentId, Vec<u8>), LogError> {
         self.validate()?;
-        let (kind, custom_kind) = match &self.kind {
+        let (kind, custom_kind) = match self.kind {
             Kind::Effect => (pb::Kind::Effect, String::new()),
             Kind::Fact => (pb::Kind::Fact, String::new()),
             Kind::Message => (pb::Kind::Message, String::new()),
             Kind::Event => (pb::Kind::Event, String::new()),
             Kind::Network => (pb::Kind::Network, String::new()),
-            Kind::Custom(name) => (pb::Kind::Custom, name.clone()),
+            Kind::Custom(name) => (pb::Kind::Custom, name),
         };
         let message = pb::LogEntry {
             index,
@@ -222,17 +224,20 @@ impl NewEntry {
             kind: kind as i32,
             custom_kind,
             timestamp_unix_nanos: self.timestamp_nanos,
-            source: self.source.clone(),
-            payload: self.payload.clone(),
-            metadata: self.metadata.clone(),
+            source: self.source,
+            payload: self.payload,
+            metadata: self.metadata,
         };
-        let bytes = message.encode_to_vec();
-        if bytes.len() > MAX_ENTRY_LEN {
+        let len = message.encoded_len();
+        if len > MAX_ENTRY_LEN {
             return Err(LogError::InvalidEntry(format!(
-                "entry encodes to {} bytes; the limit is {MAX_ENTRY_LEN}",
-                bytes.len()
+                "entry encodes to {len} bytes; the limit is {MAX_ENTRY_LEN}"
             )));
         }
+        let mut bytes = Vec::with_capacity(len + spare);
+        message
+            .encode(&mut bytes)
+            .expect("a Vec grows to any length");
         Ok((ContentId::of(&bytes), bytes))
     }
 }

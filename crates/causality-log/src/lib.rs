@@ -24,7 +24,9 @@ pub use error::LogError;
 pub use layer::{DEFAULT_QUEUE, LogLayer, LogLayerGuard};
 pub use memory::{MemoryBackend, MemoryLog};
 #[cfg(feature = "rocksdb")]
-pub use rocks::{Db, RocksBackend, RocksLog, RocksLogOptions, SyncPolicy, db_options};
+pub use rocks::{
+    DEFAULT_INDEX_RUN, Db, RocksBackend, RocksLog, RocksLogOptions, SyncPolicy, db_options,
+};
 pub use store::{
     Appended, Backend, EntryStream, Head, Log, LogStore, ScanFn, Tamper, VerifyReport, Write,
 };

@@ -40,9 +40,13 @@ pub struct MemoryBackend {
     data: RwLock<Data>,
 }
 
+/// An encoded entry and the id recorded for it.
+type Stored = (Vec<u8>, ContentId);
+
 #[derive(Debug, Default)]
 struct Data {
-    entries: Vec<Option<Vec<u8>>>,
+    /// Encoded entries with the id recorded when each was appended.
+    entries: Vec<Option<Stored>>,
     ids: HashMap<ContentId, u64>,
     /// `nodes[l - 1][i]` is node `(l, i)`.
     nodes: Vec<Vec<Hash>>,
@@ -68,9 +72,9 @@ impl Backend for MemoryBackend {
 
     fn commit(&self, write: Write<'_>) -> Result<(), LogError> {
         let mut data = self.write();
-        for (index, id, bytes) in write.entries {
+        for (index, id, bytes) in write.entries.iter_mut() {
             debug_assert_eq!(*index, data.entries.len() as u64);
-            data.entries.push(Some(bytes.clone()));
+            data.entries.push(Some((std::mem::take(bytes), *id)));
             data.ids.insert(*id, *index);
         }
         for &(level, index, hash) in write.nodes {
@@ -88,7 +92,7 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+    fn entry(&self, index: u64) -> Result<Option<(Vec<u8>, ContentId)>, LogError> {
         let data = self.read();
         Ok(usize::try_from(index)
             .ok()
@@ -115,15 +119,15 @@ impl Backend for MemoryBackend {
         let mut at = from;
         while at < to {
             let end = to.min(at + CHUNK);
-            let chunk: Vec<(u64, Option<Vec<u8>>)> = {
+            let chunk: Vec<(u64, Option<Stored>)> = {
                 let data = self.read();
                 (at..end)
                     .map(|i| (i, data.entries.get(i as usize).cloned().flatten()))
                     .collect()
             };
-            for (i, bytes) in chunk {
-                if let Some(bytes) = bytes {
-                    f(i, &bytes)?;
+            for (i, stored) in chunk {
+                if let Some((bytes, id)) = stored {
+                    f(i, &bytes, &id)?;
                 }
             }
             at = end;
@@ -156,11 +160,18 @@ impl Backend for MemoryBackend {
     fn tamper(&self, target: Tamper<'_>) -> Result<(), LogError> {
         let mut data = self.write();
         match target {
-            Tamper::Entry(i, bytes) => data.entries[i as usize] = Some(bytes.to_vec()),
+            Tamper::Entry(i, bytes) => {
+                if let Some((stored, _)) = &mut data.entries[i as usize] {
+                    *stored = bytes.to_vec();
+                }
+            }
             Tamper::DeleteEntry(i) => data.entries[i as usize] = None,
             Tamper::Node(level, i, hash) => data.nodes[level as usize - 1][i as usize] = hash,
             Tamper::Checkpoint(size, note) => {
                 data.checkpoints.insert(size, note.to_owned());
+            }
+            Tamper::ForgetId(id) => {
+                data.ids.remove(&id);
             }
         }
         Ok(())

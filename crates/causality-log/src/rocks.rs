@@ -1,16 +1,35 @@
 //! [`RocksLog`]: the log in RocksDB.
+//!
+//! # Layout
+//!
+//! Three column families per log, named after its namespace:
+//!
+//! - `<ns>.entries`: index (8 bytes, big-endian) → the entry's canonical encoding, then the
+//!   id recorded for it (32 bytes), then the tree nodes this entry completes (levels
+//!   `1..=trailing_ones(index)`, 32 bytes each). An append writes exactly this one key, so
+//!   its cost stays close to a plain RocksDB put.
+//! - `<ns>.ids`: id → index. Ids are written in sorted runs of
+//!   [`RocksLogOptions::index_run`] entries that a background thread turns into table
+//!   files and ingests, so random ids never go through the memtable. Each run also stores
+//!   a watermark, the number of entries the ingested runs cover; ids above it are held in
+//!   memory and rebuilt from the entries on open (at most a few runs' worth).
+//! - `<ns>.meta`: the format version, the head marker (entries known durable, written at
+//!   every sync point) and signed checkpoints.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use causality_hash::ContentId;
 use causality_hash::merkle::Hash;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch, WriteOptions,
 };
 
 use crate::LogError;
@@ -49,6 +68,9 @@ impl Default for SyncPolicy {
     }
 }
 
+/// Entries per id-index run unless set otherwise.
+pub const DEFAULT_INDEX_RUN: u64 = 65_536;
+
 /// Options of a [`RocksLog`].
 #[derive(Clone, Debug)]
 pub struct RocksLogOptions {
@@ -56,6 +78,10 @@ pub struct RocksLogOptions {
     pub sync: SyncPolicy,
     /// Prefix of the column family names, so several logs can share one database.
     pub namespace: String,
+    /// Entries per id-index run (see the module docs). Larger runs mean fewer, larger
+    /// index files and more ids held in memory (about 50 bytes each, at most three runs)
+    /// and replayed on open.
+    pub index_run: u64,
 }
 
 impl Default for RocksLogOptions {
@@ -63,6 +89,7 @@ impl Default for RocksLogOptions {
         Self {
             sync: SyncPolicy::default(),
             namespace: "log".into(),
+            index_run: DEFAULT_INDEX_RUN,
         }
     }
 }
@@ -79,11 +106,17 @@ impl RocksLogOptions {
         self.namespace = namespace.into();
         self
     }
+
+    /// Sets the entries per id-index run (at least 1).
+    pub fn with_index_run(mut self, entries: u64) -> Self {
+        self.index_run = entries.max(1);
+        self
+    }
 }
 
-/// A log stored in RocksDB, in four column families of its own (`<namespace>.entries`,
-/// `.ids`, `.tree`, `.meta`). Each append or batch is one atomic `WriteBatch`; the tree is
-/// maintained incrementally and never rebuilt on open.
+/// A log stored in RocksDB, in three column families of its own (`<namespace>.entries`,
+/// `.ids`, `.meta`). Each append or batch is one atomic `WriteBatch` of one key per
+/// entry; the tree is maintained incrementally and never rebuilt on open.
 ///
 /// ```
 /// use causality_log::{Kind, Level, LogStore, NewEntry, RocksLog, RocksLogOptions};
@@ -104,9 +137,20 @@ impl RocksLog {
     ///
     /// A second process opening the same path gets [`LogError::Storage`] (RocksDB's lock).
     pub fn open(path: impl AsRef<Path>, options: RocksLogOptions) -> Result<Self, LogError> {
+        let path = path.as_ref();
         let mut db_opts = db_options();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
+        if let Ok(existing) = Db::list_cf(&db_opts, path) {
+            let legacy = format!("{}.tree", options.namespace);
+            if existing.contains(&legacy) {
+                return Err(LogError::Storage(format!(
+                    "{} holds a log in an earlier storage layout (column family {legacy}); \
+                     this version cannot read it",
+                    path.display()
+                )));
+            }
+        }
         let db =
             Db::open_cf_descriptors(&db_opts, path, Self::column_families(&options.namespace))?;
         Self::open_in(Arc::new(db), options)
@@ -120,15 +164,17 @@ impl RocksLog {
 
     /// The column families this log needs, for opening a shared database.
     pub fn column_families(namespace: &str) -> Vec<ColumnFamilyDescriptor> {
-        Cf::names(namespace)
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_options()))
-            .collect()
+        let names = Cf::names(namespace);
+        vec![
+            ColumnFamilyDescriptor::new(&names[Cf::ENTRIES], cf_options()),
+            ColumnFamilyDescriptor::new(&names[Cf::IDS], ids_cf_options()),
+            ColumnFamilyDescriptor::new(&names[Cf::META], cf_options()),
+        ]
     }
 
     /// The database handle.
     pub fn db(&self) -> &Arc<Db> {
-        &self.backend().db
+        &self.backend().shared.db
     }
 }
 
@@ -145,28 +191,37 @@ fn cf_options() -> Options {
     opts
 }
 
+/// Ids are random: compression gains nothing; a Bloom filter makes misses cheap.
+fn ids_cf_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(DBCompressionType::None);
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
 struct Cf;
 
 impl Cf {
     const ENTRIES: usize = 0;
     const IDS: usize = 1;
-    const TREE: usize = 2;
-    const META: usize = 3;
+    const META: usize = 2;
 
-    fn names(namespace: &str) -> [String; 4] {
-        ["entries", "ids", "tree", "meta"].map(|n| format!("{namespace}.{n}"))
+    fn names(namespace: &str) -> [String; 3] {
+        ["entries", "ids", "meta"].map(|n| format!("{namespace}.{n}"))
     }
 }
 
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT: u64 = 2;
 const HEAD_KEY: &[u8] = b"head";
 const CHECKPOINT_PREFIX: &[u8] = b"checkpoint/";
-
-fn tree_key(level: u32, index: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = level as u8;
-    key[1..].copy_from_slice(&index.to_be_bytes());
-    key
-}
+/// Sorts after every 32-byte id.
+const WATERMARK_KEY: [u8; 33] = [0xff; 33];
+const HASH_LEN: usize = 32;
+/// Runs handed to the ingester before appends wait for it.
+const MAX_PENDING_RUNS: usize = 2;
 
 fn read_u64(index: u64, bytes: &[u8], what: &str) -> Result<u64, LogError> {
     bytes
@@ -175,33 +230,343 @@ fn read_u64(index: u64, bytes: &[u8], what: &str) -> Result<u64, LogError> {
         .map_err(|_| LogError::corrupt(index, format!("malformed {what}")))
 }
 
+/// A stored record split into its parts.
+struct Record<'a> {
+    entry: &'a [u8],
+    id: ContentId,
+    /// Nodes of levels `1..=trailing_ones(index)`, in order.
+    nodes: &'a [u8],
+}
+
+fn nodes_completed_by(index: u64) -> usize {
+    index.trailing_ones() as usize
+}
+
+fn split_record(index: u64, value: &[u8]) -> Result<Record<'_>, LogError> {
+    let suffix = HASH_LEN * (1 + nodes_completed_by(index));
+    if value.len() < suffix {
+        return Err(LogError::corrupt(
+            index,
+            "stored record is shorter than its id and tree nodes",
+        ));
+    }
+    let (entry, rest) = value.split_at(value.len() - suffix);
+    let (id, nodes) = rest.split_at(HASH_LEN);
+    Ok(Record {
+        entry,
+        id: ContentId::from_slice(id).expect("32 bytes"),
+        nodes,
+    })
+}
+
+fn join_record(entry: &[u8], id: &ContentId, nodes: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(entry.len() + HASH_LEN + nodes.len());
+    value.extend_from_slice(entry);
+    value.extend_from_slice(id.as_bytes());
+    value.extend_from_slice(nodes);
+    value
+}
+
+/// The leaf whose append completed node `(level, index)`, if it exists.
+fn completing_leaf(level: u32, index: u64) -> Option<u64> {
+    let n = index.checked_add(1)?;
+    (level < 64 && n.leading_zeros() >= level).then(|| (n << level) - 1)
+}
+
+fn warn(message: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "causality_log", "{message}");
+    #[cfg(not(feature = "tracing"))]
+    let _ = message;
+}
+
+/// Hashes a [`ContentId`] by its first bytes: ids are uniformly random already.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+}
+
+type IdMap = HashMap<ContentId, u64, BuildHasherDefault<IdHasher>>;
+
+/// Ids of consecutive entries not yet in the `ids` column family.
+struct Run {
+    start: u64,
+    ids: IdMap,
+}
+
+impl Run {
+    fn new(start: u64, capacity: u64) -> Self {
+        Self {
+            start,
+            ids: IdMap::with_capacity_and_hasher(
+                usize::try_from(capacity.min(1 << 20)).unwrap_or(0),
+                BuildHasherDefault::default(),
+            ),
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.ids.len() as u64
+    }
+}
+
+/// The in-memory part of the id index.
+struct Tail {
+    /// Runs handed to the ingester, oldest first; removed once ingested.
+    pending: VecDeque<Arc<Run>>,
+    /// The run being filled.
+    open: Run,
+    /// Why ingestion stopped, if it did.
+    failed: Option<String>,
+    to_ingester: Option<Sender<Arc<Run>>>,
+}
+
+/// Shared between the log, the group-commit thread and the ingester.
+struct Shared {
+    db: Arc<Db>,
+    cfs: [String; 3],
+    namespace: String,
+    run_len: u64,
+    tail: Mutex<Tail>,
+    /// Signalled when a run is ingested or ingestion fails.
+    progress: Condvar,
+    /// `tail.pending.len()` and whether `tail.failed` is set, readable without the lock.
+    pending_runs: AtomicUsize,
+    index_failed: AtomicBool,
+    /// Entries written (visible in RocksDB).
+    written: AtomicU64,
+    /// Entries known to be fsynced.
+    durable: AtomicU64,
+    /// `written` at the last fsync.
+    synced_at_write_count: AtomicU64,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn cf(&self, which: usize) -> &ColumnFamily {
+        self.db
+            .cf_handle(&self.cfs[which])
+            .expect("checked on open")
+    }
+
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the head marker and fsyncs the WAL: everything written so far is durable.
+    fn make_durable(&self) -> Result<(), LogError> {
+        let written = self.written.load(Ordering::SeqCst);
+        self.db
+            .put_cf(self.cf(Cf::META), HEAD_KEY, written.to_be_bytes())?;
+        self.db.flush_wal(true)?;
+        self.durable.fetch_max(written, Ordering::SeqCst);
+        self.synced_at_write_count
+            .fetch_max(written, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Waits until the ingester has room, or reports why it stopped.
+    fn wait_for_index(&self) -> Result<(), LogError> {
+        if !self.index_failed.load(Ordering::Acquire)
+            && self.pending_runs.load(Ordering::Acquire) < MAX_PENDING_RUNS
+        {
+            return Ok(());
+        }
+        let mut tail = self.tail();
+        loop {
+            if let Some(reason) = &tail.failed {
+                return Err(LogError::Storage(format!(
+                    "id index: {reason}; reopen the log to rebuild it"
+                )));
+            }
+            if tail.pending.len() < MAX_PENDING_RUNS {
+                return Ok(());
+            }
+            tail = self.progress.wait(tail).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Records why the index stopped (the first reason only) and wakes waiting appenders.
+    fn fail(&self, tail: &mut Tail, reason: String) {
+        if tail.failed.is_none() {
+            tail.failed = Some(reason);
+            self.index_failed.store(true, Ordering::Release);
+        }
+        self.progress.notify_all();
+    }
+
+    /// Adds freshly written ids to the in-memory index, handing full runs to the ingester.
+    fn record<'a>(&self, ids: impl Iterator<Item = (u64, &'a ContentId)>) {
+        let mut tail = self.tail();
+        for (index, id) in ids {
+            debug_assert_eq!(index, tail.open.end());
+            tail.open.ids.insert(*id, index);
+            if tail.open.ids.len() as u64 >= self.run_len {
+                let next = Run::new(index + 1, self.run_len);
+                let run = Arc::new(std::mem::replace(&mut tail.open, next));
+                tail.pending.push_back(run.clone());
+                self.pending_runs
+                    .store(tail.pending.len(), Ordering::Release);
+                let sent = tail
+                    .to_ingester
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(run).is_ok());
+                if !sent {
+                    self.fail(&mut tail, "the index thread has stopped".into());
+                }
+            }
+        }
+    }
+
+    fn lookup(&self, id: &ContentId) -> Result<Option<u64>, LogError> {
+        {
+            let tail = self.tail();
+            let found = tail
+                .open
+                .ids
+                .get(id)
+                .or_else(|| tail.pending.iter().find_map(|run| run.ids.get(id)));
+            if let Some(&index) = found {
+                return Ok(Some(index));
+            }
+        }
+        match self.db.get_pinned_cf(self.cf(Cf::IDS), id.as_bytes())? {
+            Some(bytes) => read_u64(0, &bytes, "id record").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn ingest_path(&self, run: &Run) -> PathBuf {
+        self.db.path().join(format!(
+            "{}{:020}.ingest",
+            ingest_prefix(&self.namespace),
+            run.start
+        ))
+    }
+
+    /// Writes `run` as a sorted table file and ingests it into the `ids` column family.
+    fn ingest(&self, run: &Run) -> Result<(), LogError> {
+        // The entries a run covers become durable before their index does, so a power
+        // loss can never leave the index ahead of the log.
+        self.make_durable()?;
+        let mut sorted: Vec<(&ContentId, &u64)> = run.ids.iter().collect();
+        sorted.sort_unstable_by_key(|(id, _)| *id);
+        let path = self.ingest_path(run);
+        let options = ids_cf_options();
+        let result = (|| {
+            let mut writer = SstFileWriter::create(&options);
+            writer.open(&path)?;
+            for (id, index) in sorted {
+                writer.put(id.as_bytes(), index.to_be_bytes())?;
+            }
+            writer.put(WATERMARK_KEY, run.end().to_be_bytes())?;
+            writer.finish()?;
+            let mut ingest = IngestExternalFileOptions::default();
+            ingest.set_move_files(true);
+            self.db
+                .ingest_external_file_cf_opts(self.cf(Cf::IDS), &ingest, vec![&path])
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(result?)
+    }
+}
+
+/// Ingests runs in order until the log closes; stops at the first failure.
+fn ingest_loop(shared: &Shared, runs: Receiver<Arc<Run>>) {
+    /// Unblocks appenders if this thread ends without being asked to (a panic).
+    struct Exit<'a>(&'a Shared);
+    impl Drop for Exit<'_> {
+        fn drop(&mut self) {
+            let mut tail = self.0.tail();
+            if tail.to_ingester.is_some() {
+                self.0
+                    .fail(&mut tail, "the index thread stopped unexpectedly".into());
+            }
+        }
+    }
+    let _exit = Exit(shared);
+    for run in runs {
+        match shared.ingest(&run) {
+            Ok(()) => {
+                let mut tail = shared.tail();
+                if tail.pending.front().is_some_and(|r| Arc::ptr_eq(r, &run)) {
+                    tail.pending.pop_front();
+                }
+                shared
+                    .pending_runs
+                    .store(tail.pending.len(), Ordering::Release);
+                drop(tail);
+                shared.progress.notify_all();
+            }
+            Err(e) => {
+                let reason = format!(
+                    "ingesting the ids of entries {}..{} failed: {e}",
+                    run.start,
+                    run.end()
+                );
+                warn(&reason);
+                shared.fail(&mut shared.tail(), reason);
+                return;
+            }
+        }
+    }
+}
+
+/// Makes writes durable every `max_delay` while some are pending.
+fn group_sync_loop(shared: &Shared, max_delay: Duration) {
+    let mut stop = shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let (guard, _) = shared
+            .wake
+            .wait_timeout(stop, max_delay)
+            .unwrap_or_else(|e| e.into_inner());
+        stop = guard;
+        if *stop {
+            return;
+        }
+        let written = shared.written.load(Ordering::SeqCst);
+        if written > shared.durable.load(Ordering::SeqCst)
+            && let Err(e) = shared.make_durable()
+        {
+            // Durability stays where it was; the next tick retries.
+            warn(&format!("group commit fsync failed: {e}"));
+        }
+    }
+}
+
 /// The storage of a [`RocksLog`].
 pub struct RocksBackend {
-    db: Arc<Db>,
-    cfs: [String; 4],
+    shared: Arc<Shared>,
     write_options: WriteOptions,
     policy: SyncPolicy,
-    durability: Arc<Durability>,
+    size_on_open: u64,
     syncer: Option<JoinHandle<()>>,
+    ingester: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RocksBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocksBackend")
-            .field("path", &self.db.path())
+            .field("path", &self.shared.db.path())
+            .field("namespace", &self.shared.namespace)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
-}
-
-/// Shared between appenders and the group-commit thread.
-#[derive(Default)]
-struct Durability {
-    written: AtomicU64,
-    durable: AtomicU64,
-    synced_at_write_count: AtomicU64,
-    stop: Mutex<bool>,
-    wake: Condvar,
 }
 
 impl RocksBackend {
@@ -214,94 +579,225 @@ impl RocksBackend {
                 )));
             }
         }
+        let (to_ingester, runs) = std::sync::mpsc::channel();
+        let shared = Arc::new(Shared {
+            db,
+            cfs,
+            namespace: options.namespace.clone(),
+            run_len: options.index_run.max(1),
+            tail: Mutex::new(Tail {
+                pending: VecDeque::new(),
+                open: Run::new(0, 0),
+                failed: None,
+                to_ingester: Some(to_ingester),
+            }),
+            progress: Condvar::new(),
+            pending_runs: AtomicUsize::new(0),
+            index_failed: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            synced_at_write_count: AtomicU64::new(0),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        check_format(&shared)?;
+        remove_stale_ingest_files(&shared);
+
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync == SyncPolicy::EveryAppend);
         let mut backend = Self {
-            db,
-            cfs,
+            shared: shared.clone(),
             write_options,
             policy: options.sync,
-            durability: Arc::default(),
+            size_on_open: 0,
             syncer: None,
+            ingester: None,
         };
-        let size = backend.stored_size()?;
-        backend.durability.written.store(size, Ordering::SeqCst);
-        backend.durability.durable.store(size, Ordering::SeqCst);
-        backend
-            .durability
-            .synced_at_write_count
-            .store(size, Ordering::SeqCst);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| LogError::Storage(format!("cannot start the {name} thread: {e}")))
+        };
+        let ingesting = shared.clone();
+        backend.ingester = Some(spawn(
+            "causality-log-index",
+            Box::new(move || ingest_loop(&ingesting, runs)),
+        )?);
+
+        let (size, indexed) = stored_bounds(&shared)?;
+        backend.size_on_open = size;
+        for counter in [
+            &shared.written,
+            &shared.durable,
+            &shared.synced_at_write_count,
+        ] {
+            counter.store(size, Ordering::SeqCst);
+        }
+        replay_tail(&shared, indexed, size)?;
         if let SyncPolicy::GroupCommit { max_delay, .. } = options.sync {
-            let (db, durability) = (backend.db.clone(), backend.durability.clone());
-            backend.syncer = Some(
-                std::thread::Builder::new()
-                    .name("causality-log-sync".into())
-                    .spawn(move || group_sync_loop(&db, &durability, max_delay))
-                    .map_err(|e| LogError::Storage(format!("cannot start the sync thread: {e}")))?,
-            );
+            let syncing = shared.clone();
+            backend.syncer = Some(spawn(
+                "causality-log-sync",
+                Box::new(move || group_sync_loop(&syncing, max_delay)),
+            )?);
         }
         Ok(backend)
     }
+}
 
-    fn cf(&self, which: usize) -> &ColumnFamily {
-        self.db
-            .cf_handle(&self.cfs[which])
-            .expect("checked on open")
-    }
-
-    fn flush_wal(&self, size: u64) -> Result<(), LogError> {
-        self.db.flush_wal(true)?;
-        self.durability.durable.fetch_max(size, Ordering::SeqCst);
-        self.durability
-            .synced_at_write_count
-            .store(size, Ordering::SeqCst);
-        Ok(())
+/// Checks (or, for a new log, writes) the storage format version.
+fn check_format(shared: &Shared) -> Result<(), LogError> {
+    let meta = shared.cf(Cf::META);
+    match shared.db.get_cf(meta, FORMAT_KEY)? {
+        Some(bytes) => match read_u64(0, &bytes, "format record")? {
+            FORMAT => Ok(()),
+            other => Err(LogError::Storage(format!(
+                "log {} is in storage format {other}; this version reads format {FORMAT}",
+                shared.namespace
+            ))),
+        },
+        None => {
+            let mut entries = shared
+                .db
+                .iterator_cf(shared.cf(Cf::ENTRIES), IteratorMode::Start);
+            if entries.next().is_some() {
+                return Err(LogError::Storage(format!(
+                    "log {} has entries but no format record; it was written by an \
+                     incompatible version",
+                    shared.namespace
+                )));
+            }
+            let mut write = WriteOptions::default();
+            write.set_sync(true);
+            shared
+                .db
+                .put_cf_opt(meta, FORMAT_KEY, FORMAT.to_be_bytes(), &write)?;
+            Ok(())
+        }
     }
 }
 
-/// Flushes the WAL every `max_delay` while appends are pending.
-fn group_sync_loop(db: &Db, durability: &Durability, max_delay: Duration) {
-    let mut stop = durability.stop.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let (guard, _) = durability
-            .wake
-            .wait_timeout(stop, max_delay)
-            .unwrap_or_else(|e| e.into_inner());
-        stop = guard;
-        if *stop {
-            return;
-        }
-        let written = durability.written.load(Ordering::SeqCst);
-        if written > durability.durable.load(Ordering::SeqCst) {
-            if let Err(e) = db.flush_wal(true) {
-                // Durability stays where it was; the next tick retries.
-                #[cfg(feature = "tracing")]
-                tracing::warn!(target: "causality_log", error = %e, "group commit fsync failed");
-                #[cfg(not(feature = "tracing"))]
-                let _ = e;
-                continue;
+/// The start of the names of this log's table files waiting to be ingested; the namespace
+/// is reduced to characters safe in a file name.
+fn ingest_prefix(namespace: &str) -> String {
+    let safe: String = namespace
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
             }
-            durability.durable.fetch_max(written, Ordering::SeqCst);
-            durability
-                .synced_at_write_count
-                .store(written, Ordering::SeqCst);
+        })
+        .collect();
+    format!("{safe}-ids-")
+}
+
+/// Table files left behind by an ingestion a crash interrupted.
+fn remove_stale_ingest_files(shared: &Shared) {
+    let prefix = ingest_prefix(&shared.namespace);
+    let Ok(dir) = std::fs::read_dir(shared.db.path()) else {
+        return;
+    };
+    for file in dir.flatten() {
+        let name = file.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".ingest") {
+            let _ = std::fs::remove_file(file.path());
         }
     }
+}
+
+/// The number of stored entries and of entries the ingested id runs cover, checked against
+/// the head marker.
+fn stored_bounds(shared: &Shared) -> Result<(u64, u64), LogError> {
+    let mut iter = shared
+        .db
+        .iterator_cf(shared.cf(Cf::ENTRIES), IteratorMode::End);
+    let size = match iter.next().transpose()? {
+        Some((key, _)) => read_u64(0, &key, "entry key")?
+            .checked_add(1)
+            .ok_or_else(|| LogError::corrupt(u64::MAX, "entry key out of range"))?,
+        None => 0,
+    };
+    let read_marker = |value: Option<Vec<u8>>, what: &str| match value {
+        Some(bytes) => read_u64(size, &bytes, what),
+        None => Ok(0),
+    };
+    let head = read_marker(
+        shared.db.get_cf(shared.cf(Cf::META), HEAD_KEY)?,
+        "head record",
+    )?;
+    let indexed = read_marker(
+        shared.db.get_cf(shared.cf(Cf::IDS), WATERMARK_KEY)?,
+        "id index watermark",
+    )?;
+    for (recorded, what) in [(head, "were recorded as durable"), (indexed, "are indexed")] {
+        if recorded > size {
+            return Err(LogError::corrupt(
+                size,
+                format!("log truncated: {recorded} entries {what}, only {size} are stored"),
+            ));
+        }
+    }
+    Ok((size, indexed))
+}
+
+/// Rebuilds the in-memory ids of entries `from..to` (those not yet ingested), checking
+/// each stored entry against the id recorded with it.
+fn replay_tail(shared: &Shared, from: u64, to: u64) -> Result<(), LogError> {
+    shared.tail().open = Run::new(from, shared.run_len);
+    let mut expected = from;
+    let iter = shared.db.iterator_cf(
+        shared.cf(Cf::ENTRIES),
+        IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item?;
+        let index = read_u64(expected, &key, "entry key")?;
+        if index != expected {
+            return Err(LogError::corrupt(expected, "entry missing"));
+        }
+        let record = split_record(index, &value)?;
+        if ContentId::of(record.entry) != record.id {
+            return Err(LogError::corrupt(
+                index,
+                "entry bytes do not hash to the id recorded when it was appended",
+            ));
+        }
+        shared.record(std::iter::once((index, &record.id)));
+        expected += 1;
+    }
+    if expected != to {
+        return Err(LogError::corrupt(expected, "entry missing"));
+    }
+    Ok(())
 }
 
 impl Drop for RocksBackend {
     fn drop(&mut self) {
         if let Some(handle) = self.syncer.take() {
-            *self
-                .durability
-                .stop
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = true;
-            self.durability.wake.notify_all();
+            *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.shared.wake.notify_all();
             let _ = handle.join();
         }
-        // Make what was written durable on a clean close, whatever the policy.
-        let _ = self.db.flush_wal(true);
+        // The ingester finishes the runs it was handed, then stops; the open run is
+        // rebuilt from the entries on the next open.
+        self.shared.tail().to_ingester = None;
+        if let Some(handle) = self.ingester.take() {
+            let _ = handle.join();
+        }
+        // Make what was written durable on a clean close, whatever the policy. A log that
+        // appended nothing (or failed to open) leaves its head marker as it found it.
+        let result = if self.shared.written.load(Ordering::SeqCst) > self.size_on_open {
+            self.shared.make_durable()
+        } else {
+            self.shared.db.flush_wal(true).map_err(LogError::from)
+        };
+        if let Err(e) = result {
+            warn(&format!("final fsync on close failed: {e}"));
+        }
     }
 }
 
@@ -309,58 +805,68 @@ impl Sealed for RocksBackend {}
 
 impl Backend for RocksBackend {
     fn stored_size(&self) -> Result<u64, LogError> {
-        let head = match self.db.get_cf(self.cf(Cf::META), HEAD_KEY)? {
-            Some(bytes) => read_u64(0, &bytes, "head record")?,
-            None => 0,
-        };
-        // The last entry must be exactly at head - 1.
-        let mut iter = self.db.iterator_cf(self.cf(Cf::ENTRIES), IteratorMode::End);
-        let last = match iter.next().transpose()? {
-            Some((key, _)) => Some(read_u64(head, &key, "entry key")?),
-            None => None,
-        };
-        match (head, last) {
-            (0, None) => Ok(0),
-            (n, Some(last)) if last + 1 == n => Ok(n),
-            (n, Some(last)) if last + 1 < n => Err(LogError::corrupt(
-                last + 1,
-                format!("log truncated: head records {n} entries, the last stored is {last}"),
-            )),
-            (n, last) => Err(LogError::corrupt(
-                n,
-                format!("entries beyond the recorded head of {n} (last stored: {last:?})"),
-            )),
-        }
+        Ok(self.size_on_open)
     }
 
     fn commit(&self, write: Write<'_>) -> Result<(), LogError> {
-        let mut batch = WriteBatch::default();
-        let (entries, ids, tree) = (self.cf(Cf::ENTRIES), self.cf(Cf::IDS), self.cf(Cf::TREE));
+        // Checked before anything is written: once the batch lands, the ids must be kept.
+        self.shared.wait_for_index()?;
+        let entries_cf = self.shared.cf(Cf::ENTRIES);
+        // Each record: key, entry, id, nodes, plus RocksDB's few bytes of framing.
+        let bytes: usize = write
+            .entries
+            .iter()
+            .map(|(index, _, b)| b.len() + self.record_suffix(*index) + 24)
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
+        let mut nodes = write.nodes.iter();
         let mut size = 0;
-        for (index, id, bytes) in write.entries {
-            batch.put_cf(entries, index.to_be_bytes(), bytes);
-            batch.put_cf(ids, id.as_bytes(), index.to_be_bytes());
-            size = index + 1;
+        for (index, id, record) in write.entries.iter_mut() {
+            // The record is the encoding, its id and the nodes it completes; the encoding
+            // was given room for them.
+            record.extend_from_slice(id.as_bytes());
+            for level in 1..=nodes_completed_by(*index) as u32 {
+                match nodes.next() {
+                    Some((l, i, hash)) if *l == level && *i == *index >> level => {
+                        record.extend_from_slice(hash);
+                    }
+                    other => {
+                        return Err(LogError::Storage(format!(
+                            "internal error: entry {index} completes node ({level}, {}), \
+                             the tree produced {other:?}",
+                            *index >> level
+                        )));
+                    }
+                }
+            }
+            batch.put_cf(entries_cf, index.to_be_bytes(), &record);
+            size = *index + 1;
         }
-        for (level, index, hash) in write.nodes {
-            batch.put_cf(tree, tree_key(*level, *index), hash);
+        if self.policy == SyncPolicy::EveryAppend {
+            batch.put_cf(self.shared.cf(Cf::META), HEAD_KEY, size.to_be_bytes());
         }
-        batch.put_cf(self.cf(Cf::META), HEAD_KEY, size.to_be_bytes());
-        self.db.write_opt(batch, &self.write_options)?;
+        self.shared.db.write_opt(batch, &self.write_options)?;
+        self.shared
+            .record(write.entries.iter().map(|(index, id, _)| (*index, id)));
         Ok(())
     }
 
+    fn record_suffix(&self, index: u64) -> usize {
+        HASH_LEN * (1 + nodes_completed_by(index))
+    }
+
     fn committed(&self, size: u64) -> Result<(), LogError> {
-        self.durability.written.store(size, Ordering::SeqCst);
+        let shared = &self.shared;
+        shared.written.store(size, Ordering::SeqCst);
         match self.policy {
             SyncPolicy::EveryAppend => {
-                self.durability.durable.fetch_max(size, Ordering::SeqCst);
+                shared.durable.fetch_max(size, Ordering::SeqCst);
                 Ok(())
             }
             SyncPolicy::GroupCommit { max_batch, .. } => {
-                let synced = self.durability.synced_at_write_count.load(Ordering::SeqCst);
+                let synced = shared.synced_at_write_count.load(Ordering::SeqCst);
                 if size.saturating_sub(synced) >= max_batch {
-                    self.flush_wal(size)?;
+                    shared.make_durable()?;
                 }
                 Ok(())
             }
@@ -368,40 +874,49 @@ impl Backend for RocksBackend {
         }
     }
 
-    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.db.get_cf(self.cf(Cf::ENTRIES), index.to_be_bytes())?)
-    }
-
-    fn index_of(&self, id: &ContentId) -> Result<Option<u64>, LogError> {
-        match self.db.get_pinned_cf(self.cf(Cf::IDS), id.as_bytes())? {
-            Some(bytes) => read_u64(0, &bytes, "id record").map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, LogError> {
-        match self
+    fn entry(&self, index: u64) -> Result<Option<(Vec<u8>, ContentId)>, LogError> {
+        let shared = &self.shared;
+        match shared
             .db
-            .get_pinned_cf(self.cf(Cf::TREE), tree_key(level, index))?
+            .get_pinned_cf(shared.cf(Cf::ENTRIES), index.to_be_bytes())?
         {
-            Some(bytes) => {
-                Hash::try_from(&bytes[..])
-                    .map(Some)
-                    .map_err(|_| LogError::TreeCorrupt {
-                        level,
-                        node: index,
-                        first_leaf: index << level,
-                        reason: "stored node is not 32 bytes".into(),
-                    })
+            Some(value) => {
+                let record = split_record(index, &value)?;
+                Ok(Some((record.entry.to_vec(), record.id)))
             }
             None => Ok(None),
         }
     }
 
+    fn index_of(&self, id: &ContentId) -> Result<Option<u64>, LogError> {
+        self.shared.lookup(id)
+    }
+
+    fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, LogError> {
+        let Some(leaf) = completing_leaf(level, index) else {
+            return Ok(None);
+        };
+        let shared = &self.shared;
+        let Some(value) = shared
+            .db
+            .get_pinned_cf(shared.cf(Cf::ENTRIES), leaf.to_be_bytes())?
+        else {
+            return Ok(None);
+        };
+        let record = split_record(leaf, &value)?;
+        let at = (level as usize - 1) * HASH_LEN;
+        Ok(Some(
+            record.nodes[at..at + HASH_LEN]
+                .try_into()
+                .expect("32 bytes"),
+        ))
+    }
+
     fn scan(&self, from: u64, to: u64, f: &mut ScanFn<'_>) -> Result<(), LogError> {
+        let shared = &self.shared;
         let start = from.to_be_bytes();
-        let iter = self.db.iterator_cf(
-            self.cf(Cf::ENTRIES),
+        let iter = shared.db.iterator_cf(
+            shared.cf(Cf::ENTRIES),
             IteratorMode::From(&start, Direction::Forward),
         );
         for item in iter {
@@ -410,7 +925,8 @@ impl Backend for RocksBackend {
             if index >= to {
                 break;
             }
-            f(index, &value)?;
+            let record = split_record(index, &value)?;
+            f(index, record.entry, &record.id)?;
         }
         Ok(())
     }
@@ -418,15 +934,19 @@ impl Backend for RocksBackend {
     fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), LogError> {
         let mut key = CHECKPOINT_PREFIX.to_vec();
         key.extend_from_slice(&size.to_be_bytes());
-        self.db
-            .put_cf_opt(self.cf(Cf::META), key, note.as_bytes(), &self.write_options)?;
+        self.shared.db.put_cf_opt(
+            self.shared.cf(Cf::META),
+            key,
+            note.as_bytes(),
+            &self.write_options,
+        )?;
         Ok(())
     }
 
     fn checkpoints(&self) -> Result<Vec<(u64, String)>, LogError> {
-        let meta = self.cf(Cf::META);
-        let iter = self.db.iterator_cf(
-            meta,
+        let shared = &self.shared;
+        let iter = shared.db.iterator_cf(
+            shared.cf(Cf::META),
             IteratorMode::From(CHECKPOINT_PREFIX, Direction::Forward),
         );
         let mut out = Vec::new();
@@ -446,26 +966,53 @@ impl Backend for RocksBackend {
         Ok(out)
     }
 
-    fn sync(&self, size: u64) -> Result<(), LogError> {
-        self.flush_wal(size)
+    fn sync(&self, _size: u64) -> Result<(), LogError> {
+        self.shared.make_durable()
     }
 
     fn durable_len(&self, _size: u64) -> u64 {
-        self.durability.durable.load(Ordering::SeqCst)
+        self.shared.durable.load(Ordering::SeqCst)
     }
 
     fn tamper(&self, target: Tamper<'_>) -> Result<(), LogError> {
+        let shared = &self.shared;
+        let entries = shared.cf(Cf::ENTRIES);
+        let stored = |leaf: u64| -> Result<Vec<u8>, LogError> {
+            shared
+                .db
+                .get_cf(entries, leaf.to_be_bytes())?
+                .ok_or_else(|| LogError::corrupt(leaf, "entry missing"))
+        };
         match target {
             Tamper::Entry(i, bytes) => {
-                self.db
-                    .put_cf(self.cf(Cf::ENTRIES), i.to_be_bytes(), bytes)?;
+                let value = stored(i)?;
+                let record = split_record(i, &value)?;
+                let value = join_record(bytes, &record.id, record.nodes);
+                shared.db.put_cf(entries, i.to_be_bytes(), value)?;
             }
-            Tamper::DeleteEntry(i) => self.db.delete_cf(self.cf(Cf::ENTRIES), i.to_be_bytes())?,
+            Tamper::DeleteEntry(i) => shared.db.delete_cf(entries, i.to_be_bytes())?,
             Tamper::Node(level, i, hash) => {
-                self.db
-                    .put_cf(self.cf(Cf::TREE), tree_key(level, i), hash)?;
+                let leaf = completing_leaf(level, i)
+                    .ok_or_else(|| LogError::OutOfRange(format!("node ({level}, {i})")))?;
+                let mut value = stored(leaf)?;
+                let at = value.len() - HASH_LEN * (nodes_completed_by(leaf) + 1 - level as usize);
+                value[at..at + HASH_LEN].copy_from_slice(&hash);
+                shared.db.put_cf(entries, leaf.to_be_bytes(), value)?;
             }
             Tamper::Checkpoint(size, note) => self.put_checkpoint(size, note)?,
+            Tamper::ForgetId(id) => {
+                // Once no run is in flight, the id is in the open run or in a table.
+                let mut tail = shared.tail();
+                while !tail.pending.is_empty() && tail.failed.is_none() {
+                    tail = shared
+                        .progress
+                        .wait(tail)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                tail.open.ids.remove(&id);
+                drop(tail);
+                shared.db.delete_cf(shared.cf(Cf::IDS), id.as_bytes())?;
+            }
         }
         Ok(())
     }

@@ -3,12 +3,13 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use causality_hash::merkle::{self, Frontier, Hash, NewNode, NodeSource, leaf_hash};
 use causality_hash::{ConsistencyProof, ContentId, InclusionProof};
 use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::LogError;
 use crate::checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier};
@@ -113,8 +114,8 @@ pub trait LogStore: Send + Sync {
     fn checkpoint(&self, origin: &str, signer: &CheckpointSigner) -> Result<String, LogError>;
     /// Stored checkpoint notes, oldest first.
     fn checkpoints(&self) -> Result<Vec<String>, LogError>;
-    /// Re-checks everything: each entry's encoding and position, the hash chain, every
-    /// stored tree node and the root, and the stored checkpoints (signatures too when a
+    /// Re-checks everything: each entry's encoding, position and recorded id, the hash
+    /// chain, the id index, every stored tree node and the root, and the stored checkpoints (signatures too when a
     /// matching verifier is given). Reports the first bad index.
     fn verify(&self, verifiers: &[CheckpointVerifier]) -> Result<VerifyReport, LogError>;
     /// Makes every appended entry durable (fsync); returns the durable size.
@@ -126,8 +127,9 @@ pub trait LogStore: Send + Sync {
 /// Entries and nodes to write atomically.
 #[derive(Debug)]
 pub struct Write<'a> {
-    /// `(index, id, encoded entry)`.
-    pub entries: &'a [(u64, ContentId, Vec<u8>)],
+    /// `(index, id, encoded entry)`. The backend may take or extend the encodings; each
+    /// has [`Backend::record_suffix`] bytes of spare capacity.
+    pub entries: &'a mut [(u64, ContentId, Vec<u8>)],
     /// Tree nodes of level 1 and up that became complete (level 0 is derived from entries).
     pub nodes: &'a [NewNode],
 }
@@ -137,20 +139,27 @@ mod sealed {
 }
 pub(crate) use sealed::Sealed;
 
-/// A visitor of stored entries: index and encoded bytes.
-pub type ScanFn<'a> = dyn FnMut(u64, &[u8]) -> Result<(), LogError> + 'a;
+/// A visitor of stored entries: index, encoded bytes and the id recorded for them when
+/// they were appended.
+pub type ScanFn<'a> = dyn FnMut(u64, &[u8], &ContentId) -> Result<(), LogError> + 'a;
 
-/// Storage under a [`Log`]: entries by index, index by id, tree nodes, checkpoints.
-/// Implemented by this crate's backends only.
+/// Storage under a [`Log`]: entries by index (each with the id recorded when it was
+/// appended), index by id, tree nodes, checkpoints. Implemented by this crate's backends
+/// only.
 pub trait Backend: Sealed + Send + Sync + 'static {
     /// Number of entries stored.
     fn stored_size(&self) -> Result<u64, LogError>;
     /// Writes atomically.
     fn commit(&self, write: Write<'_>) -> Result<(), LogError>;
+    /// Bytes the backend stores after the encoding of entry `index` (a capacity hint, so
+    /// it can extend the encoding in place).
+    fn record_suffix(&self, _index: u64) -> usize {
+        0
+    }
     /// Called after each commit with the new size (durability policies hook in here).
     fn committed(&self, size: u64) -> Result<(), LogError>;
-    /// The encoded entry at `index`.
-    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, LogError>;
+    /// The encoded entry at `index` and the id recorded for it.
+    fn entry(&self, index: u64) -> Result<Option<(Vec<u8>, ContentId)>, LogError>;
     /// The index of the entry with id `id`.
     fn index_of(&self, id: &ContentId) -> Result<Option<u64>, LogError>;
     /// A stored tree node of level 1 or more.
@@ -174,7 +183,7 @@ pub trait Backend: Sealed + Send + Sync + 'static {
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum Tamper<'a> {
-    /// Replace the stored bytes of an entry.
+    /// Replace the stored bytes of an entry (its recorded id stays).
     Entry(u64, &'a [u8]),
     /// Remove an entry.
     DeleteEntry(u64),
@@ -182,17 +191,24 @@ pub enum Tamper<'a> {
     Node(u32, u64, Hash),
     /// Replace a stored checkpoint note.
     Checkpoint(u64, &'a str),
+    /// Remove an id from the id index.
+    ForgetId(ContentId),
 }
 
 struct State {
     frontier: Frontier,
     last_id: Option<ContentId>,
+    /// Buffers reused by every append.
+    sealed: Vec<(u64, ContentId, Vec<u8>)>,
+    nodes: Vec<NewNode>,
 }
 
 struct Inner<B> {
     backend: B,
     state: Mutex<State>,
-    size_tx: watch::Sender<u64>,
+    /// Wakes followers after an append; only touched while someone follows.
+    appended: Notify,
+    followers: AtomicUsize,
 }
 
 /// The log over a storage backend; see [`LogStore`] for what it does. Cheap to clone:
@@ -243,27 +259,24 @@ impl<B: Backend> NodeSource for Tree<'_, B> {
     }
 }
 
-/// Reads entry `index` and checks that its bytes are the ones recorded under their id.
+/// Reads entry `index` and checks that its bytes are the ones recorded at append time.
 fn read_checked<B: Backend>(backend: &B, index: u64) -> Result<LogEntry, LogError> {
-    let bytes = backend
+    let (bytes, recorded) = backend
         .entry(index)?
         .ok_or_else(|| LogError::corrupt(index, "entry missing"))?;
     let entry = LogEntry::decode(index, &bytes)?;
-    check_recorded(backend, &entry)?;
+    check_recorded(&entry, &recorded)?;
     Ok(entry)
 }
 
-fn check_recorded<B: Backend>(backend: &B, entry: &LogEntry) -> Result<(), LogError> {
-    match backend.index_of(&entry.id)? {
-        Some(i) if i == entry.index => Ok(()),
-        Some(i) => Err(LogError::corrupt(
+fn check_recorded(entry: &LogEntry, recorded: &ContentId) -> Result<(), LogError> {
+    if entry.id == *recorded {
+        Ok(())
+    } else {
+        Err(LogError::corrupt(
             entry.index,
-            format!("entry's id is recorded at index {i}"),
-        )),
-        None => Err(LogError::corrupt(
-            entry.index,
-            "entry bytes do not match any recorded id (modified in place)",
-        )),
+            "entry bytes do not hash to the id recorded when it was appended (modified in place)",
+        ))
     }
 }
 
@@ -283,12 +296,17 @@ impl<B: Backend> Log<B> {
             0 => None,
             n => Some(read_checked(&backend, n - 1)?.id),
         };
-        let (size_tx, _) = watch::channel(size);
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
-                state: Mutex::new(State { frontier, last_id }),
-                size_tx,
+                state: Mutex::new(State {
+                    frontier,
+                    last_id,
+                    sealed: Vec::new(),
+                    nodes: Vec::new(),
+                }),
+                appended: Notify::new(),
+                followers: AtomicUsize::new(0),
             }),
         })
     }
@@ -323,48 +341,56 @@ impl<B: Backend> Log<B> {
         self.inner.backend.tamper(target)
     }
 
-    fn append_all(&self, entries: &[NewEntry]) -> Result<Vec<Appended>, LogError> {
+    /// Appends `entries` atomically, reporting each one's place to `appended`.
+    fn append_all(
+        &self,
+        entries: impl ExactSizeIterator<Item = NewEntry>,
+        mut appended: impl FnMut(Appended),
+    ) -> Result<(), LogError> {
         if entries.len() > MAX_BATCH {
             return Err(LogError::InvalidEntry(format!(
                 "batch of {} entries; the limit is {MAX_BATCH}",
                 entries.len()
             )));
         }
-        let mut state = self.state();
+        let backend = &self.inner.backend;
+        let mut guard = self.state();
+        let state = &mut *guard;
         let mut frontier = state.frontier.clone();
         let mut last_id = state.last_id;
-        let mut sealed = Vec::with_capacity(entries.len());
-        let mut nodes = Vec::with_capacity(entries.len() * 2);
+        state.sealed.clear();
+        state.nodes.clear();
         for entry in entries {
             let index = frontier.size();
-            let (id, bytes) = entry.seal(index, last_id)?;
+            let (id, bytes) = entry.seal(index, last_id, backend.record_suffix(index))?;
             frontier.push(leaf_hash(id.as_bytes()), |node| {
                 if node.0 > 0 {
-                    nodes.push(node);
+                    state.nodes.push(node);
                 }
             });
-            sealed.push((index, id, bytes));
+            state.sealed.push((index, id, bytes));
             last_id = Some(id);
         }
-        self.inner.backend.commit(Write {
-            entries: &sealed,
-            nodes: &nodes,
+        backend.commit(Write {
+            entries: &mut state.sealed,
+            nodes: &state.nodes,
         })?;
         let size = frontier.size();
         state.frontier = frontier;
         state.last_id = last_id;
-        let durability = self.inner.backend.committed(size);
-        drop(state);
-        self.inner.size_tx.send_replace(size);
-        durability?;
-        Ok(sealed
-            .into_iter()
-            .map(|(index, id, _)| Appended { index, id })
-            .collect())
+        for (index, id, _) in state.sealed.drain(..) {
+            appended(Appended { index, id });
+        }
+        let durability = backend.committed(size);
+        drop(guard);
+        if self.inner.followers.load(Ordering::SeqCst) > 0 {
+            self.inner.appended.notify_waiters();
+        }
+        durability
     }
 
-    /// Reads `range`, checking the hash chain between consecutive entries and the recorded
-    /// ids of the first and last; a broken link is blamed on the right entry.
+    /// Reads `range`, checking each entry against its recorded id and the hash chain between
+    /// consecutive entries.
     fn read_range(
         &self,
         range: Range<u64>,
@@ -375,11 +401,10 @@ impl<B: Backend> Log<B> {
             return Ok(());
         }
         let backend = &self.inner.backend;
-        let mut prev: Option<LogEntry> = None;
+        let mut prev: Option<ContentId> = None;
         let mut expected = range.start;
         let mut stop = false;
-        let mut last: Option<LogEntry> = None;
-        backend.scan(range.start, end, &mut |index, bytes| {
+        backend.scan(range.start, end, &mut |index, bytes, recorded| {
             if stop {
                 return Ok(());
             }
@@ -388,28 +413,21 @@ impl<B: Backend> Log<B> {
             }
             expected += 1;
             let entry = LogEntry::decode(index, bytes)?;
-            match &prev {
-                None => check_recorded(backend, &entry)?,
-                Some(p) if entry.prev_id != Some(p.id) => {
-                    // Either `p` was modified (its id changed) or this entry's link was.
-                    check_recorded(backend, p)?;
-                    return Err(LogError::corrupt(
-                        index,
-                        "previous-entry id breaks the hash chain",
-                    ));
-                }
-                Some(_) => {}
+            check_recorded(&entry, recorded)?;
+            if let Some(p) = prev
+                && entry.prev_id != Some(p)
+            {
+                return Err(LogError::corrupt(
+                    index,
+                    "previous-entry id breaks the hash chain",
+                ));
             }
-            prev = Some(entry.clone());
-            stop = !f(entry.clone());
-            last = Some(entry);
+            prev = Some(entry.id);
+            stop = !f(entry);
             Ok(())
         })?;
         if !stop && expected != end {
             return Err(LogError::corrupt(expected, "entry missing"));
-        }
-        if let Some(last) = last {
-            check_recorded(backend, &last)?;
         }
         Ok(())
     }
@@ -417,11 +435,15 @@ impl<B: Backend> Log<B> {
 
 impl<B: Backend> LogStore for Log<B> {
     fn append(&self, entry: NewEntry) -> Result<Appended, LogError> {
-        Ok(self.append_all(std::slice::from_ref(&entry))?[0])
+        let mut result = None;
+        self.append_all(std::iter::once(entry), |a| result = Some(a))?;
+        Ok(result.expect("one entry was appended"))
     }
 
     fn append_batch(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, LogError> {
-        self.append_all(&entries)
+        let mut result = Vec::with_capacity(entries.len());
+        self.append_all(entries.into_iter(), |a| result.push(a))?;
+        Ok(result)
     }
 
     fn head(&self) -> Head {
@@ -498,32 +520,41 @@ impl<B: Backend> LogStore for Log<B> {
 
     fn follow(&self, from: u64) -> EntryStream {
         const CHUNK: u64 = 256;
-        let log = self.clone();
-        let rx = self.inner.size_tx.subscribe();
-        let state = (log, rx, from, VecDeque::new(), false);
+        let follower = Follower::new(self.clone());
+        let state = (follower, from, VecDeque::new(), false);
         Box::pin(futures::stream::unfold(
             state,
-            |(log, mut rx, mut next, mut buf, failed)| async move {
+            |(follower, mut next, mut buf, failed)| async move {
                 if failed {
                     return None;
                 }
                 loop {
                     if let Some(entry) = buf.pop_front() {
-                        return Some((Ok(entry), (log, rx, next, buf, false)));
+                        return Some((Ok(entry), (follower, next, buf, false)));
                     }
-                    let size = *rx.borrow_and_update();
-                    if next < size {
-                        let to = size.min(next + CHUNK);
-                        match log.range(next..to) {
-                            Ok(entries) => {
-                                next = to;
-                                buf.extend(entries);
-                                continue;
-                            }
-                            Err(e) => return Some((Err(e), (log, rx, next, buf, true))),
+                    let read = {
+                        let log = &follower.0;
+                        // Register for the wake-up before looking, so no append is missed.
+                        let appended = log.inner.appended.notified();
+                        tokio::pin!(appended);
+                        appended.as_mut().enable();
+                        let size = log.len();
+                        if next < size {
+                            let to = size.min(next + CHUNK);
+                            Some(log.range(next..to).map(|entries| (to, entries)))
+                        } else {
+                            appended.await;
+                            None
                         }
+                    };
+                    match read {
+                        Some(Ok((to, entries))) => {
+                            next = to;
+                            buf.extend(entries);
+                        }
+                        Some(Err(e)) => return Some((Err(e), (follower, next, buf, true))),
+                        None => {}
                     }
-                    rx.changed().await.ok()?;
                 }
             },
         ))
@@ -570,20 +601,28 @@ impl<B: Backend> LogStore for Log<B> {
         let mut prev: Option<ContentId> = None;
         let mut expected = 0u64;
         let mut bad_node: Option<LogError> = None;
-        backend.scan(0, head.size, &mut |index, bytes| {
+        backend.scan(0, head.size, &mut |index, bytes, recorded| {
             if index != expected {
                 return Err(LogError::corrupt(expected, "entry missing"));
             }
             expected += 1;
             let entry = LogEntry::decode(index, bytes)?;
+            check_recorded(&entry, recorded)?;
             if entry.prev_id != prev {
-                check_recorded(backend, &entry)?;
                 return Err(LogError::corrupt(
                     index,
                     "previous-entry id breaks the hash chain",
                 ));
             }
-            check_recorded(backend, &entry)?;
+            match backend.index_of(&entry.id)? {
+                Some(i) if i == index => {}
+                other => {
+                    return Err(LogError::corrupt(
+                        index,
+                        format!("the id index maps this entry's id to {other:?}"),
+                    ));
+                }
+            }
             prev = Some(entry.id);
             let mut result = Ok(());
             frontier.push(leaf_hash(entry.id.as_bytes()), |(level, node, hash)| {
@@ -677,6 +716,22 @@ impl<B: Backend> LogStore for Log<B> {
 
     fn durable_len(&self) -> u64 {
         self.inner.backend.durable_len(self.len())
+    }
+}
+
+/// A log being followed; counted so appends only wake anyone while someone follows.
+struct Follower<B: Backend>(Log<B>);
+
+impl<B: Backend> Follower<B> {
+    fn new(log: Log<B>) -> Self {
+        log.inner.followers.fetch_add(1, Ordering::SeqCst);
+        Self(log)
+    }
+}
+
+impl<B: Backend> Drop for Follower<B> {
+    fn drop(&mut self) {
+        self.0.inner.followers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -63,11 +63,14 @@ fn damage_on_disk_is_reported_on_open() {
         log.append_batch((0..10).map(entry).collect()).unwrap();
         log.tamper(Tamper::DeleteEntry(9)).unwrap();
     }
-    match open(dir.path(), SyncPolicy::Never) {
-        Err(LogError::Corrupt { index: 9, reason }) => {
-            assert!(reason.contains("truncated"), "{reason}");
+    // A failed open changes nothing: the second attempt sees the same damage.
+    for _ in 0..2 {
+        match open(dir.path(), SyncPolicy::Never) {
+            Err(LogError::Corrupt { index: 9, reason }) => {
+                assert!(reason.contains("truncated"), "{reason}");
+            }
+            other => panic!("expected truncation at 9, got {other:?}"),
         }
-        other => panic!("expected truncation at 9, got {other:?}"),
     }
 
     // The last entry modified in place.
@@ -172,7 +175,14 @@ fn crash_child() {
         },
         _ => SyncPolicy::Never,
     };
-    let log = open(Path::new(&path), policy).unwrap();
+    // Small id-index runs, so ingestion is under way when the kill lands.
+    let log = RocksLog::open(
+        Path::new(&path),
+        RocksLogOptions::default()
+            .with_sync(policy)
+            .with_index_run(32),
+    )
+    .unwrap();
     let mut out = std::io::stdout().lock();
     let mut durable = 0;
     for i in 0.. {
@@ -237,10 +247,186 @@ fn crash_safety_under_sigkill() {
             "{policy}: lost acknowledged appends"
         );
         for i in 0..report.size {
-            assert_eq!(
-                log.get(i).unwrap().payload,
-                format!("entry {i}").into_bytes()
+            let entry = log.get(i).unwrap();
+            assert_eq!(entry.payload, format!("entry {i}").into_bytes());
+            assert_eq!(log.get_by_id(&entry.id).unwrap(), Some(entry));
+        }
+    }
+}
+
+fn open_with_runs(path: &Path, run: u64) -> Result<RocksLog, LogError> {
+    RocksLog::open(
+        path,
+        RocksLogOptions::default()
+            .with_sync(SyncPolicy::Never)
+            .with_index_run(run),
+    )
+}
+
+/// Ids in the `ids` column family, and its watermark (entries the ingested runs cover).
+fn ingested(log: &RocksLog) -> (usize, u64) {
+    let db = log.db();
+    let cf = db.cf_handle("log.ids").unwrap();
+    let mut ids = 0;
+    let mut watermark = 0;
+    for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let (key, value) = item.unwrap();
+        match key.len() {
+            32 => ids += 1,
+            _ => watermark = u64::from_be_bytes(value[..].try_into().unwrap()),
+        }
+    }
+    (ids, watermark)
+}
+
+#[test]
+fn ids_are_found_in_ingested_runs_and_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<_> = {
+        let log = open_with_runs(dir.path(), 8).unwrap();
+        let mut ids: Vec<_> = log
+            .append_batch((0..50).map(entry).collect())
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        for i in 50..100 {
+            ids.push(log.append(entry(i)).unwrap().id);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(log.get_by_id(id).unwrap().unwrap().index, i as u64);
+        }
+        ids
+    };
+    // Closing finished every full run: 12 runs of 8 ids are in table files; the last 4
+    // ids are rebuilt from the entries.
+    let log = open_with_runs(dir.path(), 8).unwrap();
+    assert_eq!(ingested(&log), (96, 96));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(log.get_by_id(id).unwrap().unwrap().index, i as u64);
+    }
+    let unknown = causality_hash::ContentId::of(b"not in the log");
+    assert_eq!(log.get_by_id(&unknown).unwrap(), None);
+    let next = log.append(entry(100)).unwrap();
+    assert_eq!(log.get_by_id(&next.id).unwrap().unwrap().index, 100);
+    log.verify(&[]).unwrap();
+}
+
+#[test]
+fn truncation_below_the_index_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_with_runs(dir.path(), 8).unwrap();
+        log.append_batch((0..40).map(entry).collect()).unwrap();
+    }
+    {
+        let log = open_with_runs(dir.path(), 8).unwrap();
+        for i in 32..40 {
+            log.tamper(Tamper::DeleteEntry(i)).unwrap();
+        }
+        // Without the head marker, the index alone still knows 40 entries existed.
+        let db = log.db().clone();
+        drop(log);
+        db.delete_cf(db.cf_handle("log.meta").unwrap(), b"head")
+            .unwrap();
+    }
+    match open_with_runs(dir.path(), 8) {
+        Err(LogError::Corrupt { index: 32, reason }) => {
+            assert!(
+                reason.contains("truncated") && reason.contains("indexed"),
+                "{reason}"
             );
         }
+        other => panic!("expected truncation at 32, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_index_stops_appends_without_losing_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_with_runs(dir.path(), 8).unwrap();
+    // A directory where the first run's table file would go makes its ingestion fail.
+    let blocker = dir.path().join("log-ids-00000000000000000000.ingest");
+    std::fs::create_dir(&blocker).unwrap();
+    // Appends go on until the failure is seen, at the latest when two runs are pending
+    // and the first can never be ingested; the refused append writes nothing.
+    let mut ids = Vec::new();
+    let reason = loop {
+        match log.append(entry(ids.len() as u64)) {
+            Ok(appended) => ids.push(appended.id),
+            Err(LogError::Storage(reason)) => break reason,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+        assert!(ids.len() <= 16, "appends continued past two pending runs");
+    };
+    assert!(reason.contains("id index"), "{reason}");
+    assert!(
+        ids.len() >= 8,
+        "the failure can only follow the first full run"
+    );
+    assert_eq!(log.len(), ids.len() as u64);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(log.get_by_id(id).unwrap().unwrap().index, i as u64);
+    }
+    drop(log);
+    std::fs::remove_dir(&blocker).unwrap();
+    let log = open_with_runs(dir.path(), 8).unwrap();
+    assert_eq!(log.len(), ids.len() as u64);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(log.get_by_id(id).unwrap().unwrap().index, i as u64);
+    }
+    log.append(entry(ids.len() as u64)).unwrap();
+    log.verify(&[]).unwrap();
+}
+
+#[test]
+fn leftover_ingest_files_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_with_runs(dir.path(), 8).unwrap());
+    let leftover = dir.path().join("log-ids-00000000000000000008.ingest");
+    std::fs::write(&leftover, b"half-written table").unwrap();
+    let log = open_with_runs(dir.path(), 8).unwrap();
+    assert!(!leftover.exists());
+    log.append(entry(0)).unwrap();
+}
+
+#[test]
+fn other_storage_formats_are_refused() {
+    // A database from the earlier layout, with its separate tree column family.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut opts = causality_log::db_options();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        rocksdb::DB::open_cf(
+            &opts,
+            dir.path(),
+            ["log.entries", "log.ids", "log.tree", "log.meta"],
+        )
+        .unwrap();
+    }
+    match open(dir.path(), SyncPolicy::Never) {
+        Err(LogError::Storage(reason)) => {
+            assert!(reason.contains("earlier storage layout"), "{reason}");
+        }
+        other => panic!("expected a layout error, got {other:?}"),
+    }
+
+    // A format this version does not know.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), SyncPolicy::Never).unwrap();
+        let db = log.db().clone();
+        drop(log);
+        db.put_cf(
+            db.cf_handle("log.meta").unwrap(),
+            b"format",
+            99u64.to_be_bytes(),
+        )
+        .unwrap();
+    }
+    match open(dir.path(), SyncPolicy::Never) {
+        Err(LogError::Storage(reason)) => assert!(reason.contains("format 99"), "{reason}"),
+        other => panic!("expected a format error, got {other:?}"),
     }
 }

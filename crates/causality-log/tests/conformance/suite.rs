@@ -332,6 +332,16 @@ pub(crate) fn missing_entries_are_caught<B: Backend>(log: &Log<B>) {
     );
 }
 
+pub(crate) fn a_damaged_id_index_is_caught<B: Backend>(log: &Log<B>) {
+    fill(log, 40);
+    let victim = log.get(13).unwrap();
+    log.tamper(Tamper::ForgetId(victim.id)).unwrap();
+    // Lookups by id cannot tell a lost mapping from an unknown id; verify() can.
+    assert_eq!(log.get_by_id(&victim.id).unwrap(), None);
+    assert_corrupt_at(log.verify(&[]), 13);
+    assert_eq!(log.get(13).unwrap(), victim, "the entry itself is intact");
+}
+
 pub(crate) fn damaged_tree_nodes_are_caught<B: Backend>(log: &Log<B>) {
     fill(log, 16);
     log.tamper(Tamper::Node(2, 1, [0xee; 32])).unwrap();
