@@ -59,7 +59,9 @@ pub struct Libp2pConfig {
     /// Gossipsub heartbeat. Default 700 ms (shorter than gossipsub's 1 s, for fast meshes).
     pub heartbeat: Duration,
     /// Record libp2p's own metrics (prefixed `libp2p_`) into this registry (feature
-    /// `metrics`). Default none.
+    /// `metrics`): swarm, identify, ping and gossipsub events, and the bytes of every
+    /// connection by protocol stack and direction (`libp2p_bandwidth_bytes_total`).
+    /// Default none.
     #[cfg(feature = "metrics")]
     pub metrics: Option<Arc<std::sync::Mutex<libp2p::metrics::Registry>>>,
     /// Serve as a circuit relay for other peers (feature `nat`). Default off.
@@ -280,32 +282,60 @@ fn build_swarm(config: &Libp2pConfig, core: &Core) -> Result<Swarm<Behaviour>, N
     let idle = config.idle_timeout;
     let transport_err = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    // With a metrics registry, every connection's bytes are counted per protocol stack and
+    // direction (`libp2p_bandwidth_bytes_total`).
+    #[cfg(feature = "metrics")]
+    let registry = config.metrics.clone();
+    #[cfg(not(feature = "metrics"))]
+    let registry: Option<()> = None;
+    macro_rules! bandwidth {
+        ($builder:expr, |$b:ident| $rest:expr) => {{
+            #[cfg(feature = "metrics")]
+            {
+                if let Some(registry) = &registry {
+                    let mut registry = registry.lock().unwrap_or_else(|e| e.into_inner());
+                    let $b = $builder.with_bandwidth_metrics(&mut registry);
+                    $rest
+                } else {
+                    let $b = $builder;
+                    $rest
+                }
+            }
+            #[cfg(not(feature = "metrics"))]
+            {
+                let _ = &registry;
+                let $b = $builder;
+                $rest
+            }
+        }};
+    }
     #[cfg(not(feature = "nat"))]
     macro_rules! finish {
         ($with_tcp:expr) => {
-            $with_tcp
-                .map_err(|e| transport_err(&e))?
-                .with_quic()
+            bandwidth!($with_tcp.map_err(|e| transport_err(&e))?.with_quic(), |b| b
                 .with_behaviour(|key| make_behaviour(key, libp2p::swarm::dummy::Behaviour))
                 .map_err(|e| transport_err(&e))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-                .build()
+                .build())
         };
     }
     #[cfg(feature = "nat")]
     macro_rules! finish {
         ($with_tcp:expr) => {
-            $with_tcp
-                .map_err(|e| transport_err(&e))?
-                .with_quic()
-                .with_relay_client(noise::Config::new, yamux::Config::default)
-                .map_err(|e| transport_err(&e))?
-                .with_behaviour(|key, relay_client| {
-                    make_behaviour(key, nat::behaviour(key, relay_client, relay_server))
-                })
-                .map_err(|e| transport_err(&e))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-                .build()
+            bandwidth!(
+                $with_tcp
+                    .map_err(|e| transport_err(&e))?
+                    .with_quic()
+                    .with_relay_client(noise::Config::new, yamux::Config::default)
+                    .map_err(|e| transport_err(&e))?,
+                |b| b
+                    .with_behaviour(|key, relay_client| {
+                        make_behaviour(key, nat::behaviour(key, relay_client, relay_server))
+                    })
+                    .map_err(|e| transport_err(&e))?
+                    .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                    .build()
+            )
         };
     }
     let tcp_config = tcp::Config::default().nodelay(true);
