@@ -12,11 +12,7 @@ use criterion::{BenchmarkId, Criterion};
 /// A discovery state machine whose view holds `n` signed records (no traffic: the records
 /// are inserted directly, as exchanges would).
 fn view_of(n: usize) -> State {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let sim = MemoryNetwork::new(1);
         let sign = |net: &Network| {
@@ -63,11 +59,7 @@ fn responsible(c: &mut Criterion, quick: bool) {
 /// Convergence of `n` nodes joining through 3 bootstrap peers, and membership bytes per
 /// node per second over the convergence period and a steady minute after it.
 fn convergence(n: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let sim = MemoryNetwork::new(n as u64);
         let nets: Vec<Network> = (0..n).map(|_| sim.add_node()).collect();
@@ -120,4 +112,13 @@ fn main() {
     for &n in sizes {
         convergence(n);
     }
+}
+
+/// A current-thread runtime on virtual time, for the in-memory simulations.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
 }

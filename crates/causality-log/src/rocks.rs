@@ -259,6 +259,13 @@ fn split_record(index: u64, value: &[u8]) -> Result<Record<'_>, LogError> {
     })
 }
 
+/// Where in the record of `leaf` its node of `level` (1..=trailing_ones(leaf)) is stored.
+fn node_range(leaf: u64, level: u32, value: &[u8]) -> Result<std::ops::Range<usize>, LogError> {
+    let record = split_record(leaf, value)?;
+    let start = value.len() - record.nodes.len() + (level as usize - 1) * HASH_LEN;
+    Ok(start..start + HASH_LEN)
+}
+
 fn join_record(entry: &[u8], id: &ContentId, nodes: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(entry.len() + HASH_LEN + nodes.len());
     value.extend_from_slice(entry);
@@ -903,13 +910,8 @@ impl Backend for RocksBackend {
         else {
             return Ok(None);
         };
-        let record = split_record(leaf, &value)?;
-        let at = (level as usize - 1) * HASH_LEN;
-        Ok(Some(
-            record.nodes[at..at + HASH_LEN]
-                .try_into()
-                .expect("32 bytes"),
-        ))
+        let at = node_range(leaf, level, &value)?;
+        Ok(Some(value[at].try_into().expect("32 bytes")))
     }
 
     fn scan(&self, from: u64, to: u64, f: &mut ScanFn<'_>) -> Result<(), LogError> {
@@ -995,8 +997,8 @@ impl Backend for RocksBackend {
                 let leaf = completing_leaf(level, i)
                     .ok_or_else(|| LogError::OutOfRange(format!("node ({level}, {i})")))?;
                 let mut value = stored(leaf)?;
-                let at = value.len() - HASH_LEN * (nodes_completed_by(leaf) + 1 - level as usize);
-                value[at..at + HASH_LEN].copy_from_slice(&hash);
+                let at = node_range(leaf, level, &value)?;
+                value[at].copy_from_slice(&hash);
                 shared.db.put_cf(entries, leaf.to_be_bytes(), value)?;
             }
             Tamper::Checkpoint(size, note) => self.put_checkpoint(size, note)?,

@@ -55,11 +55,7 @@ fn cpu(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory");
     group.throughput(Throughput::Elements(100));
     group.bench_function("publish_100_msgs_2_nodes", |b| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         let (sim, a, mut sub) = rt.block_on(async {
             let sim = MemoryNetwork::new(1);
             let a = sim.add_node();
@@ -100,11 +96,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// 100 nodes on 20 ms links: publish-to-all latency and copies per message per node.
 fn simulation(quick: bool) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     let (nodes_n, messages) = if quick { (30, 5) } else { (100, 50) };
     rt.block_on(async {
         let sim = MemoryNetwork::new(11);
@@ -285,4 +277,13 @@ fn main() {
     criterion.final_summary();
     simulation(quick);
     libp2p(quick);
+}
+
+/// A current-thread runtime on virtual time, for the in-memory simulations.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
 }
