@@ -21,19 +21,29 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "append_256B/raw_rocksdb_nosync",
     ),
     (
-        "RocksLog / raw RocksDB, group commit 1000",
-        "append_256B/rocks_log_group1000",
-        "append_256B/raw_rocksdb_group1000",
-    ),
-    (
         "Floor (encode + BLAKE3 id + put) / raw RocksDB, no sync",
         "append_256B/floor_rocksdb_nosync",
         "append_256B/raw_rocksdb_nosync",
     ),
     (
-        "Floor (encode + BLAKE3 id + put) / raw RocksDB, group commit 1000",
-        "append_256B/floor_rocksdb_group1000",
+        "RocksLog group commit 1000 / raw RocksDB put, fsync per 1000",
+        "append_256B/rocks_log_group1000",
         "append_256B/raw_rocksdb_group1000",
+    ),
+    (
+        "RocksLog group commit 1000 / raw RocksDB batch of 1000, fsync",
+        "append_256B/rocks_log_group1000",
+        "append_256B/raw_rocksdb_batch1000",
+    ),
+    (
+        "Floor / raw RocksDB, batch of 1000, fsync",
+        "append_256B/floor_rocksdb_batch1000",
+        "append_256B/raw_rocksdb_batch1000",
+    ),
+    (
+        "RocksLog periodic fsync 1000 / raw RocksDB put, fsync per 1000",
+        "append_256B/rocks_log_periodic1000",
+        "append_256B/raw_rocksdb_periodic1000",
     ),
     (
         "RocksLog / raw RocksDB, sync each",

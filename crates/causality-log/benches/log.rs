@@ -15,7 +15,7 @@ use causality_log::{
     Kind, Level, LogStore, MemoryLog, NewEntry, RocksLog, RocksLogOptions, SyncPolicy, db_options,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rocksdb::WriteOptions;
+use rocksdb::{WriteBatch, WriteOptions};
 
 fn full_run() -> bool {
     std::env::args().any(|a| a == "--bench")
@@ -28,37 +28,56 @@ fn entry(payload: &[u8]) -> NewEntry {
         .payload(payload.to_vec())
 }
 
-/// How a raw RocksDB baseline makes its writes durable, mirroring `SyncPolicy`.
+/// How a RocksDB baseline writes and makes its writes durable, mirroring `SyncPolicy`.
 #[derive(Clone, Copy)]
 enum Raw {
+    /// A put each, never synced (`SyncPolicy::Never`).
     NoSync,
-    Group(u64),
+    /// A put each, fsync after every `n` (`SyncPolicy::Periodic`).
+    SyncEvery(u64),
+    /// `n` puts gathered into one fsynced write batch (`SyncPolicy::GroupCommit`).
+    Batch(u64),
+    /// A synced put each (`SyncPolicy::EveryAppend`).
     Sync,
 }
 
-/// A RocksDB of the same options, written by `put(db, i, write_options)` with the durability
-/// of `mode`.
+/// A RocksDB of the same options, storing at key `i` the value `value(i, buf)` leaves in
+/// `buf`, written and synced as `mode` says.
 fn rocksdb_baseline(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     mode: Raw,
-    mut put: impl FnMut(&rocksdb::DB, u64, &WriteOptions),
+    mut value: impl FnMut(u64, &mut Vec<u8>),
 ) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = db_options();
     opts.create_if_missing(true);
     let db = rocksdb::DB::open(&opts, dir.path()).unwrap();
     let mut write = WriteOptions::default();
-    write.set_sync(matches!(mode, Raw::Sync));
+    write.set_sync(matches!(mode, Raw::Sync | Raw::Batch(_)));
+    let mut batch = WriteBatch::default();
+    let mut buf = Vec::with_capacity(512);
     let mut i = 0u64;
     c.bench_function(name, |b| {
         b.iter(|| {
-            put(&db, i, &write);
+            buf.clear();
+            value(i, &mut buf);
+            let key = i.to_be_bytes();
             i += 1;
-            if let Raw::Group(n) = mode
-                && i.is_multiple_of(n)
-            {
-                db.flush_wal(true).unwrap();
+            match mode {
+                Raw::NoSync | Raw::Sync => db.put_opt(key, &buf, &write).unwrap(),
+                Raw::SyncEvery(n) => {
+                    db.put_opt(key, &buf, &write).unwrap();
+                    if i.is_multiple_of(n) {
+                        db.flush_wal(true).unwrap();
+                    }
+                }
+                Raw::Batch(n) => {
+                    batch.put(key, &buf);
+                    if i.is_multiple_of(n) {
+                        db.write_opt(std::mem::take(&mut batch), &write).unwrap();
+                    }
+                }
             }
         });
     });
@@ -71,9 +90,7 @@ fn raw_rocksdb(
     mode: Raw,
 ) {
     let payload = vec![0xabu8; 256];
-    rocksdb_baseline(c, name, mode, |db, i, write| {
-        db.put_opt(i.to_be_bytes(), &payload, write).unwrap();
-    });
+    rocksdb_baseline(c, name, mode, |_, buf| buf.extend_from_slice(&payload));
 }
 
 /// The least any content-addressed, hash-chained log must do per append: build the entry,
@@ -88,8 +105,8 @@ fn floor_rocksdb(
     use prost::Message as _;
     let payload = vec![0xabu8; 256];
     let mut prev = ContentId::default();
-    rocksdb_baseline(c, name, mode, |db, i, write| {
-        let mut record = causality_log::proto::v1::LogEntry {
+    rocksdb_baseline(c, name, mode, |i, buf| {
+        causality_log::proto::v1::LogEntry {
             index: i,
             prev_id: prev.as_bytes().to_vec(),
             level: 3,
@@ -100,10 +117,10 @@ fn floor_rocksdb(
             payload: payload.to_vec(),
             metadata: Default::default(),
         }
-        .encode_to_vec();
-        prev = ContentId::of(&record);
-        record.extend_from_slice(prev.as_bytes());
-        db.put_opt(i.to_be_bytes(), &record, write).unwrap();
+        .encode(buf)
+        .unwrap();
+        prev = ContentId::of(buf);
+        buf.extend_from_slice(prev.as_bytes());
     });
 }
 
@@ -128,17 +145,33 @@ fn append(c: &mut Criterion) {
     });
     drop(memory);
 
-    let group_commit = SyncPolicy::GroupCommit {
-        max_batch: 1000,
-        max_delay: Duration::from_secs(1),
-    };
+    let (max_batch, max_delay) = (1000, Duration::from_secs(1));
     // Pairs measured back to back so the ratio sees the same machine state.
     rocks_log(&mut group, "rocks_log_nosync", SyncPolicy::Never);
     raw_rocksdb(&mut group, "raw_rocksdb_nosync", Raw::NoSync);
     floor_rocksdb(&mut group, "floor_rocksdb_nosync", Raw::NoSync);
+    let group_commit = SyncPolicy::GroupCommit {
+        max_batch,
+        max_delay,
+    };
     rocks_log(&mut group, "rocks_log_group1000", group_commit);
-    raw_rocksdb(&mut group, "raw_rocksdb_group1000", Raw::Group(1000));
-    floor_rocksdb(&mut group, "floor_rocksdb_group1000", Raw::Group(1000));
+    raw_rocksdb(
+        &mut group,
+        "raw_rocksdb_group1000",
+        Raw::SyncEvery(max_batch),
+    );
+    raw_rocksdb(&mut group, "raw_rocksdb_batch1000", Raw::Batch(max_batch));
+    floor_rocksdb(&mut group, "floor_rocksdb_batch1000", Raw::Batch(max_batch));
+    let periodic = SyncPolicy::Periodic {
+        max_batch,
+        max_delay,
+    };
+    rocks_log(&mut group, "rocks_log_periodic1000", periodic);
+    raw_rocksdb(
+        &mut group,
+        "raw_rocksdb_periodic1000",
+        Raw::SyncEvery(max_batch),
+    );
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));

@@ -38,30 +38,67 @@ use crate::store::{Backend, Log, ScanFn, Sealed, Tamper, Write};
 /// The RocksDB handle type the log uses; share one per node.
 pub type Db = DB;
 
-/// When appended entries are forced to stable storage.
+/// When appended entries are written and forced to stable storage.
 ///
-/// Every append is written to RocksDB's write-ahead log before it returns, so a process
-/// crash loses nothing in any mode; the policy is about power loss and kernel crashes.
+/// Under [`EveryAppend`](Self::EveryAppend), [`Periodic`](Self::Periodic) and
+/// [`Never`](Self::Never) every append is in RocksDB's write-ahead log before it returns,
+/// so a process crash loses nothing; they differ on power loss and kernel crashes.
+/// [`GroupCommit`](Self::GroupCommit) trades that for throughput: an append is in the
+/// log (readable, proven, followed) when it returns, and stored once its group commits.
+/// [`LogStore::durable_len`](crate::LogStore::durable_len) tells what has been made
+/// durable in every mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncPolicy {
-    /// fsync every append before it returns.
+    /// Write and fsync every append before it returns.
     EveryAppend,
-    /// fsync once `max_batch` appends are pending or `max_delay` after the oldest pending
-    /// one, whichever comes first. [`LogStore::durable_len`](crate::LogStore::durable_len)
-    /// tells what has been made durable.
+    /// Gather appends in memory and write each group as one atomic, fsynced batch once
+    /// `max_batch` appends are waiting or `max_delay` after the oldest, whichever comes
+    /// first. Full groups are committed by a background thread while appends go on; an
+    /// append waits only when a whole further group has gathered meanwhile. A crash (even
+    /// of the process alone) loses the appends not yet committed, never part of a group;
+    /// the log reopens at the last committed group. Memory stays bounded: if a group
+    /// cannot be written, appends are refused (with the reason) once it is retried and
+    /// fails again.
     GroupCommit {
+        /// Appends per group.
+        max_batch: u64,
+        /// Longest an append waits to be committed.
+        max_delay: Duration,
+    },
+    /// Write every append before it returns; fsync once `max_batch` appends are
+    /// unsynced or `max_delay` after the oldest of them, whichever comes first.
+    Periodic {
         /// Appends per fsync.
         max_batch: u64,
         /// Longest an append waits to become durable.
         max_delay: Duration,
     },
-    /// Never fsync on its own; call [`LogStore::sync`](crate::LogStore::sync).
+    /// Write every append before it returns, never fsync on its own; call
+    /// [`LogStore::sync`](crate::LogStore::sync).
     Never,
 }
 
+impl SyncPolicy {
+    /// The batch size and delay of the two policies that sync in the background.
+    fn batching(self) -> Option<(u64, Duration)> {
+        match self {
+            SyncPolicy::GroupCommit {
+                max_batch,
+                max_delay,
+            }
+            | SyncPolicy::Periodic {
+                max_batch,
+                max_delay,
+            } => Some((max_batch.max(1), max_delay)),
+            SyncPolicy::EveryAppend | SyncPolicy::Never => None,
+        }
+    }
+}
+
 impl Default for SyncPolicy {
+    /// Periodic fsync: every 1000 appends or 10 ms.
     fn default() -> Self {
-        SyncPolicy::GroupCommit {
+        SyncPolicy::Periodic {
             max_batch: 1000,
             max_delay: Duration::from_millis(10),
         }
@@ -340,9 +377,61 @@ struct Tail {
     to_ingester: Option<Sender<Arc<Run>>>,
 }
 
+/// Appends waiting for their group commit ([`SyncPolicy::GroupCommit`]).
+struct Group {
+    max_batch: u64,
+    /// Set while the last group commit failed; appends retry it before adding more.
+    failed: AtomicBool,
+    gathered: Mutex<Gathered>,
+    /// Held while a group is written, so groups land in order.
+    turn: Mutex<()>,
+}
+
+struct Gathered {
+    /// Index of `open[0]`.
+    start: u64,
+    /// Stored records (see the module docs) of the appends not yet handed to RocksDB.
+    open: Vec<Vec<u8>>,
+    /// The group being written: its first index and records, readable until it lands.
+    writing: Option<(u64, Arc<Vec<Vec<u8>>>)>,
+}
+
+impl Group {
+    fn gathered(&self) -> MutexGuard<'_, Gathered> {
+        self.gathered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Gathered {
+    /// The first index not yet in RocksDB.
+    fn stored_end(&self) -> u64 {
+        self.writing
+            .as_ref()
+            .map_or(self.start, |(start, _)| *start)
+    }
+
+    /// The waiting record of entry `index`.
+    fn record(&self, index: u64) -> Option<&[u8]> {
+        let (start, records) = match &self.writing {
+            Some((start, records)) if index < self.start => (*start, &***records),
+            _ => (self.start, &*self.open),
+        };
+        let at = usize::try_from(index.checked_sub(start)?).ok()?;
+        records.get(at).map(Vec::as_slice)
+    }
+}
+
+#[derive(Default)]
+struct SyncRequests {
+    stop: bool,
+    commit_now: bool,
+}
+
 /// Shared between the log, the group-commit thread and the ingester.
 struct Shared {
     db: Arc<Db>,
+    /// Present under [`SyncPolicy::GroupCommit`].
+    group: Option<Group>,
     cfs: [String; 3],
     namespace: String,
     run_len: u64,
@@ -358,8 +447,11 @@ struct Shared {
     durable: AtomicU64,
     /// `written` at the last fsync.
     synced_at_write_count: AtomicU64,
-    stop: Mutex<bool>,
+    /// Requests to the sync thread.
+    sync_requests: Mutex<SyncRequests>,
     wake: Condvar,
+    /// Whether a group commit was requested and not yet started (saves the lock).
+    commit_requested: AtomicBool,
 }
 
 impl Shared {
@@ -373,8 +465,12 @@ impl Shared {
         self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records the head marker and fsyncs the WAL: everything written so far is durable.
+    /// Records the head marker and fsyncs the WAL (under group commit: commits the waiting
+    /// group): everything appended so far is durable.
     fn make_durable(&self) -> Result<(), LogError> {
+        if let Some(group) = &self.group {
+            return self.commit_group(group);
+        }
         let written = self.written.load(Ordering::SeqCst);
         self.db
             .put_cf(self.cf(Cf::META), HEAD_KEY, written.to_be_bytes())?;
@@ -383,6 +479,94 @@ impl Shared {
         self.synced_at_write_count
             .fetch_max(written, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Writes the waiting appends and the head marker as one fsynced batch. On failure
+    /// they stay waiting (and readable) for the next attempt.
+    fn commit_group(&self, group: &Group) -> Result<(), LogError> {
+        let _turn = group.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, records) = {
+            let mut gathered = group.gathered();
+            if gathered.open.is_empty() {
+                return Ok(());
+            }
+            let capacity = gathered.open.len();
+            let records = Arc::new(std::mem::replace(
+                &mut gathered.open,
+                Vec::with_capacity(capacity),
+            ));
+            let start = gathered.start;
+            gathered.start += records.len() as u64;
+            gathered.writing = Some((start, records.clone()));
+            (start, records)
+        };
+        let end = start + records.len() as u64;
+        let bytes: usize = records.iter().map(|r| r.len() + 24).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
+        let entries = self.cf(Cf::ENTRIES);
+        for (index, record) in (start..).zip(records.iter()) {
+            batch.put_cf(entries, index.to_be_bytes(), record);
+        }
+        batch.put_cf(self.cf(Cf::META), HEAD_KEY, end.to_be_bytes());
+        drop(records);
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        let result = self.db.write_opt(batch, &sync);
+
+        let mut gathered = group.gathered();
+        let (_, records) = gathered.writing.take().expect("set by this writer");
+        match result {
+            Ok(()) => {
+                drop(gathered);
+                group.failed.store(false, Ordering::SeqCst);
+                self.durable.fetch_max(end, Ordering::SeqCst);
+                self.synced_at_write_count.fetch_max(end, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                // Back in front of the appends made meanwhile, to be retried in order.
+                let mut back = Arc::try_unwrap(records).unwrap_or_else(|r| (*r).clone());
+                back.append(&mut gathered.open);
+                gathered.open = back;
+                gathered.start = start;
+                group.failed.store(true, Ordering::SeqCst);
+                let reason = format!("group commit of entries {start}..{end} failed: {e}");
+                warn(&reason);
+                Err(LogError::Storage(reason))
+            }
+        }
+    }
+
+    /// Runs `f` on the record of entry `index` if it is waiting for its group commit.
+    fn waiting<R>(&self, index: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let gathered = self.group.as_ref()?.gathered();
+        gathered.record(index).map(f)
+    }
+
+    /// The first index not in RocksDB yet, and copies of the waiting records in
+    /// `from..to`.
+    fn waiting_range(&self, from: u64, to: u64) -> (u64, Vec<(u64, Vec<u8>)>) {
+        let Some(group) = &self.group else {
+            return (u64::MAX, Vec::new());
+        };
+        let gathered = group.gathered();
+        let stored_end = gathered.stored_end();
+        let records = (from.max(stored_end)..to)
+            .map_while(|index| Some((index, gathered.record(index)?.to_vec())))
+            .collect();
+        (stored_end, records)
+    }
+
+    fn sync_requests(&self) -> MutexGuard<'_, SyncRequests> {
+        self.sync_requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the sync thread to commit the waiting group now.
+    fn request_commit(&self) {
+        if !self.commit_requested.swap(true, Ordering::SeqCst) {
+            self.sync_requests().commit_now = true;
+            self.wake.notify_all();
+        }
     }
 
     /// Waits until the ingester has room, or reports why it stopped.
@@ -534,25 +718,33 @@ fn ingest_loop(shared: &Shared, runs: Receiver<Arc<Run>>) {
     }
 }
 
-/// Makes writes durable every `max_delay` while some are pending.
-fn group_sync_loop(shared: &Shared, max_delay: Duration) {
-    let mut stop = shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+/// Makes appends durable (commits the waiting group) every `max_delay` while some are not,
+/// and whenever a group is full.
+fn sync_loop(shared: &Shared, max_delay: Duration) {
+    let mut requests = shared.sync_requests();
     loop {
-        let (guard, _) = shared
-            .wake
-            .wait_timeout(stop, max_delay)
-            .unwrap_or_else(|e| e.into_inner());
-        stop = guard;
-        if *stop {
+        // Checked before waiting too: a stop requested during a commit must not be missed.
+        if !requests.commit_now && !requests.stop {
+            requests = shared
+                .wake
+                .wait_timeout(requests, max_delay)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if requests.stop {
             return;
         }
+        requests.commit_now = false;
+        shared.commit_requested.store(false, Ordering::SeqCst);
+        drop(requests);
         let written = shared.written.load(Ordering::SeqCst);
         if written > shared.durable.load(Ordering::SeqCst)
             && let Err(e) = shared.make_durable()
         {
-            // Durability stays where it was; the next tick retries.
-            warn(&format!("group commit fsync failed: {e}"));
+            // Durability stays where it was; the next tick (or append) retries.
+            warn(&format!("background fsync failed: {e}"));
         }
+        requests = shared.sync_requests();
     }
 }
 
@@ -587,8 +779,22 @@ impl RocksBackend {
             }
         }
         let (to_ingester, runs) = std::sync::mpsc::channel();
+        let group = match options.sync {
+            SyncPolicy::GroupCommit { max_batch, .. } => Some(Group {
+                max_batch: max_batch.max(1),
+                failed: AtomicBool::new(false),
+                gathered: Mutex::new(Gathered {
+                    start: 0,
+                    open: Vec::new(),
+                    writing: None,
+                }),
+                turn: Mutex::new(()),
+            }),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             db,
+            group,
             cfs,
             namespace: options.namespace.clone(),
             run_len: options.index_run.max(1),
@@ -604,14 +810,19 @@ impl RocksBackend {
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             synced_at_write_count: AtomicU64::new(0),
-            stop: Mutex::new(false),
+            sync_requests: Mutex::default(),
             wake: Condvar::new(),
+            commit_requested: AtomicBool::new(false),
         });
         check_format(&shared)?;
         remove_stale_ingest_files(&shared);
 
         let mut write_options = WriteOptions::default();
-        write_options.set_sync(options.sync == SyncPolicy::EveryAppend);
+        // Group commits write with their own fsynced options; checkpoints are synced too.
+        write_options.set_sync(matches!(
+            options.sync,
+            SyncPolicy::EveryAppend | SyncPolicy::GroupCommit { .. }
+        ));
         let mut backend = Self {
             shared: shared.clone(),
             write_options,
@@ -641,12 +852,15 @@ impl RocksBackend {
         ] {
             counter.store(size, Ordering::SeqCst);
         }
+        if let Some(group) = &shared.group {
+            group.gathered().start = size;
+        }
         replay_tail(&shared, indexed, size)?;
-        if let SyncPolicy::GroupCommit { max_delay, .. } = options.sync {
+        if let Some((_, max_delay)) = options.sync.batching() {
             let syncing = shared.clone();
             backend.syncer = Some(spawn(
                 "causality-log-sync",
-                Box::new(move || group_sync_loop(&syncing, max_delay)),
+                Box::new(move || sync_loop(&syncing, max_delay)),
             )?);
         }
         Ok(backend)
@@ -785,7 +999,7 @@ fn replay_tail(shared: &Shared, from: u64, to: u64) -> Result<(), LogError> {
 impl Drop for RocksBackend {
     fn drop(&mut self) {
         if let Some(handle) = self.syncer.take() {
-            *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.shared.sync_requests().stop = true;
             self.shared.wake.notify_all();
             let _ = handle.join();
         }
@@ -803,7 +1017,12 @@ impl Drop for RocksBackend {
             self.shared.db.flush_wal(true).map_err(LogError::from)
         };
         if let Err(e) = result {
-            warn(&format!("final fsync on close failed: {e}"));
+            let shared = &self.shared;
+            warn(&format!(
+                "final sync on close failed: {e}; entries {}..{} may not have been made durable",
+                shared.durable.load(Ordering::SeqCst),
+                shared.written.load(Ordering::SeqCst)
+            ));
         }
     }
 }
@@ -816,16 +1035,16 @@ impl Backend for RocksBackend {
     }
 
     fn commit(&self, write: Write<'_>) -> Result<(), LogError> {
+        let shared = &self.shared;
         // Checked before anything is written: once the batch lands, the ids must be kept.
-        self.shared.wait_for_index()?;
-        let entries_cf = self.shared.cf(Cf::ENTRIES);
-        // Each record: key, entry, id, nodes, plus RocksDB's few bytes of framing.
-        let bytes: usize = write
-            .entries
-            .iter()
-            .map(|(index, _, b)| b.len() + self.record_suffix(*index) + 24)
-            .sum();
-        let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
+        shared.wait_for_index()?;
+        if let Some(group) = &shared.group
+            && group.failed.load(Ordering::SeqCst)
+            && group.gathered().open.len() as u64 >= group.max_batch
+        {
+            // A group commit failed and a group is waiting: retry it before taking more.
+            shared.commit_group(group)?;
+        }
         let mut nodes = write.nodes.iter();
         let mut size = 0;
         for (index, id, record) in write.entries.iter_mut() {
@@ -846,15 +1065,30 @@ impl Backend for RocksBackend {
                     }
                 }
             }
-            batch.put_cf(entries_cf, index.to_be_bytes(), &record);
             size = *index + 1;
         }
-        if self.policy == SyncPolicy::EveryAppend {
-            batch.put_cf(self.shared.cf(Cf::META), HEAD_KEY, size.to_be_bytes());
+        match &shared.group {
+            Some(group) => {
+                let mut gathered = group.gathered();
+                gathered
+                    .open
+                    .extend(write.entries.iter_mut().map(|(_, _, r)| std::mem::take(r)));
+            }
+            None => {
+                let entries_cf = shared.cf(Cf::ENTRIES);
+                // Each record: key, entry, id, nodes, plus RocksDB's few bytes of framing.
+                let bytes: usize = write.entries.iter().map(|(_, _, r)| r.len() + 24).sum();
+                let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
+                for (index, _, record) in write.entries.iter() {
+                    batch.put_cf(entries_cf, index.to_be_bytes(), record);
+                }
+                if self.policy == SyncPolicy::EveryAppend {
+                    batch.put_cf(shared.cf(Cf::META), HEAD_KEY, size.to_be_bytes());
+                }
+                shared.db.write_opt(batch, &self.write_options)?;
+            }
         }
-        self.shared.db.write_opt(batch, &self.write_options)?;
-        self.shared
-            .record(write.entries.iter().map(|(index, id, _)| (*index, id)));
+        shared.record(write.entries.iter().map(|(index, id, _)| (*index, id)));
         Ok(())
     }
 
@@ -871,8 +1105,20 @@ impl Backend for RocksBackend {
                 Ok(())
             }
             SyncPolicy::GroupCommit { max_batch, .. } => {
+                // A full group is committed by the sync thread while appends go on; if it
+                // falls a whole group behind, the appender commits (and so waits).
                 let synced = shared.synced_at_write_count.load(Ordering::SeqCst);
-                if size.saturating_sub(synced) >= max_batch {
+                let unsynced = size.saturating_sub(synced);
+                if unsynced >= max_batch.max(1).saturating_mul(2) {
+                    shared.make_durable()?;
+                } else if unsynced >= max_batch.max(1) {
+                    shared.request_commit();
+                }
+                Ok(())
+            }
+            SyncPolicy::Periodic { max_batch, .. } => {
+                let synced = shared.synced_at_write_count.load(Ordering::SeqCst);
+                if size.saturating_sub(synced) >= max_batch.max(1) {
                     shared.make_durable()?;
                 }
                 Ok(())
@@ -883,14 +1129,18 @@ impl Backend for RocksBackend {
 
     fn entry(&self, index: u64) -> Result<Option<(Vec<u8>, ContentId)>, LogError> {
         let shared = &self.shared;
+        let split = |value: &[u8]| {
+            let record = split_record(index, value)?;
+            Ok(Some((record.entry.to_vec(), record.id)))
+        };
+        if let Some(found) = shared.waiting(index, split) {
+            return found;
+        }
         match shared
             .db
             .get_pinned_cf(shared.cf(Cf::ENTRIES), index.to_be_bytes())?
         {
-            Some(value) => {
-                let record = split_record(index, &value)?;
-                Ok(Some((record.entry.to_vec(), record.id)))
-            }
+            Some(value) => split(&value),
             None => Ok(None),
         }
     }
@@ -904,18 +1154,26 @@ impl Backend for RocksBackend {
             return Ok(None);
         };
         let shared = &self.shared;
-        let Some(value) = shared
+        let node = |value: &[u8]| {
+            let at = node_range(leaf, level, value)?;
+            Ok(Some(value[at].try_into().expect("32 bytes")))
+        };
+        if let Some(found) = shared.waiting(leaf, node) {
+            return found;
+        }
+        match shared
             .db
             .get_pinned_cf(shared.cf(Cf::ENTRIES), leaf.to_be_bytes())?
-        else {
-            return Ok(None);
-        };
-        let at = node_range(leaf, level, &value)?;
-        Ok(Some(value[at].try_into().expect("32 bytes")))
+        {
+            Some(value) => node(&value),
+            None => Ok(None),
+        }
     }
 
     fn scan(&self, from: u64, to: u64, f: &mut ScanFn<'_>) -> Result<(), LogError> {
         let shared = &self.shared;
+        // Taken first: entries below `stored_end` are in RocksDB for good.
+        let (stored_end, waiting) = shared.waiting_range(from, to);
         let start = from.to_be_bytes();
         let iter = shared.db.iterator_cf(
             shared.cf(Cf::ENTRIES),
@@ -924,9 +1182,13 @@ impl Backend for RocksBackend {
         for item in iter {
             let (key, value) = item?;
             let index = read_u64(from, &key, "entry key")?;
-            if index >= to {
+            if index >= to.min(stored_end) {
                 break;
             }
+            let record = split_record(index, &value)?;
+            f(index, record.entry, &record.id)?;
+        }
+        for (index, value) in waiting {
             let record = split_record(index, &value)?;
             f(index, record.entry, &record.id)?;
         }
@@ -934,6 +1196,10 @@ impl Backend for RocksBackend {
     }
 
     fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), LogError> {
+        if self.shared.group.is_some() {
+            // A checkpoint is stored with the entries it covers, never ahead of them.
+            self.shared.make_durable()?;
+        }
         let mut key = CHECKPOINT_PREFIX.to_vec();
         key.extend_from_slice(&size.to_be_bytes());
         self.shared.db.put_cf_opt(
@@ -978,6 +1244,10 @@ impl Backend for RocksBackend {
 
     fn tamper(&self, target: Tamper<'_>) -> Result<(), LogError> {
         let shared = &self.shared;
+        if shared.group.is_some() {
+            // Damage is done to stored data.
+            shared.make_durable()?;
+        }
         let entries = shared.cf(Cf::ENTRIES);
         let stored = |leaf: u64| -> Result<Vec<u8>, LogError> {
             shared

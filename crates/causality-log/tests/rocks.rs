@@ -109,13 +109,22 @@ fn garbage_database_files_give_a_storage_error() {
     }
 }
 
+/// Waits (bounded) until the background thread has made `n` entries durable.
+fn wait_durable(log: &RocksLog, n: u64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log.durable_len() < n {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
-fn group_commit_becomes_durable_by_count_and_by_time() {
-    // By count: with a timer that never fires in the test, the 100th append commits.
+fn periodic_sync_becomes_durable_by_count_and_by_time() {
+    // By count: with a timer that never fires in the test, the 100th append syncs.
     let dir = tempfile::tempdir().unwrap();
     let log = open(
         dir.path(),
-        SyncPolicy::GroupCommit {
+        SyncPolicy::Periodic {
             max_batch: 100,
             max_delay: Duration::from_secs(3600),
         },
@@ -129,11 +138,69 @@ fn group_commit_becomes_durable_by_count_and_by_time() {
         "nothing forces a sync before the batch is full"
     );
     log.append(entry(99)).unwrap();
-    assert!(
-        log.durable_len() >= 100,
-        "the 100th append commits the group"
-    );
+    assert!(log.durable_len() >= 100, "the 100th append syncs");
     // By time: a batch that never fills becomes durable when the timer fires.
+    let timed = tempfile::tempdir().unwrap();
+    let log = open(
+        timed.path(),
+        SyncPolicy::Periodic {
+            max_batch: 1_000_000,
+            max_delay: Duration::from_millis(5),
+        },
+    )
+    .unwrap();
+    log.append(entry(0)).unwrap();
+    wait_durable(&log, 1, "periodic sync timer never fired");
+    let never = tempfile::tempdir().unwrap();
+    let log = open(never.path(), SyncPolicy::Never).unwrap();
+    log.append(entry(0)).unwrap();
+    assert_eq!(log.durable_len(), 0);
+    assert_eq!(log.sync().unwrap(), 1);
+}
+
+/// Stored entries, read straight from RocksDB.
+fn stored(log: &RocksLog) -> u64 {
+    let db = log.db();
+    let cf = db.cf_handle("log.entries").unwrap();
+    db.iterator_cf(cf, rocksdb::IteratorMode::Start).count() as u64
+}
+
+#[test]
+fn group_commit_writes_whole_groups_by_count_and_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        SyncPolicy::GroupCommit {
+            max_batch: 100,
+            max_delay: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    let appended: Vec<_> = (0..99).map(|i| log.append(entry(i)).unwrap()).collect();
+    assert_eq!(log.durable_len(), 0);
+    assert_eq!(stored(&log), 0, "a group is written only when it commits");
+    // Waiting entries are part of the log already: reads, ids, proofs, queries.
+    assert_eq!(log.get(42).unwrap().payload, b"entry 42");
+    let by_id = log.get_by_id(&appended[98].id).unwrap().unwrap();
+    assert_eq!(by_id.index, 98);
+    assert_eq!(log.range(10..20).unwrap().len(), 10);
+    let head = log.head();
+    log.inclusion_proof(7, head.size)
+        .unwrap()
+        .verify(
+            &causality_hash::merkle::leaf_hash(appended[7].id.as_bytes()),
+            &head.root,
+        )
+        .unwrap();
+    assert_eq!(log.verify(&[]).unwrap().size, 99);
+
+    // The 100th append hands the group to the background thread, which writes it whole.
+    log.append(entry(99)).unwrap();
+    wait_durable(&log, 100, "the full group was never committed");
+    assert_eq!(stored(&log), 100);
+    assert_eq!(log.verify(&[]).unwrap().root, log.head().root);
+
+    // A group that never fills is committed when the timer fires.
     let timed = tempfile::tempdir().unwrap();
     let log = open(
         timed.path(),
@@ -144,24 +211,40 @@ fn group_commit_becomes_durable_by_count_and_by_time() {
     )
     .unwrap();
     log.append(entry(0)).unwrap();
-    // The timer thread makes the straggler durable; wait for it (bounded).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while log.durable_len() < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group commit timer never fired"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let never = tempfile::tempdir().unwrap();
-    let log = open(never.path(), SyncPolicy::Never).unwrap();
-    log.append(entry(0)).unwrap();
-    assert_eq!(log.durable_len(), 0);
-    assert_eq!(log.sync().unwrap(), 1);
+    wait_durable(&log, 1, "group commit timer never fired");
+    assert_eq!(stored(&log), 1);
+}
+
+#[test]
+fn group_commit_commits_on_sync_checkpoint_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = SyncPolicy::GroupCommit {
+        max_batch: 1_000_000,
+        max_delay: Duration::from_secs(3600),
+    };
+    let head = {
+        let log = open(dir.path(), policy).unwrap();
+        log.append_batch((0..10).map(entry).collect()).unwrap();
+        assert_eq!(log.sync().unwrap(), 10);
+        assert_eq!(stored(&log), 10);
+        // A checkpoint is stored with the entries it covers.
+        log.append_batch((10..20).map(entry).collect()).unwrap();
+        let signer = causality_log::CheckpointSigner::new("test/log", [7; 32]).unwrap();
+        log.checkpoint("test/log", &signer).unwrap();
+        assert_eq!(stored(&log), 20);
+        assert_eq!(log.durable_len(), 20);
+        // A clean close commits what is waiting.
+        log.append_batch((20..30).map(entry).collect()).unwrap();
+        log.head()
+    };
+    let log = open(dir.path(), policy).unwrap();
+    assert_eq!(log.head(), head);
+    let report = log.verify(&[]).unwrap();
+    assert_eq!((report.size, report.checkpoints), (30, 1));
 }
 
 /// The child side of the crash test: appends until killed, reporting on stdout every
-/// append that returned Ok and, for group commit, every durability acknowledgement.
+/// append that returned Ok and every durability acknowledgement.
 #[test]
 #[ignore = "run by crash_safety_under_sigkill as a child process"]
 fn crash_child() {
@@ -170,6 +253,10 @@ fn crash_child() {
     let policy = match std::env::var("CAUSALITY_CRASH_POLICY").unwrap().as_str() {
         "every" => SyncPolicy::EveryAppend,
         "group" => SyncPolicy::GroupCommit {
+            max_batch: 50,
+            max_delay: Duration::from_millis(2),
+        },
+        "periodic" => SyncPolicy::Periodic {
             max_batch: 50,
             max_delay: Duration::from_millis(2),
         },
@@ -199,7 +286,7 @@ fn crash_child() {
 
 #[test]
 fn crash_safety_under_sigkill() {
-    for policy in ["every", "group", "never"] {
+    for policy in ["every", "periodic", "group", "never"] {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -429,4 +516,109 @@ fn other_storage_formats_are_refused() {
         Err(LogError::Storage(reason)) => assert!(reason.contains("format 99"), "{reason}"),
         other => panic!("expected a format error, got {other:?}"),
     }
+}
+
+/// A small tmpfs mounted at a fresh directory for the life of the value (needs root).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Self { dir })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Incompressible bytes, from a fixed seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn group_commit_on_a_full_disk_refuses_appends_and_loses_nothing_committed() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let path = disk.dir.path().join("db");
+    let policy = SyncPolicy::GroupCommit {
+        max_batch: 16,
+        max_delay: Duration::from_secs(3600),
+    };
+    let big = |i: u64| entry(i).payload(noise(i, 16 * 1024));
+    let (size, durable) = {
+        let log = open(&path, policy).unwrap();
+        let mut failure = None;
+        for i in 0..1_000 {
+            if let Err(e) = log.append(big(i)) {
+                failure = Some(e);
+                break;
+            }
+        }
+        let failure = failure.expect("a 4 MiB disk fills up");
+        assert!(
+            matches!(&failure, LogError::Storage(m) if m.contains("group commit")),
+            "{failure}"
+        );
+        let (size, durable) = (log.len(), log.durable_len());
+        // Bounded: at most two groups (and the append that found the disk full) wait.
+        assert!(
+            size - durable <= 2 * 16 + 1,
+            "{size} appended, {durable} durable"
+        );
+        // Once a failed group waits, appends are refused and change nothing.
+        let refused = log.append(big(size)).unwrap_err();
+        assert!(matches!(refused, LogError::Storage(_)), "{refused}");
+        assert_eq!(log.len(), size);
+        // Everything appended is still readable, committed or waiting.
+        for i in 0..size {
+            assert_eq!(log.get(i).unwrap().payload, noise(i, 16 * 1024));
+        }
+        (size, durable)
+    };
+    // With space again, the log reopens with every committed group and takes appends.
+    disk.resize("64m");
+    let log = open(&path, policy).unwrap();
+    let report = log.verify(&[]).unwrap();
+    println!(
+        "{size} appended, {durable} durable when the disk filled, {} after reopen",
+        report.size
+    );
+    assert!(
+        (durable..=size).contains(&report.size),
+        "{} entries after reopen; {durable} were durable, {size} appended",
+        report.size
+    );
+    log.append(entry(report.size)).unwrap();
+    assert_eq!(log.sync().unwrap(), report.size + 1);
 }

@@ -70,7 +70,7 @@ pub(crate) fn open_data_dir(config: &Config) -> Result<(RocksLog, Keypair)> {
     let _ = std::fs::remove_file(&probe);
     let log = match RocksLog::open(
         dir.join("db"),
-        RocksLogOptions::default().with_sync(SyncPolicy::GroupCommit {
+        RocksLogOptions::default().with_sync(SyncPolicy::Periodic {
             max_batch: 256,
             max_delay: Duration::from_millis(50),
         }),

@@ -1,4 +1,5 @@
-//! One conformance suite, run against every store: `MemoryLog` and `RocksLog`.
+//! One conformance suite, run against every store: `MemoryLog` and `RocksLog` (under
+//! several layouts and durability policies).
 
 mod suite;
 
@@ -39,6 +40,26 @@ fn rocks_small_runs() -> Fixture<causality_log::RocksBackend> {
         RocksLogOptions::default()
             .with_sync(SyncPolicy::Never)
             .with_index_run(4),
+    )
+    .unwrap();
+    Fixture {
+        log,
+        _dir: Some(dir),
+    }
+}
+
+/// RocksLog under group commit in groups of 8: reads meet entries both stored and still
+/// waiting for their group, committed meanwhile by the background thread.
+fn rocks_group_commit() -> Fixture<causality_log::RocksBackend> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(
+        dir.path(),
+        RocksLogOptions::default()
+            .with_sync(SyncPolicy::GroupCommit {
+                max_batch: 8,
+                max_delay: std::time::Duration::from_secs(3600),
+            })
+            .with_index_run(16),
     )
     .unwrap();
     Fixture {
@@ -97,4 +118,4 @@ macro_rules! suite {
     };
 }
 
-suite!(memory, rocks, rocks_small_runs);
+suite!(memory, rocks, rocks_small_runs, rocks_group_commit);
