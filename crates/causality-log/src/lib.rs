@@ -25,7 +25,8 @@ pub use layer::{DEFAULT_QUEUE, LogLayer, LogLayerGuard};
 pub use memory::{MemoryBackend, MemoryLog};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{
-    DEFAULT_INDEX_RUN, Db, RocksBackend, RocksLog, RocksLogOptions, SyncPolicy, db_options,
+    DEFAULT_INDEX_RUN, Db, MAX_INDEX_RUN, RocksBackend, RocksLog, RocksLogOptions, SyncPolicy,
+    db_options,
 };
 pub use store::{
     Appended, Backend, EntryStream, Head, Log, LogStore, ScanFn, Tamper, VerifyReport, Write,
