@@ -340,7 +340,9 @@ struct Run {
     slots: HashTable<u32>,
 }
 
-/// Ids are uniformly random: their first eight bytes are a hash already.
+/// Ids are uniformly random: their first eight bytes are a hash already. Nobody can grind
+/// ids that collide in the table: an id covers the previous entry's id, unknown until that
+/// entry is appended.
 fn id_hash(id: &ContentId) -> u64 {
     u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"))
 }
