@@ -70,9 +70,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .collect::<Result<_>>()?
     };
     let started = SystemTime::now();
+    // Benchmarks that measure pairs themselves append their lines here.
+    let report = target_dir()?.join("causality-bench-report.txt");
+    let _ = std::fs::remove_file(&report);
     for krate in &selected {
         println!("==> benchmarks of causality-{krate} (release build)");
-        exec(cargo().args(["bench", "-p", &format!("causality-{krate}")]))?;
+        exec(
+            cargo()
+                .args(["bench", "-p", &format!("causality-{krate}")])
+                .env("CAUSALITY_BENCH_REPORT", &report),
+        )?;
     }
     let dir = target_dir()?.join("criterion");
     let mut rows = Vec::new();
@@ -98,6 +105,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         if let (Some(n), Some(d)) = (find(num), find(den)) {
             println!("{label}: {:.2}x time, {:.2}x throughput", n / d, d / n);
         }
+    }
+    if let Ok(paired) = std::fs::read_to_string(&report) {
+        println!("\nMeasured in interleaved pairs:");
+        print!("{paired}");
     }
     Ok(())
 }

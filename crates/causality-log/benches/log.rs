@@ -7,7 +7,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use causality_hash::ContentId;
 use causality_hash::merkle::leaf_hash;
@@ -15,7 +15,7 @@ use causality_log::{
     Kind, Level, LogStore, MemoryLog, NewEntry, RocksLog, RocksLogOptions, SyncPolicy, db_options,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rocksdb::{WriteBatch, WriteOptions};
+use rocksdb::{WaitForCompactOptions, WriteBatch, WriteOptions};
 
 fn full_run() -> bool {
     std::env::args().any(|a| a == "--bench")
@@ -41,44 +41,70 @@ enum Raw {
     Sync,
 }
 
-/// A RocksDB of the same options, storing at key `i` the value `value(i, buf)` leaves in
-/// `buf`, written and synced as `mode` says.
+/// A RocksDB of the same options as the log's, written at consecutive keys as `mode` says.
+struct RawDb {
+    _dir: tempfile::TempDir,
+    db: rocksdb::DB,
+    mode: Raw,
+    write: WriteOptions,
+    batch: WriteBatch,
+    next: u64,
+}
+
+impl RawDb {
+    fn open(mode: Raw) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = db_options();
+        opts.create_if_missing(true);
+        let db = rocksdb::DB::open(&opts, dir.path()).unwrap();
+        let mut write = WriteOptions::default();
+        write.set_sync(matches!(mode, Raw::Sync | Raw::Batch(_)));
+        Self {
+            _dir: dir,
+            db,
+            mode,
+            write,
+            batch: WriteBatch::default(),
+            next: 0,
+        }
+    }
+
+    fn put(&mut self, value: &[u8]) {
+        let key = self.next.to_be_bytes();
+        self.next += 1;
+        match self.mode {
+            Raw::NoSync | Raw::Sync => self.db.put_opt(key, value, &self.write).unwrap(),
+            Raw::SyncEvery(n) => {
+                self.db.put_opt(key, value, &self.write).unwrap();
+                if self.next.is_multiple_of(n) {
+                    self.db.flush_wal(true).unwrap();
+                }
+            }
+            Raw::Batch(n) => {
+                self.batch.put(key, value);
+                if self.next.is_multiple_of(n) {
+                    let batch = std::mem::take(&mut self.batch);
+                    self.db.write_opt(batch, &self.write).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Benchmarks putting at key `i` the value `value(i, buf)` leaves in `buf` into a [`RawDb`].
 fn rocksdb_baseline(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     mode: Raw,
     mut value: impl FnMut(u64, &mut Vec<u8>),
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = db_options();
-    opts.create_if_missing(true);
-    let db = rocksdb::DB::open(&opts, dir.path()).unwrap();
-    let mut write = WriteOptions::default();
-    write.set_sync(matches!(mode, Raw::Sync | Raw::Batch(_)));
-    let mut batch = WriteBatch::default();
+    let mut db = RawDb::open(mode);
     let mut buf = Vec::with_capacity(512);
-    let mut i = 0u64;
     c.bench_function(name, |b| {
         b.iter(|| {
             buf.clear();
-            value(i, &mut buf);
-            let key = i.to_be_bytes();
-            i += 1;
-            match mode {
-                Raw::NoSync | Raw::Sync => db.put_opt(key, &buf, &write).unwrap(),
-                Raw::SyncEvery(n) => {
-                    db.put_opt(key, &buf, &write).unwrap();
-                    if i.is_multiple_of(n) {
-                        db.flush_wal(true).unwrap();
-                    }
-                }
-                Raw::Batch(n) => {
-                    batch.put(key, &buf);
-                    if i.is_multiple_of(n) {
-                        db.write_opt(std::mem::take(&mut batch), &write).unwrap();
-                    }
-                }
-            }
+            value(db.next, &mut buf);
+            db.put(&buf);
         });
     });
 }
@@ -135,6 +161,73 @@ fn rocks_log(
     c.bench_function(name, |b| b.iter(|| log.append(entry(&payload)).unwrap()));
 }
 
+/// RocksLog against raw RocksDB in interleaved rounds: each round times `ops` appends and
+/// `ops` raw puts of the 256-byte payload back to back (alternating which goes first), so
+/// both see the same machine state; the median over rounds of each side and of the
+/// per-round ratio is printed and, under `cargo xtask bench`, reported in its summary.
+/// On a shared machine this pairing is steadier than two separate criterion runs. Each
+/// side's time includes waiting for the flushes and compactions its round started, so no
+/// background work is left to slow the other side's round.
+fn paired(label: &str, sync: SyncPolicy, raw: Raw, ops: u32) {
+    let (rounds, ops) = if full_run() { (11, ops) } else { (2, 20) };
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path(), RocksLogOptions::default().with_sync(sync)).unwrap();
+    let mut db = RawDb::open(raw);
+    let payload = vec![0xabu8; 256];
+    let settled = WaitForCompactOptions::default();
+    let time_log = || {
+        let start = Instant::now();
+        for _ in 0..ops {
+            log.append(entry(&payload)).unwrap();
+        }
+        log.db().wait_for_compact(&settled).unwrap();
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(ops)
+    };
+    let mut time_raw = || {
+        let start = Instant::now();
+        for _ in 0..ops {
+            db.put(&payload);
+        }
+        db.db.wait_for_compact(&settled).unwrap();
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(ops)
+    };
+    let (mut logs, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (l, r) = if round % 2 == 0 {
+            let l = time_log();
+            (l, time_raw())
+        } else {
+            let r = time_raw();
+            (time_log(), r)
+        };
+        logs.push(l);
+        raws.push(r);
+        ratios.push(r / l);
+    }
+    let (l, r, ratio) = (median(&mut logs), median(&mut raws), median(&mut ratios));
+    let line = format!(
+        "{label}: RocksLog {:.2} µs, raw RocksDB {:.2} µs, {ratio:.2}x throughput \
+         (median of {rounds} interleaved rounds of {ops})",
+        l / 1e3,
+        r / 1e3
+    );
+    println!("paired {line}");
+    if let Some(path) = std::env::var_os("CAUSALITY_BENCH_REPORT") {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_256B");
     group.throughput(Throughput::Elements(1));
@@ -178,6 +271,21 @@ fn append(c: &mut Criterion) {
     rocks_log(&mut group, "rocks_log_sync", SyncPolicy::EveryAppend);
     raw_rocksdb(&mut group, "raw_rocksdb_sync", Raw::Sync);
     group.finish();
+
+    paired("no sync", SyncPolicy::Never, Raw::NoSync, 200_000);
+    paired(
+        "group commit 1000 (raw: fsync per 1000 puts)",
+        group_commit,
+        Raw::SyncEvery(max_batch),
+        200_000,
+    );
+    paired(
+        "periodic fsync 1000 (raw: fsync per 1000 puts)",
+        periodic,
+        Raw::SyncEvery(max_batch),
+        200_000,
+    );
+    paired("sync each", SyncPolicy::EveryAppend, Raw::Sync, 100);
 }
 
 fn filled(n: u64) -> (tempfile::TempDir, RocksLog) {
