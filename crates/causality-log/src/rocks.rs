@@ -79,17 +79,12 @@ pub enum SyncPolicy {
 }
 
 impl SyncPolicy {
-    /// The batch size and delay of the two policies that sync in the background.
-    fn batching(self) -> Option<(u64, Duration)> {
+    /// How often the policies that sync in the background wake up.
+    fn background_interval(self) -> Option<Duration> {
         match self {
-            SyncPolicy::GroupCommit {
-                max_batch,
-                max_delay,
+            SyncPolicy::GroupCommit { max_delay, .. } | SyncPolicy::Periodic { max_delay, .. } => {
+                Some(max_delay)
             }
-            | SyncPolicy::Periodic {
-                max_batch,
-                max_delay,
-            } => Some((max_batch.max(1), max_delay)),
             SyncPolicy::EveryAppend | SyncPolicy::Never => None,
         }
     }
@@ -887,7 +882,7 @@ impl RocksBackend {
             group.gathered().start = size;
         }
         replay_tail(&shared, indexed, size)?;
-        if let Some((_, max_delay)) = options.sync.batching() {
+        if let Some(max_delay) = options.sync.background_interval() {
             let syncing = shared.clone();
             backend.syncer = Some(spawn(
                 "causality-log-sync",
