@@ -586,6 +586,7 @@ fn group_commit_on_a_full_disk_refuses_appends_and_loses_nothing_committed() {
             }
         }
         let failure = failure.expect("a 4 MiB disk fills up");
+        println!("append failed: {failure}");
         assert!(
             matches!(&failure, LogError::Storage(m) if m.contains("group commit")),
             "{failure}"
