@@ -47,6 +47,25 @@ pub type Db = DB;
 /// log (readable, proven, followed) when it returns, and stored once its group commits.
 /// [`LogStore::durable_len`](crate::LogStore::durable_len) tells what has been made
 /// durable in every mode.
+///
+/// ```
+/// use std::time::Duration;
+/// use causality_log::{Kind, Level, LogStore, NewEntry, RocksLog, RocksLogOptions, SyncPolicy};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let policy = SyncPolicy::GroupCommit {
+///     max_batch: 1000,
+///     max_delay: Duration::from_millis(5),
+/// };
+/// let log = RocksLog::open(dir.path(), RocksLogOptions::default().with_sync(policy)).unwrap();
+/// let appended = log
+///     .append(NewEntry::new(Level::Info, Kind::Event).payload(b"x".to_vec()))
+///     .unwrap();
+/// // In the log at once; durable once its group commits, or on `sync`.
+/// assert_eq!(log.get(appended.index).unwrap().payload, b"x");
+/// assert_eq!(log.sync().unwrap(), 1);
+/// assert_eq!(log.durable_len(), 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncPolicy {
     /// Write and fsync every append before it returns.
