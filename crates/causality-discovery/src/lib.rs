@@ -78,6 +78,7 @@ impl fmt::Debug for Discovery {
 
 enum Done {
     Exchanged(PeerId, pb::Response),
+    ExchangeFailed(PeerId),
     DialFailed(PeerId),
 }
 
@@ -325,6 +326,7 @@ async fn run(
                 let now = inner.network.now_ms();
                 match done {
                     Done::Exchanged(peer, response) => inner.lock().on_exchange_response(peer, response, now),
+                    Done::ExchangeFailed(peer) => inner.lock().on_exchange_failed(peer),
                     Done::DialFailed(peer) => inner.lock().on_dial_failed(peer),
                 }
             }
@@ -362,10 +364,14 @@ fn perform(inner: &Arc<Inner>, done: &mpsc::Sender<Done>) {
                             Ok(response) => {
                                 let _ = done.send(Done::Exchanged(peer, response)).await;
                             }
-                            Err(_) => network.penalize(peer, 10, "malformed discovery response"),
+                            Err(_) => {
+                                network.penalize(peer, 10, "malformed discovery response");
+                                let _ = done.send(Done::ExchangeFailed(peer)).await;
+                            }
                         },
                         Err(e) => {
                             tracing::debug!(target: "causality_discovery", peer = %peer, error = %e, "exchange failed");
+                            let _ = done.send(Done::ExchangeFailed(peer)).await;
                         }
                     }
                 });

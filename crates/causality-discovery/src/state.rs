@@ -143,6 +143,11 @@ pub struct State {
     connected_unknown: BTreeMap<PeerId, ()>,
     providers: HashMap<ContentId, BTreeMap<PeerId, u64>>,
     provider_count: usize,
+    /// For each peer we exchange with while connected: the record versions (owner → seq)
+    /// it holds, from what we sent it and what it sent us. Exchanges carry only records a
+    /// partner lacks, so a settled view costs almost nothing to maintain. Forgotten when
+    /// the connection closes or an exchange fails.
+    told: HashMap<PeerId, HashMap<PeerId, u64>>,
     hrw: Rendezvous,
     rng: ChaCha20Rng,
     outputs: VecDeque<Output>,
@@ -163,6 +168,7 @@ impl State {
             connected_unknown: BTreeMap::new(),
             providers: HashMap::new(),
             provider_count: 0,
+            told: HashMap::new(),
             config,
             outputs: VecDeque::new(),
         }
@@ -348,10 +354,7 @@ impl State {
 
     /// An exchange request to `peer`: our record and a sample of the view.
     fn exchange_with(&mut self, peer: PeerId) {
-        let records = self.sample(
-            self.config.max_records_per_message.saturating_sub(1),
-            Some(peer),
-        );
+        let records = self.sample(self.config.max_records_per_message.saturating_sub(1), peer);
         self.outputs.push_back(Output::Request {
             peer,
             request: pb::Request {
@@ -360,28 +363,49 @@ impl State {
         });
     }
 
-    /// Our record, then up to `n` records of the view (excluding `except`'s own): the most
-    /// recently updated half first, so refreshed records spread fast, then a random sample.
-    fn sample(&mut self, n: usize, except: Option<PeerId>) -> Vec<pb::PeerRecord> {
+    /// Our record, then up to `n` records of the view (not `partner`'s own), leaving out
+    /// the versions `partner` already holds: the most recently updated half first, so
+    /// refreshed records spread fast, then a random sample. What is sent is remembered.
+    fn sample(&mut self, n: usize, partner: PeerId) -> Vec<pb::PeerRecord> {
+        let told = self.told.get(&partner);
+        let lacks = |owner: &PeerId, seq: u64| {
+            told.and_then(|t| t.get(owner))
+                .is_none_or(|&held| held < seq)
+        };
         let mut peers: Vec<(u64, PeerId)> = self
             .view
             .iter()
-            .filter(|(p, _)| Some(**p) != except)
+            .filter(|(p, k)| **p != partner && lacks(p, k.record.seq))
             .map(|(p, k)| (k.updated_ms, *p))
             .collect();
+        let own = lacks(&self.local, self.own.seq);
         peers.sort_unstable_by(|a, b| b.cmp(a));
         let fresh = (n / 2).min(peers.len());
         let (recent, rest) = peers.split_at_mut(fresh);
         rest.shuffle(&mut self.rng);
-        let chosen: Vec<PeerId> = recent
-            .iter()
-            .chain(rest.iter())
-            .take(n)
-            .map(|(_, p)| *p)
+        let chosen: Vec<&PeerRecord> = own
+            .then_some(&self.own)
+            .into_iter()
+            .chain(
+                recent
+                    .iter()
+                    .chain(rest.iter())
+                    .take(n)
+                    .map(|(_, p)| &self.view[p].record),
+            )
             .collect();
-        std::iter::once(self.own.to_proto())
-            .chain(chosen.into_iter().map(|p| self.view[&p].record.to_proto()))
-            .collect()
+        let records = chosen.iter().map(|r| r.to_proto()).collect();
+        let sent: Vec<(PeerId, u64)> = chosen.iter().map(|r| (r.peer, r.seq)).collect();
+        if self.is_connected(&partner) {
+            self.told.entry(partner).or_default().extend(sent);
+        }
+        records
+    }
+
+    /// Whether a connection to `peer` is up (only then is what it holds remembered).
+    fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected_unknown.contains_key(peer)
+            || self.view.get(peer).is_some_and(|k| k.connected)
     }
 
     /// A connection to `peer` is up.
@@ -402,6 +426,7 @@ impl State {
     /// The connection to `peer` closed.
     pub fn on_disconnected(&mut self, peer: PeerId) {
         self.connected_unknown.remove(&peer);
+        self.told.remove(&peer);
         if let Some(known) = self.view.get_mut(&peer) {
             known.connected = false;
         }
@@ -427,10 +452,8 @@ impl State {
         match request.kind {
             Some(pb::request::Kind::Exchange(exchange)) => {
                 self.absorb(from, exchange.records, now_ms);
-                let records = self.sample(
-                    self.config.max_records_per_message.saturating_sub(1),
-                    Some(from),
-                );
+                let records =
+                    self.sample(self.config.max_records_per_message.saturating_sub(1), from);
                 pb::Response { records }
             }
             Some(pb::request::Kind::Provide(provide)) => {
@@ -460,6 +483,12 @@ impl State {
     /// The response to an exchange we sent to `from`.
     pub fn on_exchange_response(&mut self, from: PeerId, response: pb::Response, now_ms: u64) {
         self.absorb(from, response.records, now_ms);
+    }
+
+    /// An exchange we sent to `peer` failed: it may not hold what we sent, so the next
+    /// exchange starts afresh.
+    pub fn on_exchange_failed(&mut self, peer: PeerId) {
+        self.told.remove(&peer);
     }
 
     /// Registers `provider` for `id` locally.
@@ -504,7 +533,16 @@ impl State {
             .into_iter()
             .take(self.config.max_records_per_message)
         {
-            match self.insert(&record, now_ms) {
+            let result = self.insert(&record, now_ms);
+            if matches!(result, Ok(()) | Err(RecordError::Stale { .. }))
+                && self.is_connected(&from)
+                && let Ok(owner) = PeerId::from_bytes(&record.peer_id)
+            {
+                // `from` holds this version (or a newer one): no need to send it back.
+                let held = self.told.entry(from).or_default().entry(owner).or_default();
+                *held = (*held).max(record.seq);
+            }
+            match result {
                 Ok(()) => {}
                 Err(e) if e.is_forgery() => {
                     forged += 1;
@@ -737,6 +775,68 @@ mod tests {
             exchange.unwrap().records[0].peer_id,
             Keypair::from_index(0).peer_id().as_bytes()
         );
+    }
+
+    #[test]
+    fn exchanges_carry_only_what_the_partner_lacks() {
+        let mut s = state(vec![]);
+        for n in 1..=5 {
+            s.insert(&record(n, 1, NOW + 100_000).to_proto(), NOW)
+                .unwrap();
+        }
+        let partner = record(9, 1, NOW + 100_000);
+        let id = |n| Keypair::from_index(n).peer_id();
+        let sent = |outputs: Vec<Output>| -> Vec<PeerId> {
+            outputs
+                .into_iter()
+                .find_map(|o| match o {
+                    Output::Request {
+                        request:
+                            pb::Request {
+                                kind: Some(pb::request::Kind::Exchange(e)),
+                            },
+                        ..
+                    } => Some(e.records),
+                    _ => None,
+                })
+                .unwrap()
+                .iter()
+                .map(|r| PeerId::from_bytes(&r.peer_id).unwrap())
+                .collect()
+        };
+        // First contact: our record and the whole view (never the partner's own).
+        s.on_connected(partner.peer);
+        let first = sent(drain(&mut s));
+        assert_eq!(first.len(), 6);
+        assert_eq!(first[0], id(0));
+        let exchange = |s: &mut State, records: Vec<pb::PeerRecord>| -> Vec<PeerId> {
+            let request = pb::Request {
+                kind: Some(pb::request::Kind::Exchange(pb::Exchange { records })),
+            };
+            let response = s.on_request(partner.peer, request, NOW);
+            response
+                .records
+                .iter()
+                .map(|r| PeerId::from_bytes(&r.peer_id).unwrap())
+                .collect()
+        };
+        // Nothing changed: nothing to send.
+        assert_eq!(exchange(&mut s, vec![partner.to_proto()]), vec![]);
+        // A refreshed record, and one the partner told us about, which it need not get back.
+        s.insert(&record(3, 2, NOW + 100_000).to_proto(), NOW)
+            .unwrap();
+        let learned = record(7, 1, NOW + 100_000);
+        assert_eq!(exchange(&mut s, vec![learned.to_proto()]), vec![id(3)]);
+        assert_eq!(exchange(&mut s, vec![]), vec![]);
+        // After a reconnection the partner may have forgotten: everything again (7 now).
+        s.on_disconnected(partner.peer);
+        s.on_connected(partner.peer);
+        s.tick(NOW);
+        assert_eq!(sent(drain(&mut s)).len(), 7);
+        assert_eq!(exchange(&mut s, vec![]), vec![]);
+        // A failed exchange forgets too.
+        s.on_exchange_failed(partner.peer);
+        assert_eq!(exchange(&mut s, vec![]).len(), 7);
     }
 
     #[test]
