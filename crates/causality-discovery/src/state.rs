@@ -146,7 +146,8 @@ pub struct State {
     /// For each peer we exchange with while connected: the record versions (owner → seq)
     /// it holds, from what we sent it and what it sent us. Exchanges carry only records a
     /// partner lacks, so a settled view costs almost nothing to maintain. Forgotten when
-    /// the connection closes or an exchange fails.
+    /// the connection closes or an exchange fails; owners leaving the view are dropped,
+    /// and a map is cleared past twice the view's capacity, so each stays bounded.
     told: HashMap<PeerId, HashMap<PeerId, u64>>,
     hrw: Rendezvous,
     rng: ChaCha20Rng,
@@ -539,8 +540,13 @@ impl State {
                 && let Ok(owner) = PeerId::from_bytes(&record.peer_id)
             {
                 // `from` holds this version (or a newer one): no need to send it back.
-                let held = self.told.entry(from).or_default().entry(owner).or_default();
-                *held = (*held).max(record.seq);
+                let held = self.told.entry(from).or_default();
+                if held.len() >= self.config.max_records.saturating_mul(2) {
+                    // Owners we do not keep (a full view): forget, at worst resend.
+                    held.clear();
+                }
+                let seq = held.entry(owner).or_default();
+                *seq = (*seq).max(record.seq);
             }
             match result {
                 Ok(()) => {}
@@ -614,6 +620,9 @@ impl State {
     }
 
     fn remove(&mut self, peer: PeerId) {
+        for held in self.told.values_mut() {
+            held.remove(&peer);
+        }
         if let Some(known) = self.view.remove(&peer) {
             if known.connected {
                 self.connected_unknown.insert(peer, ());
