@@ -487,12 +487,10 @@ struct Shared {
     /// `tail.pending.len()` and whether `tail.failed` is set, readable without the lock.
     pending_runs: AtomicUsize,
     index_failed: AtomicBool,
-    /// Entries written (visible in RocksDB).
+    /// Entries appended (in RocksDB, or waiting for their group commit).
     written: AtomicU64,
     /// Entries known to be fsynced.
     durable: AtomicU64,
-    /// `written` at the last fsync.
-    synced_at_write_count: AtomicU64,
     /// Requests to the sync thread.
     sync_requests: Mutex<SyncRequests>,
     wake: Condvar,
@@ -522,8 +520,6 @@ impl Shared {
             .put_cf(self.cf(Cf::META), HEAD_KEY, written.to_be_bytes())?;
         self.db.flush_wal(true)?;
         self.durable.fetch_max(written, Ordering::SeqCst);
-        self.synced_at_write_count
-            .fetch_max(written, Ordering::SeqCst);
         Ok(())
     }
 
@@ -566,7 +562,6 @@ impl Shared {
                 drop(gathered);
                 group.failed.store(false, Ordering::SeqCst);
                 self.durable.fetch_max(end, Ordering::SeqCst);
-                self.synced_at_write_count.fetch_max(end, Ordering::SeqCst);
                 Ok(())
             }
             Err(e) => {
@@ -583,10 +578,24 @@ impl Shared {
         }
     }
 
-    /// Runs `f` on the record of entry `index` if it is waiting for its group commit.
-    fn waiting<R>(&self, index: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let gathered = self.group.as_ref()?.gathered();
-        gathered.record(index).map(f)
+    /// Runs `f` on the record of entry `index`, waiting for its group commit or stored.
+    fn with_record<R>(
+        &self,
+        index: u64,
+        f: impl FnOnce(&[u8]) -> Result<R, LogError>,
+    ) -> Result<Option<R>, LogError> {
+        if let Some(group) = &self.group
+            && let Some(record) = group.gathered().record(index)
+        {
+            return f(record).map(Some);
+        }
+        match self
+            .db
+            .get_pinned_cf(self.cf(Cf::ENTRIES), index.to_be_bytes())?
+        {
+            Some(value) => f(&value).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The first index not in RocksDB yet, and copies of the waiting records in
@@ -854,7 +863,6 @@ impl RocksBackend {
             index_failed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
-            synced_at_write_count: AtomicU64::new(0),
             sync_requests: Mutex::default(),
             wake: Condvar::new(),
             commit_requested: AtomicBool::new(false),
@@ -890,11 +898,7 @@ impl RocksBackend {
 
         let (size, indexed) = stored_bounds(&shared)?;
         backend.size_on_open = size;
-        for counter in [
-            &shared.written,
-            &shared.durable,
-            &shared.synced_at_write_count,
-        ] {
+        for counter in [&shared.written, &shared.durable] {
             counter.store(size, Ordering::SeqCst);
         }
         if let Some(group) = &shared.group {
@@ -1152,7 +1156,7 @@ impl Backend for RocksBackend {
             SyncPolicy::GroupCommit { max_batch, .. } => {
                 // A full group is committed by the sync thread while appends go on; if it
                 // falls a whole group behind, the appender commits (and so waits).
-                let synced = shared.synced_at_write_count.load(Ordering::SeqCst);
+                let synced = shared.durable.load(Ordering::SeqCst);
                 let unsynced = size.saturating_sub(synced);
                 if unsynced >= max_batch.max(1).saturating_mul(2) {
                     shared.make_durable()?;
@@ -1162,7 +1166,7 @@ impl Backend for RocksBackend {
                 Ok(())
             }
             SyncPolicy::Periodic { max_batch, .. } => {
-                let synced = shared.synced_at_write_count.load(Ordering::SeqCst);
+                let synced = shared.durable.load(Ordering::SeqCst);
                 if size.saturating_sub(synced) >= max_batch.max(1) {
                     shared.make_durable()?;
                 }
@@ -1173,21 +1177,10 @@ impl Backend for RocksBackend {
     }
 
     fn entry(&self, index: u64) -> Result<Option<(Vec<u8>, ContentId)>, LogError> {
-        let shared = &self.shared;
-        let split = |value: &[u8]| {
+        self.shared.with_record(index, |value| {
             let record = split_record(index, value)?;
-            Ok(Some((record.entry.to_vec(), record.id)))
-        };
-        if let Some(found) = shared.waiting(index, split) {
-            return found;
-        }
-        match shared
-            .db
-            .get_pinned_cf(shared.cf(Cf::ENTRIES), index.to_be_bytes())?
-        {
-            Some(value) => split(&value),
-            None => Ok(None),
-        }
+            Ok((record.entry.to_vec(), record.id))
+        })
     }
 
     fn index_of(&self, id: &ContentId) -> Result<Option<u64>, LogError> {
@@ -1198,21 +1191,10 @@ impl Backend for RocksBackend {
         let Some(leaf) = completing_leaf(level, index) else {
             return Ok(None);
         };
-        let shared = &self.shared;
-        let node = |value: &[u8]| {
+        self.shared.with_record(leaf, |value| {
             let at = node_range(leaf, level, value)?;
-            Ok(Some(value[at].try_into().expect("32 bytes")))
-        };
-        if let Some(found) = shared.waiting(leaf, node) {
-            return found;
-        }
-        match shared
-            .db
-            .get_pinned_cf(shared.cf(Cf::ENTRIES), leaf.to_be_bytes())?
-        {
-            Some(value) => node(&value),
-            None => Ok(None),
-        }
+            Ok(value[at].try_into().expect("32 bytes"))
+        })
     }
 
     fn scan(&self, from: u64, to: u64, f: &mut ScanFn<'_>) -> Result<(), LogError> {
