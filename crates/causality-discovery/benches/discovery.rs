@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use causality_discovery::{Config, Discovery, PeerRecord, State};
 use causality_hash::ContentId;
+use causality_net::default_hello;
 use causality_net::{MemoryNetwork, Multiaddr, Network};
 use criterion::{BenchmarkId, Criterion};
 
@@ -31,7 +32,12 @@ fn view_of(n: usize) -> State {
             max_records: n + 10,
             ..Config::default()
         };
-        let mut state = State::new(config, sign(&own_net));
+        let mut state = State::with_record(
+            config,
+            own_net.keypair().clone(),
+            default_hello(),
+            sign(&own_net),
+        );
         for _ in 0..n {
             let net = sim.add_node();
             state.insert(&sign(&net).to_proto(), net.now_ms()).unwrap();
@@ -64,20 +70,17 @@ fn convergence(n: usize) {
         let sim = MemoryNetwork::new(n as u64);
         let nets: Vec<Network> = (0..n).map(|_| sim.add_node()).collect();
         let seeds: Vec<Multiaddr> = nets[..3].iter().map(|x| x.listen_addresses()[0].clone()).collect();
-        let nodes: Vec<Discovery> = nets
-            .iter()
-            .enumerate()
-            .map(|(i, net)| {
-                let config = Config {
-                    bootstrap: vec![seeds[(i + 1) % 3].clone()],
-                    refresh_interval: Duration::from_secs(2),
-                    max_records: n + 10,
-                    seed: i as u64,
-                    ..Config::default()
-                };
-                Discovery::start(net.clone(), config).unwrap()
-            })
-            .collect();
+        let mut nodes: Vec<Discovery> = Vec::new();
+        for (i, net) in nets.iter().enumerate() {
+            let config = Config {
+                bootstrap: vec![seeds[(i + 1) % 3].clone()],
+                refresh_interval: Duration::from_secs(2),
+                max_records: n + 10,
+                seed: i as u64,
+                ..Config::default()
+            };
+            nodes.push(Discovery::start(net.clone(), config).await.unwrap());
+        }
         let start = tokio::time::Instant::now();
         loop {
             let first = nodes[0].members();
@@ -103,6 +106,66 @@ fn convergence(n: usize) {
     });
 }
 
+/// The same network under the tokio-free simulation runner (20 ms links ± 10 ms), twice
+/// from one seed: convergence time, membership bytes, wall time, and whether the two runs'
+/// traces are identical.
+fn simulated(n: usize) {
+    use causality_net::service::sim::{Sim, SimConfig};
+    let run = || {
+        let wall = std::time::Instant::now();
+        let mut sim: Sim<State> = Sim::new(
+            n as u64,
+            SimConfig {
+                latency_ms: 20,
+                jitter_ms: 10,
+                keep_events: false,
+                ..SimConfig::default()
+            },
+        );
+        let start = sim.now_ms();
+        for i in 0..n {
+            let config = Config {
+                bootstrap: vec![Sim::<State>::address((i + 1) % 3)],
+                refresh_interval: Duration::from_secs(2),
+                max_records: n + 10,
+                seed: i as u64,
+                ..Config::default()
+            };
+            sim.add_node(|keypair| {
+                State::new(
+                    config,
+                    keypair.clone(),
+                    default_hello(),
+                    vec![Sim::<State>::address(i)],
+                    start,
+                )
+            });
+        }
+        let mut converged = None;
+        while sim.now_ms() < start + 600_000 {
+            sim.run_for(500);
+            if (0..n).all(|i| sim.node(i).is_some_and(|s| s.view_len() == n - 1)) {
+                converged = Some(sim.now_ms() - start);
+                break;
+            }
+        }
+        (converged, sim.stats(), sim.trace_hash(), wall.elapsed())
+    };
+    let (took, stats, first, wall) = run();
+    let (_, _, second, _) = run();
+    let Some(took) = took else {
+        println!("FIGURE discovery sim N={n}: not converged within 600 s");
+        return;
+    };
+    let secs = took as f64 / 1000.0;
+    println!(
+        "FIGURE discovery sim N={n} (no tokio, 20±10 ms links): converged in {secs:.1} s (virtual), {:.0} B/node/s, {:.1} simulated s per wall s; two runs from one seed identical: {}",
+        stats.bytes as f64 / n as f64 / secs,
+        secs / wall.as_secs_f64(),
+        if first == second { "yes" } else { "NO" }
+    );
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let mut criterion = Criterion::default().configure_from_args();
@@ -112,6 +175,7 @@ fn main() {
     for &n in sizes {
         convergence(n);
     }
+    simulated(if quick { 20 } else { 1000 });
 }
 
 /// A current-thread runtime on virtual time, for the in-memory simulations.

@@ -56,4 +56,7 @@ pub enum DiscoveryError {
     /// The discovery service has stopped.
     #[error("discovery has stopped")]
     Stopped,
+    /// No rendezvous peer could be asked, or none answered.
+    #[error("rendezvous peers unreachable: {0}")]
+    Unreachable(String),
 }

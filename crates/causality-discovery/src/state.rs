@@ -1,16 +1,24 @@
-//! The discovery state machine: no I/O, no clock, no tasks. Inputs carry the time; outputs
-//! say what to send and dial. [`crate::Discovery`] drives it over a `Network`.
+//! The discovery state machine: no I/O, no clock, no tasks. It implements
+//! [`causality_net::service::Protocol`]: inputs carry the time; outputs say what to send,
+//! dial, penalize and when to be called back. Exchanges, provide and find-providers,
+//! penalties, dial backoff and the re-signing of our own record are all decided here;
+//! [`crate::Discovery`] only runs it over a `Network`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use causality_hash::{ContentId, Rendezvous};
-use causality_net::{Multiaddr, PeerId};
+use causality_net::service::{
+    CallId, Ids, InboundId, Input, OutboundId, Output, Protocol, Severity,
+};
+use causality_net::{Hello, Keypair, Multiaddr, PeerId, RefusalReason, RequestProtocol};
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 
-use crate::error::RecordError;
+use crate::error::{DiscoveryError, RecordError};
+use crate::messages;
 use crate::proto::v1 as pb;
 use crate::record::PeerRecord;
 
@@ -51,6 +59,8 @@ pub struct Config {
     pub max_providers: usize,
     /// Seed for the RNG choosing exchange partners and jitter.
     pub seed: u64,
+    /// How long a provide or find-providers call waits for its rendezvous peers.
+    pub call_timeout: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +83,7 @@ impl Default for Config {
             provider_ttl: Duration::from_secs(600),
             max_providers: 100_000,
             seed: 0,
+            call_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -86,37 +97,121 @@ pub enum ViewEvent {
     Left(PeerId),
 }
 
-/// What the state machine asks its driver to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output {
-    /// Dial this address (a known peer, or a bootstrap address when `peer` is `None`).
-    Dial {
-        /// The peer, when known.
-        peer: Option<PeerId>,
-        /// Where.
-        address: Multiaddr,
-    },
-    /// Send a request to a connected peer.
-    Request {
-        /// To whom.
-        peer: PeerId,
-        /// What.
-        request: pb::Request,
-    },
-    /// Close the connection to a peer (the node holds too many).
-    Disconnect {
-        /// Whom.
-        peer: PeerId,
-    },
-    /// Penalize a peer for sending forged data.
-    Penalize {
-        /// Whom.
-        peer: PeerId,
-        /// Why.
-        reason: String,
-    },
-    /// Report a view change.
-    Event(ViewEvent),
+/// What discovery reports.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A change of one record.
+    View(ViewEvent),
+    /// The whole view after a change: a versioned snapshot.
+    Membership(Membership),
+}
+
+/// Local commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Register as a provider of a content id with its rendezvous peers.
+    Provide(ContentId),
+    /// Ask the rendezvous peers of a content id who provides it.
+    FindProviders(ContentId),
+}
+
+/// Replies to calls.
+#[derive(Debug)]
+pub enum Reply {
+    /// How many rendezvous peers accepted a provider registration.
+    Provided(usize),
+    /// The providers found.
+    Providers(Result<Vec<PeerRecord>, DiscoveryError>),
+}
+
+/// Timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// Periodic maintenance.
+    Refresh,
+    /// A call's deadline.
+    Call(CallId),
+}
+
+/// The view as one versioned snapshot: every node with the same records computes the same
+/// rendezvous answers from it.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    /// Grows by one with every change.
+    pub version: u64,
+    /// Our own record.
+    pub own: PeerRecord,
+    /// The records of the view (not ours), by peer.
+    pub records: Arc<BTreeMap<PeerId, PeerRecord>>,
+    hrw: Rendezvous,
+}
+
+impl Membership {
+    /// The peer ids in the view, and ours, sorted.
+    pub fn members(&self) -> Vec<PeerId> {
+        let mut members: Vec<PeerId> = self.records.keys().copied().collect();
+        members.push(self.own.peer);
+        members.sort();
+        members
+    }
+
+    /// The `k` peers (possibly including ourselves) responsible for `key` among records
+    /// passing `filter`: weighted HRW top-k, salted by the epoch.
+    pub fn responsible_peers(
+        &self,
+        key: &[u8],
+        k: usize,
+        filter: RecordFilter<'_>,
+    ) -> Vec<PeerRecord> {
+        responsible(&self.hrw, &self.own, self.records.values(), key, k, filter)
+    }
+}
+
+fn responsible<'a>(
+    hrw: &Rendezvous,
+    own: &'a PeerRecord,
+    view: impl Iterator<Item = &'a PeerRecord>,
+    key: &[u8],
+    k: usize,
+    filter: RecordFilter<'_>,
+) -> Vec<PeerRecord> {
+    struct Candidate<'a> {
+        record: &'a PeerRecord,
+    }
+    impl AsRef<[u8]> for Candidate<'_> {
+        fn as_ref(&self) -> &[u8] {
+            self.record.peer.as_bytes()
+        }
+    }
+    let candidates: Vec<Candidate<'_>> = std::iter::once(own)
+        .chain(view)
+        .filter(|r| filter(r))
+        .map(|record| Candidate { record })
+        .collect();
+    hrw.top_k_weighted(key, &candidates, k, |c| c.record.weight())
+        .into_iter()
+        .map(|c| c.record.clone())
+        .collect()
+}
+
+/// A provide or find-providers call in progress.
+#[derive(Debug)]
+struct Call {
+    command: Command,
+    /// Rendezvous peers not heard from yet.
+    outstanding: BTreeSet<PeerId>,
+    /// The encoded request for them.
+    request: Vec<u8>,
+    accepted: usize,
+    found: BTreeMap<PeerId, PeerRecord>,
+    last_error: Option<String>,
+}
+
+/// What an outbound request was for.
+#[derive(Debug)]
+enum Outgoing {
+    Exchange,
+    Call(CallId),
 }
 
 #[derive(Debug)]
@@ -151,13 +246,55 @@ pub struct State {
     told: HashMap<PeerId, HashMap<PeerId, u64>>,
     hrw: Rendezvous,
     rng: ChaCha20Rng,
-    outputs: VecDeque<Output>,
+    keypair: Keypair,
+    hello: Hello,
+    ids: Ids,
+    outgoing: HashMap<OutboundId, (PeerId, Outgoing)>,
+    calls: BTreeMap<CallId, Call>,
+    /// Calls waiting for a connection to a rendezvous peer we dialed.
+    dialing: BTreeMap<PeerId, Vec<CallId>>,
+    /// The view as last published, shared with [`Membership`] snapshots.
+    snapshot: Arc<BTreeMap<PeerId, PeerRecord>>,
+    version: u64,
+    view_changed: bool,
+    outputs: VecDeque<Output<State>>,
 }
 
 impl State {
-    /// A state machine for the node whose current signed record is `own`.
-    pub fn new(config: Config, own: PeerRecord) -> Self {
+    /// A state machine for the node of `keypair`, announcing `hello` and reachable at
+    /// `addresses`; it signs its own record at `now_ms` and re-signs it before it expires.
+    pub fn new(
+        config: Config,
+        keypair: Keypair,
+        hello: Hello,
+        addresses: Vec<Multiaddr>,
+        now_ms: u64,
+    ) -> Self {
+        let ttl = u64::try_from(config.record_ttl.as_millis()).unwrap_or(u64::MAX);
+        let own = PeerRecord::sign_with(
+            &keypair,
+            &hello,
+            addresses,
+            config.roles.clone(),
+            config.weight_milli,
+            now_ms.max(1),
+            now_ms.saturating_add(ttl),
+        );
+        Self::with_record(config, keypair, hello, own)
+    }
+
+    /// A state machine whose current signed record is `own` (made with `keypair`).
+    pub fn with_record(config: Config, keypair: Keypair, hello: Hello, own: PeerRecord) -> Self {
         Self {
+            keypair,
+            hello,
+            ids: Ids::default(),
+            outgoing: HashMap::new(),
+            calls: BTreeMap::new(),
+            dialing: BTreeMap::new(),
+            snapshot: Arc::new(BTreeMap::new()),
+            version: 0,
+            view_changed: true,
             local: own.peer,
             hrw: Rendezvous::for_epoch(config.epoch),
             rng: ChaCha20Rng::seed_from_u64(
@@ -185,25 +322,62 @@ impl State {
         &self.own
     }
 
-    /// Replaces our own record (after re-signing with a higher sequence number).
-    pub fn set_own(&mut self, own: PeerRecord) {
-        self.own = own;
-    }
-
     /// Whether our record should be re-signed now.
-    pub fn own_needs_refresh(&self, now_ms: u64) -> bool {
+    fn own_needs_refresh(&self, now_ms: u64) -> bool {
         let half = u64::try_from(self.config.record_ttl.as_millis() / 2).unwrap_or(u64::MAX);
         self.own.expires_at_ms.saturating_sub(now_ms) < half
     }
 
-    /// The next output, if any.
-    pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+    /// Re-signs our record with a higher sequence number and a fresh expiry.
+    fn resign(&mut self, now_ms: u64) {
+        let ttl = u64::try_from(self.config.record_ttl.as_millis()).unwrap_or(u64::MAX);
+        self.own = PeerRecord::sign_with(
+            &self.keypair,
+            &self.hello,
+            self.own.addresses.clone(),
+            self.config.roles.clone(),
+            self.config.weight_milli,
+            now_ms.max(self.own.seq + 1),
+            now_ms.saturating_add(ttl),
+        );
+        self.view_changed = true;
+    }
+
+    /// The view as a versioned snapshot.
+    pub fn membership(&self) -> Membership {
+        Membership {
+            version: self.version,
+            own: self.own.clone(),
+            records: Arc::clone(&self.snapshot),
+            hrw: self.hrw.clone(),
+        }
+    }
+
+    fn push(&mut self, output: Output<State>) {
+        self.outputs.push_back(output);
+    }
+
+    fn event(&mut self, event: ViewEvent) {
+        self.view_changed = true;
+        match &event {
+            ViewEvent::Joined(record) => {
+                Arc::make_mut(&mut self.snapshot).insert(record.peer, record.clone());
+            }
+            ViewEvent::Left(peer) => {
+                Arc::make_mut(&mut self.snapshot).remove(peer);
+            }
+        }
+        self.push(Output::Event(Event::View(event)));
     }
 
     /// Every record in the view (not our own), by peer id.
     pub fn view(&self) -> Vec<PeerRecord> {
         self.view.values().map(|k| k.record.clone()).collect()
+    }
+
+    /// How many records the view holds (not counting ours).
+    pub fn view_len(&self) -> usize {
+        self.view.len()
     }
 
     /// Peers in the view, plus ourselves.
@@ -227,24 +401,14 @@ impl State {
         k: usize,
         filter: RecordFilter<'_>,
     ) -> Vec<PeerRecord> {
-        struct Candidate<'a> {
-            record: &'a PeerRecord,
-        }
-        impl AsRef<[u8]> for Candidate<'_> {
-            fn as_ref(&self) -> &[u8] {
-                self.record.peer.as_bytes()
-            }
-        }
-        let candidates: Vec<Candidate<'_>> = std::iter::once(&self.own)
-            .chain(self.view.values().map(|known| &known.record))
-            .filter(|r| filter(r))
-            .map(|record| Candidate { record })
-            .collect();
-        self.hrw
-            .top_k_weighted(key, &candidates, k, |c| c.record.weight())
-            .into_iter()
-            .map(|c| c.record.clone())
-            .collect()
+        responsible(
+            &self.hrw,
+            &self.own,
+            self.view.values().map(|known| &known.record),
+            key,
+            k,
+            filter,
+        )
     }
 
     // ----- inputs -----
@@ -273,7 +437,7 @@ impl State {
         // Re-bootstrap when we are alone.
         if self.connected() == 0 {
             for address in self.config.bootstrap.clone() {
-                self.outputs.push_back(Output::Dial {
+                self.push(Output::Dial {
                     peer: None,
                     address,
                 });
@@ -300,7 +464,7 @@ impl State {
                 let known = self.view.get_mut(&peer).expect("candidate is known");
                 known.next_dial_ms = now_ms + backoff;
                 let address = known.record.addresses[0].clone();
-                self.outputs.push_back(Output::Dial {
+                self.push(Output::Dial {
                     peer: Some(peer),
                     address,
                 });
@@ -327,7 +491,7 @@ impl State {
                 if let Some(known) = self.view.get_mut(&peer) {
                     known.connected = false;
                 }
-                self.outputs.push_back(Output::Disconnect { peer });
+                self.push(Output::Disconnect(peer));
             }
         }
 
@@ -356,11 +520,14 @@ impl State {
     /// An exchange request to `peer`: our record and a sample of the view.
     fn exchange_with(&mut self, peer: PeerId) {
         let records = self.sample(self.config.max_records_per_message.saturating_sub(1), peer);
-        self.outputs.push_back(Output::Request {
+        let body = messages::encode_request(pb::request::Kind::Exchange(pb::Exchange { records }));
+        let id = self.ids.next_id();
+        self.outgoing.insert(id, (peer, Outgoing::Exchange));
+        self.push(Output::Request {
+            id,
             peer,
-            request: pb::Request {
-                kind: Some(pb::request::Kind::Exchange(pb::Exchange { records })),
-            },
+            protocol: crate::PROTOCOL_NAME.to_owned(),
+            body,
         });
     }
 
@@ -535,9 +702,12 @@ impl State {
             .take(self.config.max_records_per_message)
         {
             let result = self.insert(&record, now_ms);
-            if matches!(result, Ok(()) | Err(RecordError::Stale { .. }))
+            let owner = match &result {
+                Ok(owner) | Err(RecordError::Stale { peer: owner, .. }) => Some(*owner),
+                Err(_) => None,
+            };
+            if let Some(owner) = owner
                 && self.is_connected(&from)
-                && let Ok(owner) = PeerId::from_bytes(&record.peer_id)
             {
                 // `from` holds this version (or a newer one): no need to send it back.
                 let held = self.told.entry(from).or_default();
@@ -549,7 +719,7 @@ impl State {
                 *seq = (*seq).max(record.seq);
             }
             match result {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) if e.is_forgery() => {
                     forged += 1;
                     tracing::debug!(target: "causality_discovery", peer = %from, error = %e, "bad record");
@@ -563,15 +733,19 @@ impl State {
     }
 
     fn penalize(&mut self, peer: PeerId, reason: String) {
-        self.outputs.push_back(Output::Penalize { peer, reason });
+        self.push(Output::Penalize {
+            peer,
+            severity: Severity::Severe,
+            reason,
+        });
     }
 
-    /// Verifies and merges one record.
-    pub fn insert(&mut self, record: &pb::PeerRecord, now_ms: u64) -> Result<(), RecordError> {
-        // Cheap checks first: a record identical to the one we hold needs no verification.
-        if let Some(known) = self
-            .view
-            .get(&PeerId::from_bytes(&record.peer_id).map_err(|_| RecordError::BadPeerId)?)
+    /// Verifies and merges one record; returns whose it is.
+    pub fn insert(&mut self, record: &pb::PeerRecord, now_ms: u64) -> Result<PeerId, RecordError> {
+        // Cheap checks first: a record no newer than the one we hold needs no verification.
+        let key = crate::record::decode_key(&record.peer_id)?;
+        let peer = PeerId::from_verifying_key(&key);
+        if let Some(known) = self.view.get(&peer)
             && (record.seq < known.record.seq
                 || (record.seq == known.record.seq && record.signature == known.record.signature()))
         {
@@ -581,10 +755,11 @@ impl State {
                 have: known.record.seq,
             });
         }
-        let record = PeerRecord::verify(record, now_ms)?;
-        if record.peer == self.local {
-            return Ok(());
+        if peer == self.local {
+            // Our own record, relayed back: nothing to learn, nothing to verify.
+            return Ok(self.local);
         }
+        let record = PeerRecord::verify_with(record, &key, now_ms)?;
         if let Some(known) = self.view.get_mut(&record.peer) {
             if record.seq <= known.record.seq {
                 return Err(RecordError::Stale {
@@ -595,13 +770,13 @@ impl State {
             }
             known.record = record.clone();
             known.updated_ms = now_ms;
-            self.outputs
-                .push_back(Output::Event(ViewEvent::Joined(record)));
-            return Ok(());
+            let peer = record.peer;
+            self.event(ViewEvent::Joined(record));
+            return Ok(peer);
         }
         if self.view.len() >= self.config.max_records {
             tracing::debug!(target: "causality_discovery", "view full; record dropped");
-            return Ok(());
+            return Ok(record.peer);
         }
         let connected = self.connected_unknown.remove(&record.peer).is_some();
         self.view.insert(
@@ -614,9 +789,9 @@ impl State {
                 next_dial_ms: 0,
             },
         );
-        self.outputs
-            .push_back(Output::Event(ViewEvent::Joined(record)));
-        Ok(())
+        let peer = record.peer;
+        self.event(ViewEvent::Joined(record));
+        Ok(peer)
     }
 
     fn remove(&mut self, peer: PeerId) {
@@ -627,8 +802,266 @@ impl State {
             if known.connected {
                 self.connected_unknown.insert(peer, ());
             }
-            self.outputs.push_back(Output::Event(ViewEvent::Left(peer)));
+            self.event(ViewEvent::Left(peer));
         }
+    }
+}
+
+impl State {
+    fn start_call(&mut self, call: CallId, command: Command, now_ms: u64) {
+        let (id, kind) = match &command {
+            Command::Provide(id) => (
+                *id,
+                pb::request::Kind::Provide(pb::Provide {
+                    content_id: id.as_bytes().to_vec(),
+                }),
+            ),
+            Command::FindProviders(id) => (
+                *id,
+                pb::request::Kind::FindProviders(pb::FindProviders {
+                    content_id: id.as_bytes().to_vec(),
+                }),
+            ),
+        };
+        let targets = self.responsible_peers(id.as_bytes(), self.config.replication, &|_| true);
+        let mut entry = Call {
+            command,
+            outstanding: BTreeSet::new(),
+            request: messages::encode_request(kind),
+            accepted: 0,
+            found: BTreeMap::new(),
+            last_error: None,
+        };
+        for target in targets {
+            if target.peer == self.local {
+                match entry.command {
+                    Command::Provide(id) => {
+                        self.add_provider(id, self.local, now_ms);
+                        entry.accepted += 1;
+                    }
+                    Command::FindProviders(id) => {
+                        for record in self.local_providers(&id, now_ms) {
+                            entry.found.insert(record.peer, record);
+                        }
+                    }
+                }
+                continue;
+            }
+            entry.outstanding.insert(target.peer);
+            if self.is_connected(&target.peer) {
+                self.call_request(call, target.peer, entry.request.clone());
+            } else if let Some(address) = target.addresses.first() {
+                // Rendezvous peers are usually not among our connections: dial, then ask.
+                self.dialing.entry(target.peer).or_default().push(call);
+                self.push(Output::Dial {
+                    peer: Some(target.peer),
+                    address: address.clone(),
+                });
+            } else {
+                entry.outstanding.remove(&target.peer);
+                entry.last_error = Some(format!("{} has no address", target.peer));
+            }
+        }
+        self.calls.insert(call, entry);
+        let deadline =
+            now_ms + u64::try_from(self.config.call_timeout.as_millis()).unwrap_or(u64::MAX);
+        self.push(Output::Schedule {
+            at_ms: deadline,
+            timer: Timer::Call(call),
+        });
+        self.maybe_finish(call);
+    }
+
+    fn call_request(&mut self, call: CallId, peer: PeerId, body: Vec<u8>) {
+        let id = self.ids.next_id();
+        self.outgoing.insert(id, (peer, Outgoing::Call(call)));
+        self.push(Output::Request {
+            id,
+            peer,
+            protocol: crate::PROTOCOL_NAME.to_owned(),
+            body,
+        });
+    }
+
+    /// One rendezvous peer of `call` answered (`Ok`) or could not (`Err`).
+    fn call_part(
+        &mut self,
+        call: CallId,
+        peer: PeerId,
+        answer: Result<pb::Response, String>,
+        now_ms: u64,
+    ) {
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if !entry.outstanding.remove(&peer) {
+            return;
+        }
+        match answer {
+            Ok(response) => match entry.command {
+                Command::Provide(_) => entry.accepted += 1,
+                Command::FindProviders(_) => {
+                    let limit = self.config.max_records_per_message;
+                    for record in response.records.iter().take(limit) {
+                        if let Ok(record) = PeerRecord::verify(record, now_ms) {
+                            entry.found.entry(record.peer).or_insert(record);
+                        }
+                    }
+                }
+            },
+            Err(error) => entry.last_error = Some(error),
+        }
+        self.maybe_finish(call);
+    }
+
+    fn maybe_finish(&mut self, call: CallId) {
+        if self
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.outstanding.is_empty())
+        {
+            self.finish(call);
+        }
+    }
+
+    fn finish(&mut self, call: CallId) {
+        let Some(entry) = self.calls.remove(&call) else {
+            return;
+        };
+        for waiting in self.dialing.values_mut() {
+            waiting.retain(|c| *c != call);
+        }
+        self.dialing.retain(|_, waiting| !waiting.is_empty());
+        let reply = match entry.command {
+            Command::Provide(_) => Reply::Provided(entry.accepted),
+            Command::FindProviders(_) => {
+                if entry.found.is_empty()
+                    && let Some(error) = entry.last_error
+                {
+                    Reply::Providers(Err(DiscoveryError::Unreachable(error)))
+                } else {
+                    Reply::Providers(Ok(entry.found.into_values().collect()))
+                }
+            }
+        };
+        self.push(Output::Reply { call, reply });
+    }
+
+    fn on_inbound(&mut self, id: InboundId, peer: PeerId, body: &[u8], now_ms: u64) {
+        let result = match messages::decode_request(body, self.config.max_records_per_message) {
+            Ok(request) => Ok(messages::encode_response(
+                &self.on_request(peer, request, now_ms),
+            )),
+            Err(e) => {
+                self.penalize(peer, format!("malformed discovery request: {e}"));
+                Err((RefusalReason::BadRequest, e.to_string()))
+            }
+        };
+        self.push(Output::Respond { id, result });
+    }
+
+    fn on_response(&mut self, id: OutboundId, peer: PeerId, body: &[u8], now_ms: u64) {
+        let Some((_, outgoing)) = self.outgoing.remove(&id) else {
+            return;
+        };
+        let response = messages::decode_response(body, self.config.max_records_per_message);
+        if let Err(e) = &response {
+            self.penalize(peer, format!("malformed discovery response: {e}"));
+        }
+        match (outgoing, response) {
+            (Outgoing::Exchange, Ok(response)) => self.on_exchange_response(peer, response, now_ms),
+            (Outgoing::Exchange, Err(_)) => self.on_exchange_failed(peer),
+            (Outgoing::Call(call), response) => {
+                self.call_part(call, peer, response.map_err(|e| e.to_string()), now_ms);
+            }
+        }
+    }
+
+    fn on_request_failed(&mut self, id: OutboundId, peer: PeerId, error: String, now_ms: u64) {
+        tracing::debug!(target: "causality_discovery", peer = %peer, error, "discovery request failed");
+        match self.outgoing.remove(&id) {
+            Some((_, Outgoing::Exchange)) => self.on_exchange_failed(peer),
+            Some((_, Outgoing::Call(call))) => self.call_part(call, peer, Err(error), now_ms),
+            None => {}
+        }
+    }
+
+    fn on_peer_connected(&mut self, peer: PeerId) {
+        self.on_connected(peer);
+        for call in self.dialing.remove(&peer).unwrap_or_default() {
+            if let Some(body) = self.calls.get(&call).map(|c| c.request.clone()) {
+                self.call_request(call, peer, body);
+            }
+        }
+    }
+
+    fn on_dial_error(&mut self, peer: PeerId, now_ms: u64) {
+        self.on_dial_failed(peer);
+        for call in self.dialing.remove(&peer).unwrap_or_default() {
+            self.call_part(call, peer, Err(format!("cannot reach {peer}")), now_ms);
+        }
+    }
+
+    fn refresh(&mut self, now_ms: u64) {
+        if self.own_needs_refresh(now_ms) {
+            self.resign(now_ms);
+        }
+        self.tick(now_ms);
+        let interval = u64::try_from(self.config.refresh_interval.as_millis()).unwrap_or(u64::MAX);
+        self.push(Output::Schedule {
+            at_ms: now_ms.saturating_add(interval.max(1)),
+            timer: Timer::Refresh,
+        });
+    }
+}
+
+impl Protocol for State {
+    type Command = Command;
+    type Reply = Reply;
+    type Event = Event;
+    type Timer = Timer;
+    type View = ();
+
+    fn protocols(&self) -> Vec<RequestProtocol> {
+        vec![crate::protocol()]
+    }
+
+    fn handle(&mut self, now_ms: u64, input: Input<Self>) {
+        match input {
+            Input::Start | Input::Timer(Timer::Refresh) => self.refresh(now_ms),
+            Input::Timer(Timer::Call(call)) => {
+                if let Some(entry) = self.calls.get_mut(&call) {
+                    entry.last_error = Some("no answer in time".into());
+                    self.finish(call);
+                }
+            }
+            Input::Command { command, call } => {
+                let call = call.unwrap_or(CallId(u64::MAX));
+                self.start_call(call, command, now_ms);
+            }
+            Input::Request { id, peer, body, .. } => self.on_inbound(id, peer, &body, now_ms),
+            Input::Response { id, peer, body } => self.on_response(id, peer, &body, now_ms),
+            Input::RequestFailed { id, peer, error } => {
+                self.on_request_failed(id, peer, error.to_string(), now_ms);
+            }
+            Input::PeerConnected(peer) => self.on_peer_connected(peer),
+            Input::PeerDisconnected(peer) => self.on_disconnected(peer),
+            Input::DialFailed { peer, .. } => {
+                if let Some(peer) = peer {
+                    self.on_dial_error(peer, now_ms);
+                }
+            }
+            Input::Message(_) | Input::View(()) => {}
+        }
+        if std::mem::take(&mut self.view_changed) {
+            self.version += 1;
+            let membership = self.membership();
+            self.push(Output::Event(Event::Membership(membership)));
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<Self>> {
+        self.outputs.pop_front()
     }
 }
 
@@ -639,7 +1072,7 @@ fn content_id(bytes: &[u8]) -> Result<ContentId, ()> {
 
 #[cfg(test)]
 mod tests {
-    use causality_net::{Keypair, default_hello};
+    use causality_net::{Keypair, NetError, default_hello};
 
     use super::*;
 
@@ -658,17 +1091,74 @@ mod tests {
         )
     }
 
+    fn state_of(n: u64, config: Config) -> State {
+        State::with_record(
+            config,
+            Keypair::from_index(n),
+            default_hello(),
+            record(n, 1, NOW + 60_000),
+        )
+    }
+
     fn state(bootstrap: Vec<Multiaddr>) -> State {
         let config = Config {
             bootstrap,
             target_connections: 2,
             ..Config::default()
         };
-        State::new(config, record(0, 1, NOW + 60_000))
+        state_of(0, config)
     }
 
-    fn drain(state: &mut State) -> Vec<Output> {
+    fn drain(state: &mut State) -> Vec<Output<State>> {
         std::iter::from_fn(|| state.poll_output()).collect()
+    }
+
+    fn id(n: u64) -> PeerId {
+        Keypair::from_index(n).peer_id()
+    }
+
+    fn dials(outputs: &[Output<State>]) -> Vec<(Option<PeerId>, Multiaddr)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Dial { peer, address } => Some((*peer, address.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn left(outputs: &[Output<State>]) -> Vec<PeerId> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(Event::View(ViewEvent::Left(p))) => Some(*p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The exchange requests among `outputs`: (id, to, records sent).
+    fn exchanges(outputs: &[Output<State>]) -> Vec<(OutboundId, PeerId, Vec<PeerId>)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Request { id, peer, body, .. } => {
+                    let request = messages::decode_request(body, 64).unwrap();
+                    match request.kind {
+                        Some(pb::request::Kind::Exchange(e)) => Some((
+                            *id,
+                            *peer,
+                            e.records
+                                .iter()
+                                .map(|r| PeerId::from_bytes(&r.peer_id).unwrap())
+                                .collect(),
+                        )),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -700,7 +1190,7 @@ mod tests {
         assert_eq!(
             events
                 .iter()
-                .filter(|o| matches!(o, Output::Event(ViewEvent::Joined(_))))
+                .filter(|o| matches!(o, Output::Event(Event::View(ViewEvent::Joined(_)))))
                 .count(),
             2
         );
@@ -710,50 +1200,51 @@ mod tests {
     fn alone_it_bootstraps_then_dials_toward_the_target_with_backoff() {
         let seed: Multiaddr = "/memory/99".parse().unwrap();
         let mut s = state(vec![seed.clone()]);
-        s.tick(NOW);
-        assert_eq!(
-            drain(&mut s),
-            vec![Output::Dial {
-                peer: None,
-                address: seed
-            }]
-        );
+        s.handle(NOW, Input::Start);
+        let outputs = drain(&mut s);
+        assert_eq!(dials(&outputs), vec![(None, seed)]);
+        // The next maintenance is scheduled one refresh interval later.
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Schedule { at_ms, timer: Timer::Refresh } if *at_ms == NOW + 5_000
+        )));
         for n in 1..=4 {
             s.insert(&record(n, 1, NOW + 60_000).to_proto(), NOW)
                 .unwrap();
         }
         drain(&mut s);
-        s.on_connected(Keypair::from_index(1).peer_id());
+        s.handle(NOW, Input::PeerConnected(id(1)));
         drain(&mut s);
-        s.tick(NOW);
-        let dials: Vec<_> = drain(&mut s)
+        s.handle(NOW, Input::Timer(Timer::Refresh));
+        let dialed: Vec<PeerId> = dials(&drain(&mut s))
             .into_iter()
-            .filter(|o| matches!(o, Output::Dial { peer: Some(_), .. }))
+            .filter_map(|(p, _)| p)
             .collect();
         assert_eq!(
-            dials.len(),
+            dialed.len(),
             1,
             "one more connection reaches the target of 2"
         );
-        // The dialed peer is not dialed again before its backoff expires.
-        let Output::Dial {
-            peer: Some(dialed), ..
-        } = dials[0]
-        else {
-            unreachable!()
-        };
-        s.tick(NOW + 1);
+        let dialed = dialed[0];
+        // The dialed peer is not dialed again before its backoff (1 s ± 50%) expires...
+        s.handle(NOW + 1, Input::Timer(Timer::Refresh));
         assert!(
-            drain(&mut s)
+            !dials(&drain(&mut s))
                 .iter()
-                .all(|o| !matches!(o, Output::Dial { peer: Some(p), .. } if *p == dialed))
+                .any(|(p, _)| *p == Some(dialed))
         );
-        // Three failures drop it from the view.
+        // ...and three failures drop it from the view.
         for _ in 0..3 {
-            s.on_dial_failed(dialed);
+            s.handle(
+                NOW + 2,
+                Input::DialFailed {
+                    peer: Some(dialed),
+                    address: "/memory/1".parse().unwrap(),
+                },
+            );
         }
         assert!(s.view().iter().all(|r| r.peer != dialed));
-        assert!(drain(&mut s).contains(&Output::Event(ViewEvent::Left(dialed))));
+        assert!(left(&drain(&mut s)).contains(&dialed));
     }
 
     #[test]
@@ -763,27 +1254,35 @@ mod tests {
             .unwrap();
         s.insert(&record(2, 1, NOW + 100_000).to_proto(), NOW)
             .unwrap();
-        s.on_connected(Keypair::from_index(2).peer_id());
+        s.handle(NOW, Input::PeerConnected(id(2)));
         drain(&mut s);
-        s.tick(NOW + 2_000);
+        s.handle(NOW + 2_000, Input::Timer(Timer::Refresh));
         let outputs = drain(&mut s);
-        assert!(outputs.contains(&Output::Event(ViewEvent::Left(
-            Keypair::from_index(1).peer_id()
-        ))));
-        let exchange = outputs.iter().find_map(|o| match o {
-            Output::Request {
-                request:
-                    pb::Request {
-                        kind: Some(pb::request::Kind::Exchange(e)),
-                    },
-                ..
-            } => Some(e),
-            _ => None,
-        });
-        assert_eq!(
-            exchange.unwrap().records[0].peer_id,
-            Keypair::from_index(0).peer_id().as_bytes()
-        );
+        assert!(left(&outputs).contains(&id(1)));
+        let exchange = exchanges(&outputs);
+        assert_eq!(exchange[0].2[0], id(0));
+    }
+
+    #[test]
+    fn our_record_is_re_signed_at_half_its_lifetime() {
+        let config = Config {
+            record_ttl: Duration::from_secs(120),
+            ..Config::default()
+        };
+        let mut s = State::new(config, Keypair::from_index(0), default_hello(), vec![], NOW);
+        assert_eq!(s.own().seq, NOW);
+        assert_eq!(s.own().expires_at_ms, NOW + 120_000);
+        s.handle(NOW + 59_000, Input::Timer(Timer::Refresh));
+        assert_eq!(s.own().seq, NOW, "not yet at half");
+        s.handle(NOW + 61_000, Input::Timer(Timer::Refresh));
+        assert_eq!(s.own().seq, NOW + 61_000);
+        assert_eq!(s.own().expires_at_ms, NOW + 181_000);
+        // It verifies, and a membership snapshot with the new record went out.
+        PeerRecord::verify(&s.own().to_proto(), NOW + 61_000).unwrap();
+        assert!(drain(&mut s).iter().any(|o| matches!(
+            o,
+            Output::Event(Event::Membership(m)) if m.own.seq == NOW + 61_000
+        )));
     }
 
     #[test]
@@ -794,30 +1293,11 @@ mod tests {
                 .unwrap();
         }
         let partner = record(9, 1, NOW + 100_000);
-        let id = |n| Keypair::from_index(n).peer_id();
-        let sent = |outputs: Vec<Output>| -> Vec<PeerId> {
-            outputs
-                .into_iter()
-                .find_map(|o| match o {
-                    Output::Request {
-                        request:
-                            pb::Request {
-                                kind: Some(pb::request::Kind::Exchange(e)),
-                            },
-                        ..
-                    } => Some(e.records),
-                    _ => None,
-                })
-                .unwrap()
-                .iter()
-                .map(|r| PeerId::from_bytes(&r.peer_id).unwrap())
-                .collect()
-        };
         // First contact: our record and the whole view (never the partner's own).
-        s.on_connected(partner.peer);
-        let first = sent(drain(&mut s));
-        assert_eq!(first.len(), 6);
-        assert_eq!(first[0], id(0));
+        s.handle(NOW, Input::PeerConnected(partner.peer));
+        let first = exchanges(&drain(&mut s));
+        assert_eq!(first[0].2.len(), 6);
+        assert_eq!(first[0].2[0], id(0));
         let exchange = |s: &mut State, records: Vec<pb::PeerRecord>| -> Vec<PeerId> {
             let request = pb::Request {
                 kind: Some(pb::request::Kind::Exchange(pb::Exchange { records })),
@@ -838,20 +1318,35 @@ mod tests {
         assert_eq!(exchange(&mut s, vec![learned.to_proto()]), vec![id(3)]);
         assert_eq!(exchange(&mut s, vec![]), vec![]);
         // After a reconnection the partner may have forgotten: everything again (7 now).
-        s.on_disconnected(partner.peer);
-        s.on_connected(partner.peer);
-        s.tick(NOW);
-        assert_eq!(sent(drain(&mut s)).len(), 7);
+        s.handle(NOW, Input::PeerDisconnected(partner.peer));
+        s.handle(NOW, Input::PeerConnected(partner.peer));
+        s.handle(NOW, Input::Timer(Timer::Refresh));
+        let again = exchanges(&drain(&mut s));
+        assert_eq!(
+            again.iter().find(|e| e.1 == partner.peer).unwrap().2.len(),
+            7
+        );
         assert_eq!(exchange(&mut s, vec![]), vec![]);
         // A failed exchange forgets too.
-        s.on_exchange_failed(partner.peer);
+        let (request, ..) = again[0];
+        s.handle(
+            NOW,
+            Input::RequestFailed {
+                id: request,
+                peer: partner.peer,
+                error: NetError::Timeout {
+                    peer: partner.peer,
+                    protocol: crate::PROTOCOL.into(),
+                },
+            },
+        );
         assert_eq!(exchange(&mut s, vec![]).len(), 7);
     }
 
     #[test]
     fn responsible_peers_are_the_same_for_the_same_view() {
         let mut a = state(vec![]);
-        let mut b = State::new(Config::default(), record(5, 1, NOW + 60_000));
+        let mut b = state_of(5, Config::default());
         for n in 0..10 {
             a.insert(&record(n, 1, NOW + 60_000).to_proto(), NOW)
                 .unwrap();
@@ -871,6 +1366,227 @@ mod tests {
                 .map(|r| r.peer)
                 .collect();
             assert_eq!(pa, pb);
+            // The snapshot answers the same.
+            let pm: Vec<_> = a
+                .membership()
+                .responsible_peers(&key, 3, &|_| true)
+                .into_iter()
+                .map(|r| r.peer)
+                .collect();
+            assert_eq!(pa, pm);
+        }
+    }
+
+    /// A view of peers 1..=5 (ourselves 0) where peer 1 is connected.
+    fn five() -> State {
+        let mut s = state(vec![]);
+        for n in 1..=5 {
+            s.insert(&record(n, 1, NOW + 600_000).to_proto(), NOW)
+                .unwrap();
+        }
+        s.handle(NOW, Input::PeerConnected(id(1)));
+        drain(&mut s);
+        s
+    }
+
+    fn replies(outputs: &[Output<State>]) -> Vec<(CallId, &Reply)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Reply { call, reply } => Some((*call, reply)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn provide_asks_connected_rendezvous_peers_and_dials_the_others() {
+        let mut s = five();
+        let content = ContentId::of(b"content");
+        let targets: Vec<PeerId> = s
+            .responsible_peers(content.as_bytes(), 3, &|_| true)
+            .iter()
+            .map(|r| r.peer)
+            .collect();
+        let call = CallId(1);
+        s.handle(
+            NOW,
+            Input::Command {
+                command: Command::Provide(content),
+                call: Some(call),
+            },
+        );
+        let outputs = drain(&mut s);
+        let requested: Vec<(OutboundId, PeerId)> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Request { id, peer, .. } => Some((*id, *peer)),
+                _ => None,
+            })
+            .collect();
+        let dialed: Vec<PeerId> = dials(&outputs).into_iter().filter_map(|(p, _)| p).collect();
+        let remote: Vec<PeerId> = targets.iter().copied().filter(|p| *p != id(0)).collect();
+        for peer in &remote {
+            assert!(
+                requested.iter().any(|(_, p)| p == peer) != dialed.contains(peer),
+                "each rendezvous peer is asked now (connected) or dialed first"
+            );
+        }
+        // The deadline is set 15 s out.
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Schedule { at_ms, timer: Timer::Call(c) } if *at_ms == NOW + 15_000 && *c == call
+        )));
+        // Dialed peers connect and are asked; one answers, one never connects.
+        let local = usize::from(targets.contains(&id(0)));
+        for peer in &dialed[..dialed.len().min(1)] {
+            s.handle(NOW + 10, Input::PeerConnected(*peer));
+        }
+        let more: Vec<(OutboundId, PeerId)> = drain(&mut s)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Request { id, peer, .. } => Some((*id, *peer)),
+                _ => None,
+            })
+            .collect();
+        let answered: Vec<(OutboundId, PeerId)> = requested.iter().chain(&more).copied().collect();
+        let empty = messages::encode_response(&pb::Response::default());
+        for (request, peer) in &answered {
+            s.handle(
+                NOW + 20,
+                Input::Response {
+                    id: *request,
+                    peer: *peer,
+                    body: empty.clone(),
+                },
+            );
+        }
+        let outputs = drain(&mut s);
+        let pending = remote.len() - answered.len();
+        if pending == 0 {
+            assert!(
+                matches!(replies(&outputs)[..], [(c, Reply::Provided(n))] if c == call && *n == answered.len() + local)
+            );
+        } else {
+            assert!(replies(&outputs).is_empty(), "still waiting for {pending}");
+            // The deadline answers with what there is.
+            s.handle(NOW + 15_000, Input::Timer(Timer::Call(call)));
+            let outputs = drain(&mut s);
+            assert!(
+                matches!(replies(&outputs)[..], [(c, Reply::Provided(n))] if c == call && *n == answered.len() + local)
+            );
+        }
+    }
+
+    #[test]
+    fn find_providers_merges_verified_answers_and_penalizes_malformed_ones() {
+        let mut s = five();
+        for n in 2..=5 {
+            s.handle(NOW, Input::PeerConnected(id(n)));
+        }
+        drain(&mut s);
+        let content = ContentId::of(b"wanted");
+        s.handle(
+            NOW,
+            Input::Command {
+                command: Command::FindProviders(content),
+                call: Some(CallId(7)),
+            },
+        );
+        let requests: Vec<(OutboundId, PeerId)> = drain(&mut s)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Request { id, peer, .. } => Some((*id, *peer)),
+                _ => None,
+            })
+            .collect();
+        assert!(!requests.is_empty());
+        let provider = record(42, 3, NOW + 60_000);
+        let mut forged = record(43, 3, NOW + 60_000).to_proto();
+        forged.signature[0] ^= 1;
+        let answer = messages::encode_response(&pb::Response {
+            records: vec![provider.to_proto(), forged, provider.to_proto()],
+        });
+        let (first, rest) = requests.split_first().unwrap();
+        s.handle(
+            NOW + 5,
+            Input::Response {
+                id: first.0,
+                peer: first.1,
+                body: answer,
+            },
+        );
+        for (i, (request, peer)) in rest.iter().enumerate() {
+            if i == 0 {
+                s.handle(
+                    NOW + 5,
+                    Input::Response {
+                        id: *request,
+                        peer: *peer,
+                        body: b"\xff\xff not protobuf".to_vec(),
+                    },
+                );
+            } else {
+                s.handle(
+                    NOW + 5,
+                    Input::RequestFailed {
+                        id: *request,
+                        peer: *peer,
+                        error: NetError::NotConnected(*peer),
+                    },
+                );
+            }
+        }
+        let outputs = drain(&mut s);
+        let providers: Vec<PeerId> = match replies(&outputs)[..] {
+            [(CallId(7), Reply::Providers(Ok(found)))] => found.iter().map(|r| r.peer).collect(),
+            ref other => panic!("unexpected replies {other:?}"),
+        };
+        assert_eq!(
+            providers,
+            vec![provider.peer],
+            "verified, deduplicated, forged dropped"
+        );
+        if !rest.is_empty() {
+            assert!(outputs.iter().any(|o| matches!(
+                o,
+                Output::Penalize { peer, severity: Severity::Severe, .. } if *peer == rest[0].1
+            )));
+        }
+    }
+
+    #[test]
+    fn malformed_and_oversize_requests_are_refused_and_penalized() {
+        let mut s = five();
+        s.handle(
+            NOW,
+            Input::Request {
+                id: InboundId(1),
+                peer: id(1),
+                protocol: crate::PROTOCOL.into(),
+                body: b"\x0a\xff\xff\xff\xff\x0f".to_vec(),
+            },
+        );
+        let huge = vec![0u8; messages::max_body(64) + 1];
+        s.handle(
+            NOW,
+            Input::Request {
+                id: InboundId(2),
+                peer: id(2),
+                protocol: crate::PROTOCOL.into(),
+                body: huge,
+            },
+        );
+        let outputs = drain(&mut s);
+        for (request, peer) in [(1, id(1)), (2, id(2))] {
+            assert!(outputs.iter().any(|o| matches!(
+                o,
+                Output::Respond { id: InboundId(i), result: Err((RefusalReason::BadRequest, _)) } if *i == request
+            )));
+            assert!(outputs.iter().any(|o| matches!(
+                o,
+                Output::Penalize { peer: p, severity: Severity::Severe, .. } if *p == peer
+            )));
         }
     }
 }

@@ -27,6 +27,7 @@ async fn bootstrap_and_provider_lookup_over_loopback() {
                 ..Config::default()
             },
         )
+        .await
         .unwrap();
         nodes.push(discovery);
     }

@@ -19,24 +19,25 @@ fn config(bootstrap: Vec<Multiaddr>, seed: u64) -> Config {
 }
 
 /// `n` nodes: the first three bootstrap from each other, the rest from one of them.
-fn cluster(sim: &MemoryNetwork, n: usize) -> Vec<(Network, Discovery)> {
+async fn cluster(sim: &MemoryNetwork, n: usize) -> Vec<(Network, Discovery)> {
     let nets: Vec<Network> = (0..n).map(|_| sim.add_node()).collect();
     let seeds: Vec<Multiaddr> = nets[..3]
         .iter()
         .map(|n| n.listen_addresses()[0].clone())
         .collect();
-    nets.into_iter()
-        .enumerate()
-        .map(|(i, net)| {
-            let bootstrap = if i < 3 {
-                vec![seeds[(i + 1) % 3].clone()]
-            } else {
-                vec![seeds[i % 3].clone()]
-            };
-            let discovery = Discovery::start(net.clone(), config(bootstrap, i as u64)).unwrap();
-            (net, discovery)
-        })
-        .collect()
+    let mut nodes = Vec::new();
+    for (i, net) in nets.into_iter().enumerate() {
+        let bootstrap = if i < 3 {
+            vec![seeds[(i + 1) % 3].clone()]
+        } else {
+            vec![seeds[i % 3].clone()]
+        };
+        let discovery = Discovery::start(net.clone(), config(bootstrap, i as u64))
+            .await
+            .unwrap();
+        nodes.push((net, discovery));
+    }
+    nodes
 }
 
 fn agreed(nodes: &[(Network, Discovery)], size: usize) -> bool {
@@ -78,7 +79,7 @@ fn agreement(nodes: &[(Network, Discovery)], keys: &[ContentId]) -> f64 {
 #[tokio::test(start_paused = true)]
 async fn hundred_nodes_converge_then_survive_churn() {
     let sim = MemoryNetwork::new(1);
-    let mut nodes = cluster(&sim, 100);
+    let mut nodes = cluster(&sim, 100).await;
     let took = until(Duration::from_secs(300), || agreed(&nodes, 100)).await;
     println!("100 nodes from 3 bootstrap peers: identical full views after {took:?} (virtual)");
 
@@ -95,8 +96,9 @@ async fn hundred_nodes_converge_then_survive_churn() {
     let seed = nodes[0].0.listen_addresses()[0].clone();
     for i in 0..10 {
         let net = sim.add_node();
-        let discovery =
-            Discovery::start(net.clone(), config(vec![seed.clone()], 1000 + i)).unwrap();
+        let discovery = Discovery::start(net.clone(), config(vec![seed.clone()], 1000 + i))
+            .await
+            .unwrap();
         nodes.push((net, discovery));
     }
     let joined: BTreeSet<PeerId> = nodes[80..].iter().map(|(n, _)| n.local_peer_id()).collect();
@@ -150,7 +152,7 @@ async fn hundred_nodes_converge_then_survive_churn() {
 #[tokio::test(start_paused = true)]
 async fn partition_splits_views_and_healing_merges_them() {
     let sim = MemoryNetwork::new(2);
-    let nodes = cluster(&sim, 20);
+    let nodes = cluster(&sim, 20).await;
     until(Duration::from_secs(200), || agreed(&nodes, 20)).await;
     let ids: Vec<PeerId> = nodes.iter().map(|(n, _)| n.local_peer_id()).collect();
     sim.partition(&[ids[..10].to_vec(), ids[10..].to_vec()]);
@@ -167,7 +169,7 @@ async fn partition_splits_views_and_healing_merges_them() {
 #[tokio::test(start_paused = true)]
 async fn a_provided_content_id_is_found_by_every_node() {
     let sim = MemoryNetwork::new(3);
-    let nodes = cluster(&sim, 30);
+    let nodes = cluster(&sim, 30).await;
     until(Duration::from_secs(200), || agreed(&nodes, 30)).await;
     let id = ContentId::of(b"verification key 42");
     let accepted = nodes[5].1.provide(id).await.unwrap();
@@ -201,7 +203,9 @@ fn exchange(records: Vec<pb::PeerRecord>) -> Vec<u8> {
 async fn bad_records_are_refused_and_their_sender_penalized() {
     let sim = MemoryNetwork::new(4);
     let victim_net = sim.add_node();
-    let victim = Discovery::start(victim_net.clone(), config(vec![], 1)).unwrap();
+    let victim = Discovery::start(victim_net.clone(), config(vec![], 1))
+        .await
+        .unwrap();
     let attacker = sim.add_node();
     attacker
         .dial(victim_net.listen_addresses()[0].clone())

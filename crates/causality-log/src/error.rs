@@ -51,9 +51,15 @@ pub enum LogError {
     /// A signed checkpoint could not be parsed, signed or verified.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// The storage engine failed (I/O error, corruption it detected itself, lock held, …).
+    /// The storage engine failed (I/O error, corruption it detected itself, …).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The database is open in another process (RocksDB holds a lock file).
+    #[error("database {path} is in use by another process")]
+    Locked {
+        /// The database directory.
+        path: std::path::PathBuf,
+    },
 }
 
 impl LogError {

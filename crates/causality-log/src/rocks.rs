@@ -189,7 +189,7 @@ pub type RocksLog = Log<RocksBackend>;
 impl RocksLog {
     /// Opens (creating if needed) a database at `path` holding just this log.
     ///
-    /// A second process opening the same path gets [`LogError::Storage`] (RocksDB's lock).
+    /// A second process opening the same path gets [`LogError::Locked`].
     pub fn open(path: impl AsRef<Path>, options: RocksLogOptions) -> Result<Self, LogError> {
         let path = path.as_ref();
         let mut db_opts = db_options();
@@ -205,8 +205,8 @@ impl RocksLog {
                 )));
             }
         }
-        let db =
-            Db::open_cf_descriptors(&db_opts, path, Self::column_families(&options.namespace))?;
+        let db = Db::open_cf_descriptors(&db_opts, path, Self::column_families(&options.namespace))
+            .map_err(|e| locked_or(e, path))?;
         Self::open_in(Arc::new(db), options)
     }
 
@@ -1314,5 +1314,22 @@ impl Backend for RocksBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// RocksDB reports a held lock file as an I/O error whose text names the lock; that text is
+/// read here, once, so callers get a typed [`LogError::Locked`].
+fn locked_or(err: rocksdb::Error, path: &Path) -> LogError {
+    let text = err.as_ref().to_lowercase();
+    if text.contains("lock")
+        && (text.contains("temporarily unavailable")
+            || text.contains("no locks available")
+            || text.contains("lock hold"))
+    {
+        LogError::Locked {
+            path: path.to_path_buf(),
+        }
+    } else {
+        LogError::from(err)
     }
 }

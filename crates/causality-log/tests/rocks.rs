@@ -49,7 +49,7 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _log = open(dir.path(), SyncPolicy::Never).unwrap();
     match open(dir.path(), SyncPolicy::Never) {
-        Err(LogError::Storage(msg)) => assert!(msg.to_lowercase().contains("lock"), "{msg}"),
+        Err(LogError::Locked { path }) => assert_eq!(path, dir.path()),
         other => panic!("expected a lock error, got {other:?}"),
     }
 }

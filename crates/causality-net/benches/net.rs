@@ -243,7 +243,7 @@ fn libp2p(quick: bool) {
             a.metrics().publish_failures
         );
 
-        let mut requests = b.serve("/causality/bench/0.1.0").unwrap();
+        let mut requests = b.serve("/causality/bench/0.1.0").await.unwrap();
         tokio::spawn(async move {
             while let Some(request) = requests.next().await {
                 request.respond(vec![1]);

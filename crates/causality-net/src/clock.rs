@@ -10,15 +10,37 @@ pub trait Clock: Send + Sync + Debug + 'static {
     fn now_ms(&self) -> u64;
 }
 
-/// The operating system's clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+/// The operating system's clock, read once at creation and advanced by the monotonic
+/// clock after that: it reads wall time, yet never steps backwards or jumps while the
+/// process runs (timers, bans and rate limits run on it).
+#[derive(Clone, Copy, Debug)]
+pub struct SystemClock {
+    base_ms: u64,
+    start: std::time::Instant,
+}
+
+impl SystemClock {
+    /// A clock reading the system's wall time now.
+    pub fn new() -> Self {
+        Self {
+            base_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(elapsed)
     }
 }
 

@@ -75,7 +75,7 @@ fn signing_bytes(unsigned: &pb::Envelope) -> Vec<u8> {
 
 /// Signs an envelope with arbitrary fields, without publishing it. Only for tests of how
 /// peers treat replays, stale timestamps and forged senders.
-#[doc(hidden)]
+#[cfg(feature = "test-utils")]
 pub fn sign_envelope(
     keypair: &Keypair,
     topic: &Topic,
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn seal_then_open() {
         let keys = Keypair::from_index(1);
-        let topic = Topic::new(TopicKind::RegisterUpdate, "r1").unwrap();
+        let topic = Topic::new(TopicKind::new("register", "update"), "r1").unwrap();
         let (id, bytes) = seal(&keys, &draft(&topic));
         let message = open(&bytes, &Limits::default(), 0, keys.peer_id()).unwrap();
         assert_eq!(message.id, id);
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn every_flipped_bit_is_caught() {
         let keys = Keypair::from_index(1);
-        let topic = Topic::new(TopicKind::RegisterUpdate, "r1").unwrap();
+        let topic = Topic::new(TopicKind::new("register", "update"), "r1").unwrap();
         let (_, bytes) = seal(&keys, &draft(&topic));
         for i in 0..bytes.len() * 8 {
             let mut bad = bytes.clone();
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn non_canonical_encoding_is_refused() {
         let keys = Keypair::from_index(1);
-        let topic = Topic::new(TopicKind::RegisterUpdate, "r1").unwrap();
+        let topic = Topic::new(TopicKind::new("register", "update"), "r1").unwrap();
         let (_, mut bytes) = seal(&keys, &draft(&topic));
         // An unknown field appended: still decodes, but is not the signed encoding.
         bytes.extend_from_slice(&[0x78, 0x01]);

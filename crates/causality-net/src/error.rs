@@ -11,9 +11,6 @@ pub enum NetError {
     /// The network has been shut down (its driver task ended).
     #[error("the network is shut down")]
     Closed,
-    /// The command queue to the adapter is full; the caller should back off.
-    #[error("the network is busy: its command queue is full")]
-    Busy,
     /// The peer did not answer in time.
     #[error("request `{protocol}` to {peer} timed out")]
     Timeout {
@@ -66,9 +63,9 @@ pub enum NetError {
     /// A peer id did not parse.
     #[error("invalid peer id: {0}")]
     InvalidPeerId(String),
-    /// A protocol string is not of the form `/causality/<name>/<semver>`.
-    #[error("invalid protocol id `{0}`")]
-    InvalidProtocol(String),
+    /// A configuration value is out of range, or a protocol id is malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The authorization policy forbids the operation.
     #[error("{peer} is not authorized to {operation}")]
     Unauthorized {
@@ -97,6 +94,29 @@ pub enum NetError {
     /// Transport-level failure.
     #[error("transport: {0}")]
     Transport(String),
+}
+
+/// A configuration value that a builder refused, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: `{field}` {reason}")]
+pub struct ConfigError {
+    field: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    /// An error about `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The field at fault.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
 }
 
 /// Why a remote refused a request. Mirrors `Refusal.Reason` in `proto/causality/net/v1/`.

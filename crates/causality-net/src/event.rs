@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use causality_version::{Agreement, Incompatibility};
@@ -94,54 +93,6 @@ pub struct NetworkMetrics {
     pub bytes_in: u64,
     /// Bytes of envelopes and requests sent.
     pub bytes_out: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) published: AtomicU64,
-    pub(crate) publish_failures: AtomicU64,
-    pub(crate) accepted: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) subscriber_drops: AtomicU64,
-    pub(crate) requests_sent: AtomicU64,
-    pub(crate) requests_served: AtomicU64,
-    pub(crate) bans: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    pub(crate) rejected: Mutex<BTreeMap<&'static str, u64>>,
-    pub(crate) refused: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn reject(&self, reason: &Rejection) {
-        *lock(&self.rejected).entry(reason.label()).or_default() += 1;
-    }
-
-    pub(crate) fn refuse(&self, reason: RefusalReason) {
-        *lock(&self.refused).entry(reason.to_string()).or_default() += 1;
-    }
-
-    pub(crate) fn snapshot(&self) -> NetworkMetrics {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        NetworkMetrics {
-            published: get(&self.published),
-            publish_failures: get(&self.publish_failures),
-            accepted: get(&self.accepted),
-            rejected: lock(&self.rejected).clone(),
-            delivered: get(&self.delivered),
-            subscriber_drops: get(&self.subscriber_drops),
-            requests_sent: get(&self.requests_sent),
-            requests_served: get(&self.requests_served),
-            requests_refused: lock(&self.refused).clone(),
-            bans: get(&self.bans),
-            bytes_in: get(&self.bytes_in),
-            bytes_out: get(&self.bytes_out),
-        }
-    }
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical

@@ -3,6 +3,7 @@
 
 mod clock;
 mod core;
+mod driver;
 mod envelope;
 mod error;
 mod event;
@@ -13,10 +14,12 @@ mod memory;
 mod network;
 mod peer;
 mod policy;
-mod ratelimit;
+mod protocol;
 mod replay;
 pub mod seal;
+pub mod service;
 mod topic;
+mod transport;
 
 /// Raw protobuf wire types generated from `proto/causality/net/`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -24,22 +27,26 @@ mod topic;
 pub mod proto;
 
 pub use crate::clock::{Clock, SystemClock, TokioClock};
-pub use crate::core::{HANDSHAKE_PROTOCOL, InboundRequest, NodeConfig, PeerInfo};
-pub use crate::envelope::{Message, SIGNING_DOMAIN, sign_envelope};
-pub use crate::error::{NetError, RefusalReason, Rejection};
+pub use crate::core::{NodeConfig, PeerInfo};
+pub use crate::driver::PeerSet;
+#[cfg(feature = "test-utils")]
+pub use crate::envelope::sign_envelope;
+pub use crate::envelope::{Message, SIGNING_DOMAIN};
+pub use crate::error::{ConfigError, NetError, RefusalReason, Rejection};
 pub use crate::event::{NetworkEvent, NetworkMetrics};
 #[cfg(feature = "libp2p")]
-pub use crate::libp2p::{Libp2pConfig, Libp2pNetwork, REQUEST_PROTOCOL, Security};
-pub use crate::limits::Limits;
+pub use crate::libp2p::{Libp2pConfig, Libp2pNetwork, Security};
+pub use crate::limits::{Limits, LimitsBuilder};
 pub use crate::memory::{LinkConfig, MemoryNetwork, SIMULATION_EPOCH_MS, SimStats};
-pub use crate::network::{EventStream, Network, Requests, Subscription};
+pub use crate::network::{EventStream, InboundRequest, Network, Requests, Subscription};
 pub use crate::peer::{Keypair, PeerId};
 pub use crate::policy::{Policy, Role};
-pub use crate::topic::{MAX_TOPIC_ID_BYTES, Topic, TopicKind};
+pub use crate::protocol::{AsProtocol, RequestLimits, RequestLimitsBuilder, RequestProtocol};
+pub use crate::topic::{MAX_TOPIC_ID_BYTES, MAX_TOPIC_NAME_BYTES, PhysicalTopic, Topic, TopicKind};
 /// The Prometheus registry type libp2p's metrics are recorded into (feature `metrics`).
 #[cfg(feature = "metrics")]
 pub use ::libp2p::metrics::Registry as MetricsRegistry;
-pub use causality_version::{FeatureSet, Hello, ProtocolVersion};
+pub use causality_version::{FeatureSet, Hello, ProtocolId, ProtocolVersion};
 pub use multiaddr::{self, Multiaddr};
 
 /// The version of the Causality wire protocol this crate speaks.

@@ -1,16 +1,18 @@
-//! Every size, rate and count limit of the network layer, in one place.
+//! Every node-wide size, rate and count limit of the network layer, in one place. Limits
+//! of one request protocol live with its registration ([`RequestLimits`](crate::RequestLimits)).
 
 use std::time::Duration;
 
+use crate::error::ConfigError;
+
 /// Limits applied to everything the network layer accepts. The defaults suit a public
-/// network; tests and simulations tighten or loosen them.
+/// network; tests and simulations tighten or loosen them. Fields are public for reading
+/// and for struct-update syntax; [`Limits::builder`] validates.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest encoded envelope accepted or published (gossip carries announcements; bodies
     /// travel by request-response). Default 64 KiB.
     pub max_envelope_bytes: usize,
-    /// Largest request or response frame. Default 4 MiB.
-    pub max_request_bytes: usize,
     /// Longest `payload_type`. Default 128.
     pub max_payload_type_bytes: usize,
     /// How far an envelope's timestamp may be from our clock, either way. Default 30 s.
@@ -26,23 +28,19 @@ pub struct Limits {
     pub messages_per_second: u32,
     /// Burst of messages a peer may send above the sustained rate. Default 400.
     pub message_burst: u32,
-    /// Requests accepted per peer per second (sustained). Default 50.
+    /// Requests accepted per peer per second over all protocols (each protocol has its own
+    /// rate besides). Default 50.
     pub requests_per_second: u32,
-    /// Request burst above the sustained rate. Default 100.
+    /// Request burst above the sustained rate, over all protocols. Default 100.
     pub request_burst: u32,
     /// Undelivered messages queued per subscription; beyond it messages for that subscriber
     /// are dropped and counted. Default 1,024.
     pub subscription_queue: usize,
-    /// Inbound requests queued per served protocol; beyond it requests are refused as busy.
-    /// Default 256.
-    pub request_queue: usize,
-    /// Commands queued from handles to the adapter. Default 1,024.
+    /// Commands queued from handles to the driver. Default 1,024.
     pub command_queue: usize,
     /// Events buffered for each event subscriber; slow subscribers miss the oldest.
     /// Default 1,024.
     pub event_queue: usize,
-    /// How long a request may take before it fails with a timeout. Default 10 s.
-    pub request_timeout: Duration,
     /// Connected peers at most. Default 256.
     pub max_peers: usize,
     /// Physical gossip shards per topic kind. Default 16.
@@ -59,7 +57,6 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_envelope_bytes: 64 * 1024,
-            max_request_bytes: 4 * 1024 * 1024,
             max_payload_type_bytes: 128,
             max_clock_skew: Duration::from_secs(30),
             replay_window: 256,
@@ -70,15 +67,128 @@ impl Default for Limits {
             requests_per_second: 50,
             request_burst: 100,
             subscription_queue: 1024,
-            request_queue: 256,
             command_queue: 1024,
             event_queue: 1024,
-            request_timeout: Duration::from_secs(10),
             max_peers: 256,
             topic_shards: 16,
             ban_threshold: -100,
             ban_duration: Duration::from_secs(600),
             score_decay_per_second: 1,
         }
+    }
+}
+
+impl Limits {
+    /// A builder starting from the defaults.
+    ///
+    /// ```
+    /// use causality_net::Limits;
+    ///
+    /// let limits = Limits::builder().max_peers(64).messages(100, 200).build().unwrap();
+    /// assert_eq!(limits.max_peers, 64);
+    /// let err = Limits::builder().topic_shards(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "topic_shards");
+    /// ```
+    pub fn builder() -> LimitsBuilder {
+        LimitsBuilder(Self::default())
+    }
+
+    /// Checks every field; the first out of range is named.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |field: &'static str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, "must be greater than zero"))
+            }
+        };
+        positive("max_envelope_bytes", self.max_envelope_bytes > 0)?;
+        positive("replay_senders", self.replay_senders > 0)?;
+        positive("seen_cache", self.seen_cache > 0)?;
+        positive("messages_per_second", self.messages_per_second > 0)?;
+        positive("message_burst", self.message_burst > 0)?;
+        positive("requests_per_second", self.requests_per_second > 0)?;
+        positive("request_burst", self.request_burst > 0)?;
+        positive("subscription_queue", self.subscription_queue > 0)?;
+        positive("command_queue", self.command_queue > 0)?;
+        positive("event_queue", self.event_queue > 0)?;
+        positive("max_peers", self.max_peers > 0)?;
+        positive("topic_shards", self.topic_shards > 0)?;
+        if self.replay_window < 64 {
+            return Err(ConfigError::new("replay_window", "must be at least 64"));
+        }
+        if self.ban_threshold >= 0 {
+            return Err(ConfigError::new("ban_threshold", "must be negative"));
+        }
+        if self.score_decay_per_second < 0 {
+            return Err(ConfigError::new(
+                "score_decay_per_second",
+                "must not be negative",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds [`Limits`]; [`build`](Self::build) validates.
+#[derive(Clone, Debug)]
+pub struct LimitsBuilder(Limits);
+
+impl LimitsBuilder {
+    /// Largest envelope.
+    pub fn max_envelope_bytes(mut self, bytes: usize) -> Self {
+        self.0.max_envelope_bytes = bytes;
+        self
+    }
+
+    /// Clock-skew bound.
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.0.max_clock_skew = skew;
+        self
+    }
+
+    /// Messages per peer per second, and burst.
+    pub fn messages(mut self, per_second: u32, burst: u32) -> Self {
+        self.0.messages_per_second = per_second;
+        self.0.message_burst = burst;
+        self
+    }
+
+    /// Requests per peer per second over all protocols, and burst.
+    pub fn requests(mut self, per_second: u32, burst: u32) -> Self {
+        self.0.requests_per_second = per_second;
+        self.0.request_burst = burst;
+        self
+    }
+
+    /// Subscription queue length.
+    pub fn subscription_queue(mut self, n: usize) -> Self {
+        self.0.subscription_queue = n;
+        self
+    }
+
+    /// Connected peers at most.
+    pub fn max_peers(mut self, n: usize) -> Self {
+        self.0.max_peers = n;
+        self
+    }
+
+    /// Physical shards per topic kind.
+    pub fn topic_shards(mut self, n: u32) -> Self {
+        self.0.topic_shards = n;
+        self
+    }
+
+    /// Ban threshold and duration.
+    pub fn bans(mut self, threshold: i64, duration: Duration) -> Self {
+        self.0.ban_threshold = threshold;
+        self.0.ban_duration = duration;
+        self
+    }
+
+    /// The limits, or the first field out of range.
+    pub fn build(self) -> Result<Limits, ConfigError> {
+        self.0.validate()?;
+        Ok(self.0)
     }
 }

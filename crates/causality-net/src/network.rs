@@ -8,17 +8,19 @@ use std::task::{Context, Poll};
 use causality_hash::ContentId;
 use futures::Stream;
 use multiaddr::Multiaddr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::core::{Command, Core, InboundRequest, PeerInfo};
-use crate::envelope::{self, Message};
-use crate::error::NetError;
+use crate::core::PeerInfo;
+use crate::driver::{ApiCommand, Dropped, PeerSet, Reply, Shared};
+use crate::envelope::Message;
+use crate::error::{NetError, RefusalReason};
 use crate::event::{NetworkEvent, NetworkMetrics, lock};
 use crate::peer::PeerId;
 use crate::policy::Policy;
-use crate::topic::Topic;
+use crate::protocol::AsProtocol;
+use crate::topic::{PhysicalTopic, Topic};
 
 /// A node on the network: publish and subscribe on logical topics, send and serve
 /// requests, manage peers, watch events. Cheap to clone; every clone is the same node. The
@@ -49,97 +51,131 @@ pub struct Network {
 }
 
 struct Handle {
-    core: Arc<Core>,
-    /// Dropping it tells the adapter's driver to stop.
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<ApiCommand>,
+    dropped: mpsc::UnboundedSender<Dropped>,
+    next_subscription: std::sync::atomic::AtomicU64,
+    /// Dropping it tells the driver to stop.
     _shutdown: oneshot::Sender<()>,
 }
 
 impl fmt::Debug for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Network")
-            .field("peer_id", &self.inner.core.local)
+            .field("peer_id", &self.inner.shared.local)
             .finish_non_exhaustive()
     }
 }
 
 impl Network {
-    pub(crate) fn new(core: Arc<Core>, shutdown: oneshot::Sender<()>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        commands: mpsc::Sender<ApiCommand>,
+        dropped: mpsc::UnboundedSender<Dropped>,
+        shutdown: oneshot::Sender<()>,
+    ) -> Self {
         Self {
             inner: Arc::new(Handle {
-                core,
+                shared,
+                commands,
+                dropped,
+                next_subscription: std::sync::atomic::AtomicU64::new(0),
                 _shutdown: shutdown,
             }),
         }
     }
 
-    fn core(&self) -> &Arc<Core> {
-        &self.inner.core
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
     }
 
-    async fn command(&self, command: Command) -> Result<(), NetError> {
-        self.core()
+    async fn command(&self, command: ApiCommand) -> Result<(), NetError> {
+        self.inner
             .commands
             .send(command)
             .await
             .map_err(|_| NetError::Closed)
     }
 
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> ApiCommand) -> Result<T, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(make(reply)).await?;
+        rx.await.map_err(|_| NetError::Closed)?
+    }
+
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
-        self.core().local
+        self.shared().local
     }
 
     /// The addresses this node listens on.
     pub fn listen_addresses(&self) -> Vec<Multiaddr> {
-        lock(&self.core().listen).clone()
+        lock(&self.shared().listen).clone()
     }
 
     /// The version and features this node announces.
     pub fn hello(&self) -> &causality_version::Hello {
-        &self.core().hello
+        &self.shared().hello
     }
 
     /// Connects to the node at `address`. Returns once the transport connection is up; the
     /// version handshake follows and is reported as [`NetworkEvent::PeerConnected`] or
     /// [`NetworkEvent::VersionMismatch`].
     pub async fn dial(&self, address: Multiaddr) -> Result<(), NetError> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::Dial { address, reply }).await?;
-        rx.await.map_err(|_| NetError::Closed)?
+        self.call(|reply| ApiCommand::Dial { address, reply }).await
     }
 
     /// Listens on another address, e.g. a relay circuit
     /// (`/ip4/…/tcp/…/p2p/<relay>/p2p-circuit`, feature `nat`). The address appears in
     /// [`listen_addresses`](Self::listen_addresses) once the listener is up.
     pub async fn listen_on(&self, address: Multiaddr) -> Result<(), NetError> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::Listen { address, reply }).await?;
-        rx.await.map_err(|_| NetError::Closed)?
+        self.call(|reply| ApiCommand::Listen { address, reply })
+            .await
     }
 
     /// Closes every connection to `peer`.
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), NetError> {
-        self.command(Command::Disconnect(peer)).await
+        self.command(ApiCommand::Disconnect(peer)).await
     }
 
     /// Connected peers, with what the handshake agreed.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.core().peers()
+        self.shared().peers.borrow().peers.to_vec()
+    }
+
+    /// The connected peers as a watched, versioned snapshot: every change bumps the
+    /// version, and a reader that falls behind sees the latest set.
+    pub fn peer_set(&self) -> watch::Receiver<PeerSet> {
+        self.shared().peers.subscribe()
     }
 
     /// Subscribes to a logical topic. Dropping the stream unsubscribes.
     pub async fn subscribe(&self, topic: &Topic) -> Result<Subscription, NetError> {
-        let (id, rx, new_physical) = self.core().add_subscriber(topic);
-        let subscription = Subscription {
+        let (tx, rx) = mpsc::channel(self.subscription_queue());
+        let id = self
+            .inner
+            .next_subscription
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (reply, done) = oneshot::channel();
+        self.command(ApiCommand::Subscribe {
+            topic: topic.clone(),
+            id,
+            tx,
+            reply,
+        })
+        .await?;
+        done.await.map_err(|_| NetError::Closed)?;
+        Ok(Subscription {
             network: self.clone(),
             topic: topic.clone(),
             id,
             rx,
-        };
-        if let Some(physical) = new_physical {
-            self.command(Command::Subscribe(physical)).await?;
-        }
-        Ok(subscription)
+        })
+    }
+
+    fn subscription_queue(&self) -> usize {
+        // Set by the driver's config; the handle keeps only what it reads.
+        self.shared().subscription_queue()
     }
 
     /// Publishes `payload` on `topic` in a signed envelope; returns the message id.
@@ -150,154 +186,171 @@ impl Network {
         payload_type: &str,
         payload: Vec<u8>,
     ) -> Result<ContentId, NetError> {
-        let core = self.core();
-        if payload_type.len() > core.limits.max_payload_type_bytes {
-            return Err(NetError::TooLarge {
-                what: "payload type",
-                size: payload_type.len(),
-                limit: core.limits.max_payload_type_bytes,
-            });
-        }
-        let seq = core.next_seq();
-        let timestamp_ms = core.clock.now_ms();
-        let (id, bytes) = envelope::seal(
-            &core.keypair,
-            &envelope::Draft {
-                version: core.hello.version,
-                topic,
-                seq,
-                timestamp_ms,
-                payload_type,
-                payload: &payload,
-            },
-        );
-        if bytes.len() > core.limits.max_envelope_bytes {
-            return Err(NetError::TooLarge {
-                what: "envelope",
-                size: bytes.len(),
-                limit: core.limits.max_envelope_bytes,
-            });
-        }
-        core.remember_own(id, seq, timestamp_ms);
-        crate::event::Counters::add(&core.counters.published, 1);
-        crate::event::Counters::add(&core.counters.bytes_out, bytes.len() as u64);
-        self.command(Command::Publish {
-            physical: core.physical(topic),
-            bytes,
+        self.call(|reply| ApiCommand::Publish {
+            topic: topic.clone(),
+            payload_type: payload_type.to_owned(),
+            payload,
+            reply,
         })
-        .await?;
-        Ok(id)
+        .await
     }
 
-    /// Sends a request and waits for the answer (at most [`Limits::request_timeout`](crate::Limits)).
+    /// Registers a request protocol for outbound use with its own limits (size, rate,
+    /// timeout). A protocol served with [`serve`](Self::serve) is registered too. Requests
+    /// to a protocol that was never registered use [`RequestLimits::default`](crate::RequestLimits).
+    pub async fn register(&self, protocol: impl AsProtocol) -> Result<(), NetError> {
+        let protocol = protocol.as_protocol()?;
+        self.call(|reply| ApiCommand::Register { protocol, reply })
+            .await
+    }
+
+    /// Sends a request and waits for the answer (at most the protocol's timeout). The
+    /// highest version both sides speak is used.
     pub async fn request(
         &self,
         peer: PeerId,
-        protocol: &str,
+        protocol: impl AsProtocol,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, NetError> {
-        self.core().send_request(peer, protocol, body).await
+        let protocol = protocol.as_protocol()?;
+        self.call(|reply| ApiCommand::Request {
+            peer,
+            protocol,
+            body,
+            reply,
+        })
+        .await
     }
 
-    /// Serves `protocol`: inbound requests for it arrive on the returned stream. Dropping the
-    /// stream stops serving.
-    pub fn serve(&self, protocol: &str) -> Result<Requests, NetError> {
-        let rx = self.core().add_handler(protocol)?;
+    /// Serves `protocol` (every version it lists, with its limits): inbound requests arrive
+    /// on the returned stream. Dropping the stream stops serving.
+    pub async fn serve(&self, protocol: impl AsProtocol) -> Result<Requests, NetError> {
+        let protocol = protocol.as_protocol()?;
+        let name = protocol.name().to_owned();
+        let (tx, rx) = mpsc::channel(protocol.limits().queue());
+        self.call(|reply| ApiCommand::Serve {
+            protocol,
+            tx,
+            reply,
+        })
+        .await?;
         Ok(Requests {
             network: self.clone(),
-            protocol: protocol.to_owned(),
+            name,
             rx,
         })
     }
 
     /// A stream of network events from now on. A subscriber that falls behind by more than
-    /// [`Limits::event_queue`](crate::Limits) events misses the oldest.
+    /// [`Limits::event_queue`](crate::Limits) events misses the oldest; membership that must
+    /// not be missed is in [`peer_set`](Self::peer_set).
     pub fn events(&self) -> EventStream {
         EventStream {
-            inner: BroadcastStream::new(self.core().subscribe_events()),
+            inner: BroadcastStream::new(self.shared().events.subscribe()),
         }
     }
 
     /// Counters of what this node has done.
     pub fn metrics(&self) -> NetworkMetrics {
-        self.core().counters.snapshot()
+        lock(&self.shared().metrics).clone()
     }
 
     /// Replaces the authorization policy.
-    pub fn set_policy(&self, policy: Policy) {
-        *self
-            .core()
-            .policy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    pub async fn set_policy(&self, policy: Policy) -> Result<(), NetError> {
+        self.command(ApiCommand::SetPolicy(policy)).await
     }
 
     /// Checks that `peer` may perform `operation` under the current policy.
     pub fn authorize(&self, peer: &PeerId, operation: &str) -> Result<(), NetError> {
-        self.core()
-            .policy
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .authorize(peer, operation)
+        lock(&self.shared().policy).authorize(peer, operation)
     }
 
     /// Signs `message` with this node's key. Callers must prefix their own domain
     /// separator (e.g. `"causality/peer-record/v1\0"`), so a signature made for one
     /// purpose can never be replayed as another.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        self.core().keypair.sign(message)
+        self.shared().keypair.sign(message)
+    }
+
+    /// This node's key pair, for protocol state machines that sign (records, claims).
+    pub fn keypair(&self) -> &crate::Keypair {
+        &self.shared().keypair
     }
 
     /// Lowers `peer`'s score for misbehaviour an upper protocol detected (a forged record,
     /// an invalid proof, …); enough of it bans the peer. `reason` is logged.
-    pub fn penalize(&self, peer: PeerId, points: u32, reason: &str) {
+    pub async fn penalize(&self, peer: PeerId, points: u32, reason: &str) -> Result<(), NetError> {
         tracing::warn!(target: "causality_net", kind = "network", peer = %peer, points, reason, "peer penalized");
-        self.core().penalize(peer, i64::from(points));
+        self.command(ApiCommand::Penalize { peer, points }).await
     }
 
     /// Whether `peer` is currently banned.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
-        self.core().is_banned(peer)
-    }
-
-    /// Publishes raw bytes on a physical topic with no envelope. Only for tests of how peers
-    /// treat bad input.
-    #[doc(hidden)]
-    pub async fn publish_raw(&self, physical: String, bytes: Vec<u8>) -> Result<(), NetError> {
-        self.command(Command::PublishRaw { physical, bytes }).await
-    }
-
-    /// Sends a raw request frame. Only for tests of how peers treat bad input.
-    #[doc(hidden)]
-    pub async fn request_raw(&self, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, NetError> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::Request { peer, bytes, reply })
-            .await?;
-        rx.await.map_err(|_| NetError::Closed)?
+        let now = self.now_ms();
+        lock(&self.shared().bans)
+            .get(peer)
+            .is_some_and(|until| *until > now)
     }
 
     /// The physical gossip topic a logical topic travels on for this node.
-    pub fn physical_topic(&self, topic: &Topic) -> String {
-        self.core().physical(topic)
+    pub fn physical_topic(&self, topic: &Topic) -> PhysicalTopic {
+        topic.physical(self.shared().major, self.shared().shards)
     }
 
     /// Peers known to subscribe to the physical topic `topic` travels on (for gossip, the
     /// candidates to receive what we publish on it).
     pub async fn topic_peers(&self, topic: &Topic) -> Result<Vec<PeerId>, NetError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::TopicPeers {
-            physical: self.core().physical(topic),
+        self.command(ApiCommand::TopicPeers {
+            physical: self.physical_topic(topic),
             reply,
         })
         .await?;
-        let mut peers = rx.await.map_err(|_| NetError::Closed)?;
-        peers.sort();
-        Ok(peers)
+        rx.await.map_err(|_| NetError::Closed)
+    }
+
+    /// This node's clock (ms since the Unix epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.shared().clock.now_ms()
+    }
+
+    /// This node's clock.
+    pub fn clock(&self) -> Arc<dyn crate::Clock> {
+        Arc::clone(&self.shared().clock)
+    }
+}
+
+/// Hooks for tests of how peers treat bad input (feature `test-utils`).
+#[cfg(feature = "test-utils")]
+impl Network {
+    /// Publishes raw bytes on a physical topic with no envelope.
+    pub async fn publish_raw(
+        &self,
+        physical: PhysicalTopic,
+        bytes: Vec<u8>,
+    ) -> Result<(), NetError> {
+        self.command(ApiCommand::PublishRaw { physical, bytes })
+            .await
+    }
+
+    /// Sends a raw request frame on `protocol`'s stream; returns the raw response frame.
+    pub async fn request_raw(
+        &self,
+        peer: PeerId,
+        protocol: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, NetError> {
+        let protocol = crate::RequestProtocol::from_id(protocol)?;
+        self.call(|reply| ApiCommand::RequestRaw {
+            peer,
+            protocol,
+            bytes,
+            reply,
+        })
+        .await
     }
 
     /// Signs an envelope with this node's key and arbitrary fields, without publishing it.
-    /// Only for tests of replay and freshness checks.
-    #[doc(hidden)]
     pub fn sign_own_envelope(
         &self,
         topic: &Topic,
@@ -305,12 +358,7 @@ impl Network {
         timestamp_ms: u64,
         payload: &[u8],
     ) -> Vec<u8> {
-        envelope::sign_envelope(&self.core().keypair, topic, seq, timestamp_ms, payload)
-    }
-
-    /// This node's clock (ms since the Unix epoch).
-    pub fn now_ms(&self) -> u64 {
-        self.core().clock.now_ms()
+        crate::envelope::sign_envelope(&self.shared().keypair, topic, seq, timestamp_ms, payload)
     }
 }
 
@@ -345,15 +393,49 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let core = self.network.core();
-        if let Some(physical) = core.remove_subscriber(&self.topic, self.id)
-            && core
-                .commands
-                .try_send(Command::Unsubscribe(physical))
-                .is_err()
-        {
-            tracing::debug!(target: "causality_net", kind = "network", topic = %self.topic, "command queue full; stays subscribed until the next change");
+        let _ = self.network.inner.dropped.send(Dropped::Subscription {
+            topic: self.topic.clone(),
+            id: self.id,
+        });
+    }
+}
+
+/// A request for a local handler. Answer it with [`respond`](Self::respond) or
+/// [`refuse`](Self::refuse); dropping it refuses it as a handler failure.
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// Who asked (authenticated by the transport).
+    pub peer: PeerId,
+    /// The protocol id it arrived on, e.g. `/causality/echo/0.1.0`.
+    pub protocol: String,
+    /// The request body.
+    pub body: Vec<u8>,
+    responder: oneshot::Sender<Result<Vec<u8>, (RefusalReason, String)>>,
+}
+
+impl InboundRequest {
+    pub(crate) fn new(
+        peer: PeerId,
+        protocol: String,
+        body: Vec<u8>,
+        responder: oneshot::Sender<Result<Vec<u8>, (RefusalReason, String)>>,
+    ) -> Self {
+        Self {
+            peer,
+            protocol,
+            body,
+            responder,
         }
+    }
+
+    /// Answers the request.
+    pub fn respond(self, body: Vec<u8>) {
+        let _ = self.responder.send(Ok(body));
+    }
+
+    /// Refuses the request with a reason the requester sees.
+    pub fn refuse(self, reason: RefusalReason, detail: &str) {
+        let _ = self.responder.send(Err((reason, detail.to_owned())));
     }
 }
 
@@ -361,7 +443,7 @@ impl Drop for Subscription {
 #[derive(Debug)]
 pub struct Requests {
     network: Network,
-    protocol: String,
+    name: String,
     rx: mpsc::Receiver<InboundRequest>,
 }
 
@@ -375,7 +457,10 @@ impl Stream for Requests {
 
 impl Drop for Requests {
     fn drop(&mut self) {
-        self.network.core().remove_handler(&self.protocol);
+        self.rx.close();
+        let _ = self.network.inner.dropped.send(Dropped::Handler {
+            name: self.name.clone(),
+        });
     }
 }
 

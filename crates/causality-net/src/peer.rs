@@ -38,6 +38,11 @@ impl PeerId {
         &self.0
     }
 
+    /// The peer id of an already decoded public key (no second point decompression).
+    pub fn from_verifying_key(key: &VerifyingKey) -> Self {
+        Self(key.to_bytes())
+    }
+
     /// The public key, for signature checks.
     pub(crate) fn verifying_key(&self) -> VerifyingKey {
         // Every PeerId is built from a valid key (see `from_bytes` and `Keypair`).

@@ -86,8 +86,8 @@ impl ReplayGuard {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             width: limits.replay_window.max(64),
-            max_senders: limits.replay_senders.max(1),
-            max_seen: limits.seen_cache.max(1),
+            max_senders: limits.replay_senders,
+            max_seen: limits.seen_cache,
             max_skew_ms: u64::try_from(limits.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
             clock: 0,
         }

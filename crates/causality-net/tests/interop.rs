@@ -58,7 +58,7 @@ async fn a_stock_libp2p_peer_connects_identifies_pings_and_gossips() {
         .build();
 
     let topic: Topic = "register/proof/vk-interop".parse().unwrap();
-    let physical = gossipsub::IdentTopic::new(ours.physical_topic(&topic));
+    let physical = gossipsub::IdentTopic::new(ours.physical_topic(&topic).as_str());
     stock
         .behaviour_mut()
         .gossipsub

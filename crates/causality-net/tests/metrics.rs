@@ -43,7 +43,7 @@ async fn bandwidth_is_counted_per_direction() {
         "nothing sent before a connection"
     );
 
-    let mut requests = b.serve("/causality/echo/0.1.0").unwrap();
+    let mut requests = b.serve("/causality/echo/0.1.0").await.unwrap();
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
             let body = request.body.clone();

@@ -57,7 +57,7 @@ async fn two_nodes_talk_through_a_relay_circuit() {
     .await
     .expect("handshake over the relay circuit");
 
-    let mut requests = a.serve("/causality/echo/0.1.0").unwrap();
+    let mut requests = a.serve("/causality/echo/0.1.0").await.unwrap();
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
             let body = request.body.clone();

@@ -224,3 +224,47 @@ async fn same_seed_same_run() {
     assert_eq!(first, second);
     assert!(first.0.frames > 0);
 }
+
+/// Gossip travels over a bounded mesh, as gossipsub's does: with 100 nodes of about 24
+/// connections each, every node still receives every message exactly once, while the
+/// copies each node receives are bounded by the mesh degree (D = 6, at most D_high = 12),
+/// not by the connections (flooding sends one copy per subscribed neighbour, ~23).
+#[tokio::test(start_paused = true)]
+async fn gossip_uses_a_bounded_mesh_not_flooding() {
+    let sim = MemoryNetwork::new(5);
+    sim.set_default_link(LinkConfig {
+        latency: Duration::from_millis(20),
+        ..LinkConfig::default()
+    });
+    let nodes = mesh(&sim, 100, 12, 5).await;
+    let mut subs = Vec::new();
+    for node in &nodes {
+        subs.push(node.subscribe(&topic()).await.unwrap());
+    }
+    // A few heartbeats so the meshes form.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sim.settle().await;
+    let before = sim.stats();
+    let messages = 20;
+    for (i, node) in nodes.iter().enumerate().take(messages) {
+        node.publish(&topic(), "sim", vec![i as u8; 64])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.settle().await;
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let got = drain(sub);
+        let from_others = messages - usize::from(i < messages);
+        assert_eq!(got.len(), from_others, "node {i} got every message once");
+    }
+    let copies = (sim.stats().gossip_frames - before.gossip_frames) as f64
+        / (messages * (nodes.len() - 1)) as f64;
+    println!("{copies:.2} gossip copies received per message per node");
+    assert!(
+        copies < 9.0,
+        "{copies:.2} copies per message per node: not a bounded mesh"
+    );
+    assert!(copies >= 1.0);
+}

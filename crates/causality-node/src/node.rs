@@ -76,7 +76,7 @@ pub(crate) fn open_data_dir(config: &Config) -> Result<(RocksLog, Keypair)> {
         }),
     ) {
         Ok(log) => log,
-        Err(LogError::Storage(msg)) if msg.to_lowercase().contains("lock") => {
+        Err(LogError::Locked { .. }) => {
             bail!(
                 "data directory {} is in use by another causality-node process",
                 dir.display()
@@ -142,10 +142,11 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             refresh_interval: Duration::from_millis(config.refresh_ms),
             ..causality_discovery::Config::default()
         },
-    )?;
+    )
+    .await?;
 
     // Diagnostics: echo requests, and count messages on the configured topics.
-    let mut echo = network.serve(ECHO)?;
+    let mut echo = network.serve(ECHO).await?;
     tokio::spawn(async move {
         while let Some(request) = echo.next().await {
             let body = request.body.clone();

@@ -11,14 +11,16 @@ use futures::StreamExt;
 
 use crate::harness::{Harness, PATIENCE, eventually, wait_event};
 
+const UPDATE: TopicKind = TopicKind::new("register", "update");
+
 fn topic(id: &str) -> Topic {
-    Topic::new(TopicKind::RegisterUpdate, id).unwrap()
+    Topic::new(UPDATE, id).unwrap()
 }
 
 /// Another id whose topic shares `topic`'s physical shard.
 fn same_shard_as(topic: &Topic) -> Topic {
     (0..)
-        .map(|i| Topic::new(topic.kind(), format!("other-{i}")).unwrap())
+        .map(|i| Topic::new(UPDATE, format!("other-{i}")).unwrap())
         .find(|t| t.shard(16) == topic.shard(16))
         .unwrap()
 }
@@ -99,8 +101,8 @@ pub(crate) async fn unsubscribe_leaves_the_topic<H: Harness>(h: &H) {
 
 const ECHO: &str = "/causality/echo/0.1.0";
 
-fn serve_echo(net: &Network) {
-    let mut requests = net.serve(ECHO).unwrap();
+async fn serve_echo(net: &Network) {
+    let mut requests = net.serve(ECHO).await.unwrap();
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
             let body = request.body.clone();
@@ -114,7 +116,7 @@ fn serve_echo(net: &Network) {
 pub(crate) async fn request_response<H: Harness>(h: &H) {
     let (a, b) = (h.node().await, h.node().await);
     h.connect(&a, &b).await;
-    serve_echo(&b);
+    serve_echo(&b).await;
     let bp = b.local_peer_id();
     assert_eq!(
         a.request(bp, ECHO, b"ping".to_vec()).await.unwrap(),
@@ -130,10 +132,13 @@ pub(crate) async fn request_response<H: Harness>(h: &H) {
         }) => {}
         other => panic!("expected an unsupported-protocol refusal, got {other:?}"),
     }
-    assert!(matches!(b.serve(ECHO), Err(NetError::AlreadyServing(_))));
+    assert!(matches!(
+        b.serve(ECHO).await,
+        Err(NetError::AlreadyServing(_))
+    ));
 
     // A handler that drops the request without answering.
-    let mut dropping = b.serve("/causality/drop/0.1.0").unwrap();
+    let mut dropping = b.serve("/causality/drop/0.1.0").await.unwrap();
     tokio::spawn(async move {
         while let Some(request) = dropping.next().await {
             drop(request);
@@ -226,7 +231,7 @@ struct Arena {
     victim: Network,
     attacker: Network,
     topic: Topic,
-    physical: String,
+    physical: causality_net::PhysicalTopic,
     _sub: causality_net::Subscription,
 }
 
@@ -526,11 +531,11 @@ pub(crate) async fn bad_requests_are_refused<H: Harness>(h: &H) {
         .await;
     let client = h.node().await;
     h.connect(&client, &server).await;
-    serve_echo(&server);
+    serve_echo(&server).await;
     let sp = server.local_peer_id();
 
     let reply = client
-        .request_raw(sp, b"\xff\xfe garbage".to_vec())
+        .request_raw(sp, ECHO, b"\xff\xfe garbage".to_vec())
         .await
         .unwrap();
     let decoded =
@@ -560,7 +565,10 @@ pub(crate) async fn bad_requests_are_refused<H: Harness>(h: &H) {
 
     // Authorization: only role holders may use the protected protocol.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    server.set_policy(Policy::open().require(ECHO, "operator"));
+    server
+        .set_policy(Policy::open().require(ECHO, "operator"))
+        .await
+        .unwrap();
     match client.request(sp, ECHO, b"x".to_vec()).await {
         Err(NetError::Refused {
             reason: RefusalReason::Unauthorized,
@@ -568,11 +576,14 @@ pub(crate) async fn bad_requests_are_refused<H: Harness>(h: &H) {
         }) => {}
         other => panic!("expected unauthorized, got {other:?}"),
     }
-    server.set_policy(
-        Policy::open()
-            .grant(client.local_peer_id(), "operator")
-            .require(ECHO, "operator"),
-    );
+    server
+        .set_policy(
+            Policy::open()
+                .grant(client.local_peer_id(), "operator")
+                .require(ECHO, "operator"),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         client.request(sp, ECHO, b"ok".to_vec()).await.unwrap(),
         b"ok"
