@@ -56,6 +56,9 @@ pub enum DiscoveryError {
     /// The discovery service has stopped.
     #[error("discovery has stopped")]
     Stopped,
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] causality_net::ConfigError),
     /// No rendezvous peer could be asked, or none answered.
     #[error("rendezvous peers unreachable: {0}")]
     Unreachable(String),

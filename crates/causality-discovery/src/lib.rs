@@ -90,6 +90,7 @@ impl Discovery {
     /// Starts discovery on `network`: serves [`PROTOCOL`], dials the bootstrap addresses and
     /// keeps the view fresh every `refresh_interval`. Must be called inside a tokio runtime.
     pub async fn start(network: Network, config: Config) -> Result<Self, DiscoveryError> {
+        config.validate()?;
         let state = State::new(
             config,
             network.keypair().clone(),

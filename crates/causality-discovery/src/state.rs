@@ -88,6 +88,47 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Checks the settings; the first one out of range is named.
+    pub fn validate(&self) -> Result<(), causality_net::ConfigError> {
+        use causality_net::ConfigError;
+        let positive = |field: &'static str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, "must be greater than zero"))
+            }
+        };
+        positive("target_connections", self.target_connections > 0)?;
+        positive("refresh_interval", !self.refresh_interval.is_zero())?;
+        positive("exchange_fanout", self.exchange_fanout > 0)?;
+        positive("max_records", self.max_records > 0)?;
+        positive("replication", self.replication > 0)?;
+        positive("dial_backoff", !self.dial_backoff.is_zero())?;
+        positive("call_timeout", !self.call_timeout.is_zero())?;
+        positive("provider_ttl", !self.provider_ttl.is_zero())?;
+        if !(2..=1024).contains(&self.max_records_per_message) {
+            return Err(ConfigError::new(
+                "max_records_per_message",
+                "must be between 2 and 1024",
+            ));
+        }
+        if self.record_ttl < self.refresh_interval * 2 {
+            return Err(ConfigError::new(
+                "record_ttl",
+                "must be at least two refresh intervals (records are re-signed at half their life)",
+            ));
+        }
+        if self.max_dial_backoff < self.dial_backoff {
+            return Err(ConfigError::new(
+                "max_dial_backoff",
+                "must not be below dial_backoff",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A change in the live view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ViewEvent {
@@ -1261,6 +1302,24 @@ mod tests {
         assert!(left(&outputs).contains(&id(1)));
         let exchange = exchanges(&outputs);
         assert_eq!(exchange[0].2[0], id(0));
+    }
+
+    #[test]
+    fn settings_out_of_range_are_named() {
+        assert!(Config::default().validate().is_ok());
+        let bad = Config {
+            record_ttl: Duration::from_secs(5),
+            ..Config::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().field(), "record_ttl");
+        let bad = Config {
+            max_records_per_message: 1,
+            ..Config::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().field(),
+            "max_records_per_message"
+        );
     }
 
     #[test]

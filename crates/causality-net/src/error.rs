@@ -77,7 +77,36 @@ pub enum NetError {
     /// A handler for this protocol is already registered.
     #[error("a handler for `{0}` is already registered")]
     AlreadyServing(String),
-    /// A dial or listen address could not be used.
+    /// Dialing failed: no connection to the address could be made.
+    #[error("dial {address} failed")]
+    Dial {
+        /// Where.
+        address: String,
+        /// The transport's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Listening on an address failed.
+    #[error("listen on {address} failed")]
+    Listen {
+        /// Where.
+        address: String,
+        /// The transport's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A request's stream failed (reset, closed early, a malformed frame).
+    #[error("request `{protocol}` to {peer}: stream failed")]
+    Stream {
+        /// To whom.
+        peer: PeerId,
+        /// The protocol id.
+        protocol: String,
+        /// What went wrong on the stream.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A dial or listen address could not be used at all (wrong form, no such node).
     #[error("address {address}: {detail}")]
     Address {
         /// The address.

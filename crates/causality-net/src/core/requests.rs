@@ -33,7 +33,7 @@ pub(crate) enum RequestFailure {
     /// No response in time.
     Timeout,
     /// Something else on the stream.
-    Io(String),
+    Io(std::io::Error),
 }
 
 /// Every known request protocol, by name.
@@ -430,7 +430,11 @@ impl Core {
                 reason: RefusalReason::UnsupportedProtocol,
                 detail: "the peer does not speak the protocol".into(),
             },
-            RequestFailure::Io(detail) => NetError::Transport(detail),
+            RequestFailure::Io(source) => NetError::Stream {
+                peer,
+                protocol,
+                source,
+            },
         };
         self.finish(id, Err(error), now_ms);
     }

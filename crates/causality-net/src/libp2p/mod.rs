@@ -40,9 +40,9 @@ impl Libp2pNetwork {
         for address in &config.listen {
             swarm
                 .listen_on(address.clone())
-                .map_err(|e| NetError::Address {
+                .map_err(|e| NetError::Listen {
                     address: address.to_string(),
-                    detail: e.to_string(),
+                    source: Box::new(e),
                 })?;
         }
         let mut transport = Libp2pTransport::new(swarm, config.max_inbound_streams);

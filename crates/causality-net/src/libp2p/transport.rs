@@ -57,7 +57,7 @@ pub(crate) struct Libp2pTransport {
     next_inbound: u64,
     accepting: HashMap<String, JoinHandle<()>>,
     streams: Arc<Semaphore>,
-    dials: HashMap<ConnectionId, u64>,
+    dials: HashMap<ConnectionId, (u64, Multiaddr)>,
 }
 
 impl Libp2pTransport {
@@ -124,7 +124,7 @@ impl Libp2pTransport {
                 connection_id,
                 ..
             } => {
-                if let Some(token) = self.dials.remove(&connection_id) {
+                if let Some((token, _)) = self.dials.remove(&connection_id) {
                     self.events.push_back(TransportEvent::Dialed {
                         token,
                         result: Ok(()),
@@ -156,10 +156,13 @@ impl Libp2pTransport {
                 error,
                 ..
             } => {
-                if let Some(token) = self.dials.remove(&connection_id) {
+                if let Some((token, address)) = self.dials.remove(&connection_id) {
                     self.events.push_back(TransportEvent::Dialed {
                         token,
-                        result: Err(NetError::Transport(format!("dial failed: {error}"))),
+                        result: Err(NetError::Dial {
+                            address: address.to_string(),
+                            source: Box::new(error),
+                        }),
                     });
                 }
             }
@@ -278,18 +281,15 @@ impl Libp2pTransport {
                         libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
                             RequestFailure::UnsupportedProtocol
                         }
-                        other => RequestFailure::Io(other.to_string()),
+                        libp2p_stream::OpenStreamError::Io(e) => RequestFailure::Io(e),
+                        other => RequestFailure::Io(std::io::Error::other(other.to_string())),
                     })?;
                 write_frame(&mut stream, &bytes)
                     .await
-                    .map_err(|e| RequestFailure::Io(e.to_string()))?;
-                let response = read_frame(&mut stream, max_response).await.map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::InvalidData {
-                        RequestFailure::Io(format!("response: {e}"))
-                    } else {
-                        RequestFailure::Io(e.to_string())
-                    }
-                })?;
+                    .map_err(RequestFailure::Io)?;
+                let response = read_frame(&mut stream, max_response)
+                    .await
+                    .map_err(RequestFailure::Io)?;
                 let _ = stream.close().await;
                 Ok(response)
             };
@@ -442,13 +442,13 @@ impl Transport for Libp2pTransport {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.dials.insert(id, token);
+                self.dials.insert(id, (token, address));
             }
             Err(e) => self.events.push_back(TransportEvent::Dialed {
                 token,
-                result: Err(NetError::Address {
+                result: Err(NetError::Dial {
                     address: address.to_string(),
-                    detail: e.to_string(),
+                    source: Box::new(e),
                 }),
             }),
         }
@@ -459,9 +459,9 @@ impl Transport for Libp2pTransport {
             .swarm
             .listen_on(address.clone())
             .map(drop)
-            .map_err(|e| NetError::Address {
+            .map_err(|e| NetError::Listen {
                 address: address.to_string(),
-                detail: e.to_string(),
+                source: Box::new(e),
             });
         self.events
             .push_back(TransportEvent::Listened { token, result });
