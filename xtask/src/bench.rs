@@ -16,6 +16,11 @@ const CRATES: &[&str] = &["hash", "log", "net", "discovery"];
 /// Both are criterion ids, `group/function[/parameter]`; a ratio of times.
 const RATIOS: &[(&str, &str, &str)] = &[
     (
+        "HRW top-3 over 10,000 peers: rule 1 / rule 2 prepared (speed-up)",
+        "hrw_top3/rule1/10000",
+        "hrw_top3/prepared/10000",
+    ),
+    (
         "RocksLog / raw RocksDB, no sync (time ratio; target <= 1.25)",
         "append_256B/rocks_log_nosync",
         "append_256B/raw_rocksdb_nosync",

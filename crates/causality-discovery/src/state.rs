@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use causality_hash::{ContentId, Rendezvous};
+use causality_hash::{ContentId, PeerDigest, Rendezvous};
 use causality_net::service::{
     CallId, Ids, InboundId, Input, OutboundId, Output, Protocol, Severity,
 };
@@ -184,6 +184,9 @@ pub struct Membership {
     pub own: PeerRecord,
     /// The records of the view (not ours), by peer.
     pub records: Arc<BTreeMap<PeerId, PeerRecord>>,
+    /// Each record's rendezvous digest for this epoch (same keys as `records`).
+    digests: Arc<BTreeMap<PeerId, PeerDigest>>,
+    own_digest: PeerDigest,
     hrw: Rendezvous,
 }
 
@@ -204,35 +207,39 @@ impl Membership {
         k: usize,
         filter: RecordFilter<'_>,
     ) -> Vec<PeerRecord> {
-        responsible(&self.hrw, &self.own, self.records.values(), key, k, filter)
+        let view = self.records.values().zip(self.digests.values().copied());
+        responsible(
+            &self.hrw,
+            (&self.own, self.own_digest),
+            view,
+            key,
+            k,
+            filter,
+        )
     }
 }
 
+/// Weighted HRW top-k over our record and the view's, each with its epoch digest (one
+/// BLAKE3 per lookup, for the key).
 fn responsible<'a>(
     hrw: &Rendezvous,
-    own: &'a PeerRecord,
-    view: impl Iterator<Item = &'a PeerRecord>,
+    own: (&'a PeerRecord, PeerDigest),
+    view: impl Iterator<Item = (&'a PeerRecord, PeerDigest)>,
     key: &[u8],
     k: usize,
     filter: RecordFilter<'_>,
 ) -> Vec<PeerRecord> {
-    struct Candidate<'a> {
-        record: &'a PeerRecord,
-    }
-    impl AsRef<[u8]> for Candidate<'_> {
-        fn as_ref(&self) -> &[u8] {
-            self.record.peer.as_bytes()
-        }
-    }
-    let candidates: Vec<Candidate<'_>> = std::iter::once(own)
+    let candidates: Vec<(PeerDigest, &PeerRecord)> = std::iter::once(own)
         .chain(view)
-        .filter(|r| filter(r))
-        .map(|record| Candidate { record })
+        .filter(|(r, _)| filter(r))
+        .map(|(r, d)| (d, r))
         .collect();
-    hrw.top_k_weighted(key, &candidates, k, |c| c.record.weight())
-        .into_iter()
-        .map(|c| c.record.clone())
-        .collect()
+    hrw.top_k_weighted_prepared(key, &candidates, k, |(d, r)| {
+        (*d, r.weight(), r.peer.as_bytes().as_slice())
+    })
+    .into_iter()
+    .map(|(_, r)| (*r).clone())
+    .collect()
 }
 
 /// A provide or find-providers call in progress.
@@ -258,6 +265,8 @@ enum Outgoing {
 #[derive(Debug)]
 struct Known {
     record: PeerRecord,
+    /// Its rendezvous digest for our epoch.
+    digest: PeerDigest,
     /// When we last received a newer version (or first learned it), ms.
     updated_ms: u64,
     connected: bool,
@@ -296,6 +305,8 @@ pub struct State {
     dialing: BTreeMap<PeerId, Vec<CallId>>,
     /// The view as last published, shared with [`Membership`] snapshots.
     snapshot: Arc<BTreeMap<PeerId, PeerRecord>>,
+    digests: Arc<BTreeMap<PeerId, PeerDigest>>,
+    own_digest: PeerDigest,
     version: u64,
     view_changed: bool,
     outputs: VecDeque<Output<State>>,
@@ -334,6 +345,8 @@ impl State {
             calls: BTreeMap::new(),
             dialing: BTreeMap::new(),
             snapshot: Arc::new(BTreeMap::new()),
+            digests: Arc::new(BTreeMap::new()),
+            own_digest: Rendezvous::for_epoch(config.epoch).peer_digest(own.peer.as_bytes()),
             version: 0,
             view_changed: true,
             local: own.peer,
@@ -390,6 +403,8 @@ impl State {
             version: self.version,
             own: self.own.clone(),
             records: Arc::clone(&self.snapshot),
+            digests: Arc::clone(&self.digests),
+            own_digest: self.own_digest,
             hrw: self.hrw.clone(),
         }
     }
@@ -403,9 +418,13 @@ impl State {
         match &event {
             ViewEvent::Joined(record) => {
                 Arc::make_mut(&mut self.snapshot).insert(record.peer, record.clone());
+                if let Some(known) = self.view.get(&record.peer) {
+                    Arc::make_mut(&mut self.digests).insert(record.peer, known.digest);
+                }
             }
             ViewEvent::Left(peer) => {
                 Arc::make_mut(&mut self.snapshot).remove(peer);
+                Arc::make_mut(&mut self.digests).remove(peer);
             }
         }
         self.push(Output::Event(Event::View(event)));
@@ -444,8 +463,10 @@ impl State {
     ) -> Vec<PeerRecord> {
         responsible(
             &self.hrw,
-            &self.own,
-            self.view.values().map(|known| &known.record),
+            (&self.own, self.own_digest),
+            self.view
+                .values()
+                .map(|known| (&known.record, known.digest)),
             key,
             k,
             filter,
@@ -823,6 +844,7 @@ impl State {
         self.view.insert(
             record.peer,
             Known {
+                digest: self.hrw.peer_digest(record.peer.as_bytes()),
                 record: record.clone(),
                 updated_ms: now_ms,
                 connected,

@@ -1,21 +1,35 @@
-//! Rendezvous (highest-random-weight) hashing.
+//! Rendezvous (highest-random-weight) hashing, rule version 2.
 //!
-//! `score(key, peer)` is the first 8 bytes, read little-endian, of
-//! `BLAKE3(salt ‖ key ‖ peer)`, where `salt` is the network epoch as 8 big-endian bytes
-//! (see [`Rendezvous::for_epoch`]). The peer with the highest score is responsible for
-//! the key; equal scores are ordered by the peer bytes, greater first. Keys should have
-//! a fixed length within one use (content ids are 32 bytes), so that `key ‖ peer` is
-//! unambiguous.
+//! Two digests, both salted by the network epoch (`salt` = the epoch as 8 big-endian bytes,
+//! see [`Rendezvous::for_epoch`]):
 //!
-//! The weighted variant uses the logarithmic method: with `u` the score mapped into
-//! the open interval (0, 1), a peer of weight `w` scores `-w / ln(u)`, so it wins a
-//! share of keys proportional to `w`. The logarithm comes from `libm`, a pure-Rust
-//! port of musl, so every platform gets the same bits and the same winners.
+//! - `kd = u64_le(BLAKE3(salt ‖ key)[0..8])`, once per lookup;
+//! - `pd = u64_le(BLAKE3(salt ‖ peer)[0..8])`, once per peer per epoch ([`PeerDigest`], kept
+//!   with the view);
+//!
+//! and `score(key, peer) = mix(kd ⊕ pd)`, where `mix` is the SplitMix64 finalizer (a
+//! bijection on 64-bit words with full avalanche). The peer with the highest score is
+//! responsible for the key; equal scores are ordered by the peer bytes, greater first.
+//! A lookup over prepared peers costs a few nanoseconds per peer instead of one BLAKE3.
+//!
+//! The weighted variant uses the logarithmic method: with `u` the score mapped into the
+//! open interval (0, 1), a peer of weight `w` scores `-w / ln(u)`, so it wins a share of keys
+//! proportional to `w`. The logarithm comes from `libm`, a pure-Rust port of musl, so every
+//! platform gets the same bits and the same winners.
+//!
+//! Grinding: the salt is in both digests, so identities ground against one epoch are worth
+//! nothing in the next; within an epoch, winning a chosen key still takes about N fresh
+//! identities against N honest peers (`mix` leaves no structure to aim at). See
+//! `docs/DECISIONS.md`.
 
 use std::cmp::Ordering;
 
-/// Longest key plus peer id that is hashed without a heap allocation.
-const INLINE_INPUT: usize = 256;
+/// The scoring rule's version, recorded in the test vectors.
+pub const HRW_RULE_VERSION: u32 = 2;
+
+/// A peer's digest under one salt, computed once per epoch: see [`Rendezvous::peer_digest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerDigest(pub u64);
 
 /// Rendezvous hashing under one salt (normally the network epoch).
 ///
@@ -32,10 +46,21 @@ const INLINE_INPUT: usize = 256;
 /// // The winner is the peer with the highest score.
 /// let best = peers.iter().max_by_key(|p| (hrw.score(key.as_bytes(), p), p.to_vec())).unwrap();
 /// assert_eq!(top[0], best);
+/// // With digests computed once per epoch, a lookup hashes only the key.
+/// let digests: Vec<_> = peers.iter().map(|p| (hrw.peer_digest(p), p.as_slice())).collect();
+/// let prepared = hrw.top_k_prepared(key.as_bytes(), &digests, 3, |(d, p)| (*d, *p));
+/// assert_eq!(prepared[0].1, best.as_slice());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendezvous {
     salt: Vec<u8>,
+}
+
+/// The SplitMix64 finalizer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Rendezvous {
@@ -56,10 +81,33 @@ impl Rendezvous {
         &self.salt
     }
 
+    fn digest(&self, bytes: &[u8]) -> u64 {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.salt);
+        hasher.update(bytes);
+        let digest = hasher.finalize();
+        u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+
+    /// The key's digest, `u64_le(BLAKE3(salt ‖ key)[0..8])`.
+    pub fn key_digest(&self, key: &[u8]) -> u64 {
+        self.digest(key)
+    }
+
+    /// The peer's digest, `u64_le(BLAKE3(salt ‖ peer)[0..8])`: compute it once per epoch and
+    /// keep it with the peer.
+    pub fn peer_digest(&self, peer: &[u8]) -> PeerDigest {
+        PeerDigest(self.digest(peer))
+    }
+
+    /// The score of a peer with digest `peer` for a key with digest `key`: higher wins.
+    pub fn combine(key: u64, peer: PeerDigest) -> u64 {
+        mix(key ^ peer.0)
+    }
+
     /// The score of `peer` for `key`: higher wins.
     pub fn score(&self, key: &[u8], peer: &[u8]) -> u64 {
-        let mut prefix = Prefix::new(&self.salt, key);
-        prefix.score(peer)
+        Self::combine(self.key_digest(key), self.peer_digest(peer))
     }
 
     /// The weighted score of `peer` (weight `weight` > 0) for `key`: higher wins.
@@ -70,16 +118,52 @@ impl Rendezvous {
         weighted(self.score(key, peer), weight)
     }
 
-    /// The `k` peers with the highest scores for `key`, best first.
+    /// The `k` peers with the highest scores for `key`, best first. Computes every peer's
+    /// digest; over a view that changes rarely, keep the digests and use
+    /// [`top_k_prepared`](Self::top_k_prepared).
     pub fn top_k<'a, P: AsRef<[u8]>>(&self, key: &[u8], peers: &'a [P], k: usize) -> Vec<&'a P> {
-        let mut prefix = Prefix::new(&self.salt, key);
+        let digests: Vec<(PeerDigest, &[u8])> = peers
+            .iter()
+            .map(|p| (self.peer_digest(p.as_ref()), p.as_ref()))
+            .collect();
+        self.top_k_indices(key, &digests, k, |(d, p)| (*d, *p))
+            .into_iter()
+            .map(|i| &peers[i])
+            .collect()
+    }
+
+    /// The `k` items with the highest scores for `key`, best first, where `prepared` gives
+    /// each item's digest and peer bytes (for ties). One BLAKE3 per lookup, a multiply-xorshift
+    /// per item.
+    pub fn top_k_prepared<'a, T>(
+        &self,
+        key: &[u8],
+        items: &'a [T],
+        k: usize,
+        prepared: impl Fn(&T) -> (PeerDigest, &[u8]),
+    ) -> Vec<&'a T> {
+        self.top_k_indices(key, items, k, prepared)
+            .into_iter()
+            .map(|i| &items[i])
+            .collect()
+    }
+
+    fn top_k_indices<T>(
+        &self,
+        key: &[u8],
+        items: &[T],
+        k: usize,
+        prepared: impl Fn(&T) -> (PeerDigest, &[u8]),
+    ) -> Vec<usize> {
+        let kd = self.key_digest(key);
         let mut best = TopK::new(k);
-        for (i, peer) in peers.iter().enumerate() {
-            let peer = peer.as_ref();
-            let score = prefix.score(peer);
-            best.offer(score, i, |a, b| peers[a].as_ref().cmp(peers[b].as_ref()));
+        for (i, item) in items.iter().enumerate() {
+            let (digest, _) = prepared(item);
+            best.offer(Self::combine(kd, digest), i, |a, b| {
+                prepared(&items[a]).1.cmp(prepared(&items[b]).1)
+            });
         }
-        best.into_indices().map(|i| &peers[i]).collect()
+        best.into_indices().collect()
     }
 
     /// The `k` peers with the highest weighted scores for `key`, best first.
@@ -92,23 +176,56 @@ impl Rendezvous {
         k: usize,
         weight: impl Fn(&P) -> f64,
     ) -> Vec<&'a P> {
-        let mut prefix = Prefix::new(&self.salt, key);
+        let digests: Vec<(PeerDigest, f64, &[u8])> = peers
+            .iter()
+            .map(|p| (self.peer_digest(p.as_ref()), weight(p), p.as_ref()))
+            .collect();
+        self.top_k_weighted_indices(key, &digests, k, |(d, w, p)| (*d, *w, *p))
+            .into_iter()
+            .map(|i| &peers[i])
+            .collect()
+    }
+
+    /// The `k` items with the highest weighted scores for `key`, best first, where
+    /// `prepared` gives each item's digest, weight and peer bytes.
+    pub fn top_k_weighted_prepared<'a, T>(
+        &self,
+        key: &[u8],
+        items: &'a [T],
+        k: usize,
+        prepared: impl Fn(&T) -> (PeerDigest, f64, &[u8]),
+    ) -> Vec<&'a T> {
+        self.top_k_weighted_indices(key, items, k, prepared)
+            .into_iter()
+            .map(|i| &items[i])
+            .collect()
+    }
+
+    fn top_k_weighted_indices<T>(
+        &self,
+        key: &[u8],
+        items: &[T],
+        k: usize,
+        prepared: impl Fn(&T) -> (PeerDigest, f64, &[u8]),
+    ) -> Vec<usize> {
+        let kd = self.key_digest(key);
         let mut best = TopK::new(k);
-        for (i, peer) in peers.iter().enumerate() {
-            let score = weighted(prefix.score(peer.as_ref()), weight(peer));
+        for (i, item) in items.iter().enumerate() {
+            let (digest, weight, _) = prepared(item);
+            let score = weighted(Self::combine(kd, digest), weight);
             best.offer(OrdF64(score), i, |a, b| {
-                peers[a].as_ref().cmp(peers[b].as_ref())
+                prepared(&items[a]).2.cmp(prepared(&items[b]).2)
             });
         }
-        best.into_indices().map(|i| &peers[i]).collect()
+        best.into_indices().collect()
     }
 
     /// The index of the single best peer, or `None` when `peers` is empty.
     pub fn winner<P: AsRef<[u8]>>(&self, key: &[u8], peers: &[P]) -> Option<usize> {
-        let mut prefix = Prefix::new(&self.salt, key);
+        let kd = self.key_digest(key);
         let mut best: Option<(u64, usize)> = None;
         for (i, peer) in peers.iter().enumerate() {
-            let score = prefix.score(peer.as_ref());
+            let score = Self::combine(kd, self.peer_digest(peer.as_ref()));
             let better = match best {
                 None => true,
                 Some((s, j)) => {
@@ -131,46 +248,6 @@ fn weighted(score: u64, weight: f64) -> f64 {
     // The 52 high bits, centred in their cell: exact in an f64, never 0 and never 1.
     let u = ((score >> 12) as f64 + 0.5) / (1u64 << 52) as f64;
     -weight / libm::log(u)
-}
-
-/// `salt ‖ key` already laid out in a buffer; each peer is appended in place.
-struct Prefix {
-    buf: [u8; INLINE_INPUT],
-    len: usize,
-    spill: Vec<u8>,
-}
-
-impl Prefix {
-    fn new(salt: &[u8], key: &[u8]) -> Self {
-        let len = salt.len() + key.len();
-        let mut buf = [0u8; INLINE_INPUT];
-        let mut spill = Vec::new();
-        if len <= INLINE_INPUT {
-            buf[..salt.len()].copy_from_slice(salt);
-            buf[salt.len()..len].copy_from_slice(key);
-        } else {
-            spill.extend_from_slice(salt);
-            spill.extend_from_slice(key);
-        }
-        Self { buf, len, spill }
-    }
-
-    fn score(&mut self, peer: &[u8]) -> u64 {
-        let total = self.len + peer.len();
-        let digest = if total <= INLINE_INPUT {
-            self.buf[self.len..total].copy_from_slice(peer);
-            blake3::hash(&self.buf[..total])
-        } else {
-            if self.spill.is_empty() {
-                self.spill.extend_from_slice(&self.buf[..self.len]);
-            }
-            self.spill.truncate(self.len);
-            self.spill.extend_from_slice(peer);
-            blake3::hash(&self.spill)
-        };
-        let first: [u8; 8] = digest.as_bytes()[..8].try_into().expect("8 bytes");
-        u64::from_le_bytes(first)
-    }
 }
 
 /// `f64` ordered by `total_cmp`; the weighted scores are never NaN.
@@ -242,16 +319,64 @@ mod tests {
             .collect()
     }
 
+    fn le8(bytes: &[u8]) -> u64 {
+        u64::from_le_bytes(blake3::hash(bytes).as_bytes()[..8].try_into().unwrap())
+    }
+
     #[test]
-    fn score_is_blake3_of_salt_key_peer() {
+    fn score_mixes_the_two_salted_digests() {
         let hrw = Rendezvous::for_epoch(3);
         let (key, peer) = (b"key-bytes", b"peer-bytes");
-        let mut input = 3u64.to_be_bytes().to_vec();
-        input.extend_from_slice(key);
-        input.extend_from_slice(peer);
-        let digest = blake3::hash(&input);
-        let expected = u64::from_le_bytes(digest.as_bytes()[..8].try_into().unwrap());
-        assert_eq!(hrw.score(key, peer), expected);
+        let salted = |x: &[u8]| {
+            let mut input = 3u64.to_be_bytes().to_vec();
+            input.extend_from_slice(x);
+            le8(&input)
+        };
+        let (kd, pd) = (salted(key), salted(peer));
+        assert_eq!(hrw.key_digest(key), kd);
+        assert_eq!(hrw.peer_digest(peer), PeerDigest(pd));
+        // SplitMix64's finalizer, written out.
+        let mut z = kd ^ pd;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^= z >> 31;
+        assert_eq!(hrw.score(key, peer), z);
+    }
+
+    #[test]
+    fn prepared_lookups_agree_with_plain_ones() {
+        let hrw = Rendezvous::for_epoch(9);
+        let peers = peers(300);
+        let prepared: Vec<(PeerDigest, f64, &[u8])> = peers
+            .iter()
+            .map(|p| (hrw.peer_digest(p), f64::from(p[0] % 3 + 1), p.as_slice()))
+            .collect();
+        for key in 0u32..50 {
+            let key = key.to_be_bytes();
+            let plain: Vec<&[u8]> = hrw
+                .top_k(&key, &peers, 5)
+                .iter()
+                .map(|p| p.as_slice())
+                .collect();
+            let fast: Vec<&[u8]> = hrw
+                .top_k_prepared(&key, &prepared, 5, |(d, _, p)| (*d, *p))
+                .iter()
+                .map(|(_, _, p)| *p)
+                .collect();
+            assert_eq!(plain, fast);
+            let weight = |p: &[u8; 32]| f64::from(p[0] % 3 + 1);
+            let plain: Vec<&[u8]> = hrw
+                .top_k_weighted(&key, &peers, 5, weight)
+                .iter()
+                .map(|p| p.as_slice())
+                .collect();
+            let fast: Vec<&[u8]> = hrw
+                .top_k_weighted_prepared(&key, &prepared, 5, |(d, w, p)| (*d, *w, *p))
+                .iter()
+                .map(|(_, _, p)| *p)
+                .collect();
+            assert_eq!(plain, fast);
+        }
     }
 
     #[test]
@@ -268,21 +393,6 @@ mod tests {
             }
             assert_eq!(hrw.winner(&key, &peers).map(|i| &peers[i]), Some(all[0]));
         }
-    }
-
-    #[test]
-    fn long_inputs_spill_to_the_heap_identically() {
-        let hrw = Rendezvous::with_salt(&[9; 200]);
-        let key = [1u8; 100];
-        let peer = [2u8; 100];
-        let mut input = vec![9u8; 200];
-        input.extend_from_slice(&key);
-        input.extend_from_slice(&peer);
-        let digest = blake3::hash(&input);
-        let expected = u64::from_le_bytes(digest.as_bytes()[..8].try_into().unwrap());
-        assert_eq!(hrw.score(&key, &peer), expected);
-        let ps = [peer, [3u8; 100], [4u8; 100]];
-        assert_eq!(hrw.top_k(&key, &ps, 3).len(), 3);
     }
 
     #[test]

@@ -54,7 +54,8 @@ fn compute() -> Value {
         }
     }
     json!({
-        "description": "HRW: score = u64_le(BLAKE3(epoch_be8 || key || peer)[0..8]); highest wins, ties by greater peer bytes. Weighted: -w/ln(u), u = ((score >> 12) + 0.5) / 2^52, ln from musl (libm). Weight of a peer = (peer[0] % 4) + 1.",
+        "rule_version": causality_hash::HRW_RULE_VERSION,
+        "description": "HRW rule 2: kd = u64_le(BLAKE3(epoch_be8 || key)[0..8]), pd = u64_le(BLAKE3(epoch_be8 || peer)[0..8]), score = splitmix64_finalizer(kd ^ pd) where z = (z ^ z>>30) * 0xbf58476d1ce4e5b9; z = (z ^ z>>27) * 0x94d049bb133111eb; z ^ z>>31 (wrapping); highest wins, ties by greater peer bytes. Weighted: -w/ln(u), u = ((score >> 12) + 0.5) / 2^52, ln from musl (libm). Weight of a peer = (peer[0] % 4) + 1.",
         "peers": peers.iter().map(|p| hex(p)).collect::<Vec<_>>(),
         "cases": cases,
     })
@@ -73,6 +74,10 @@ fn vectors_match() {
     )
     .unwrap();
     assert_eq!(stored["peers"], computed["peers"]);
+    assert_eq!(
+        stored["rule_version"], computed["rule_version"],
+        "vectors of another rule"
+    );
     let (stored, computed) = (
         stored["cases"].as_array().unwrap(),
         computed["cases"].as_array().unwrap(),
@@ -94,18 +99,24 @@ fn vector_scores_follow_the_definition() {
         let key: Vec<u8> = (0..32)
             .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
             .collect();
+        let salted = |x: &[u8]| {
+            let mut input = epoch.to_be_bytes().to_vec();
+            input.extend_from_slice(x);
+            let digest = blake3::hash(&input);
+            u64::from_le_bytes(digest.as_bytes()[..8].try_into().unwrap())
+        };
+        let kd = salted(&key);
         for (i, score) in case["scores_of_first_4_peers"]
             .as_array()
             .unwrap()
             .iter()
             .enumerate()
         {
-            let mut input = epoch.to_be_bytes().to_vec();
-            input.extend_from_slice(&key);
-            input.extend_from_slice(&peer(i as u32));
-            let digest = blake3::hash(&input);
-            let expected = u64::from_le_bytes(digest.as_bytes()[..8].try_into().unwrap());
-            assert_eq!(score.as_str().unwrap(), expected.to_string());
+            let mut z = kd ^ salted(&peer(i as u32));
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            assert_eq!(score.as_str().unwrap(), z.to_string());
         }
     }
 }
