@@ -87,6 +87,12 @@ fn a_thousand_nodes_converge_from_a_seed_twice_alike() {
 
 #[test]
 fn a_partition_splits_views_and_healing_merges_them() {
+    let first = partition_and_heal();
+    assert_eq!(first, partition_and_heal(), "crashes and partitions replay alike");
+}
+
+/// Converges 20 nodes, splits them, heals, restarts one; returns the trace hash.
+fn partition_and_heal() -> [u8; 32] {
     let (mut sim, took) = converge(3, 20, 200_000);
     took.expect("20 nodes converged");
     let left: Vec<usize> = (0..10).collect();
@@ -115,4 +121,5 @@ fn a_partition_splits_views_and_healing_merges_them() {
     });
     let merged = until(&mut sim, 300_000, |s| s.view_len() == 19);
     assert!(merged, "views merged again after the heal");
+    sim.trace_hash()
 }

@@ -384,11 +384,13 @@ impl<P: Protocol> Sim<P> {
         node.outbound.clear();
         node.inbound.clear();
         node.seen.clear();
-        let peers: Vec<usize> = self
+        let mut peers: Vec<usize> = self
             .connections
             .iter()
             .filter_map(|&(a, b)| (a == n).then_some(b).or((b == n).then_some(a)))
             .collect();
+        // In index order: the set's own order differs between runs.
+        peers.sort_unstable();
         for other in peers {
             self.connections.remove(&edge(n, other));
             let at = self.now + self.delay();
