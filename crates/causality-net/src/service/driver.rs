@@ -184,6 +184,7 @@ impl<P: Protocol> Driver<P> {
                     }
                     None => break,
                 },
+                Ok(()) = self.peers.changed() => self.on_peers(),
                 Some(done) = self.pending.next(), if !self.pending.is_empty() => match done {
                     Done::Nothing => {}
                     Done::Input(input) => self.handle(input),
@@ -208,7 +209,6 @@ impl<P: Protocol> Driver<P> {
                     self.inbound.insert(id, request);
                     self.handle(input);
                 }
-                Ok(()) = self.peers.changed() => self.on_peers(),
                 true = view_changed => {
                     let current = view.as_mut().map(|v| v.borrow_and_update().clone());
                     if let Some(current) = current {
