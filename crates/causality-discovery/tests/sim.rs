@@ -88,7 +88,11 @@ fn a_thousand_nodes_converge_from_a_seed_twice_alike() {
 #[test]
 fn a_partition_splits_views_and_healing_merges_them() {
     let first = partition_and_heal();
-    assert_eq!(first, partition_and_heal(), "crashes and partitions replay alike");
+    assert_eq!(
+        first,
+        partition_and_heal(),
+        "crashes and partitions replay alike"
+    );
 }
 
 /// Converges 20 nodes, splits them, heals, restarts one; returns the trace hash.

@@ -148,6 +148,75 @@ fn simulation(quick: bool) {
     });
 }
 
+/// The same scenario over libp2p on 127.0.0.1 (TCP): copies each node receives per
+/// message, read from gossipsub's own counters (received with duplicates, and without).
+fn libp2p_copies(quick: bool) {
+    use causality_net::MetricsRegistry;
+    let (nodes_n, messages) = if quick { (6, 3) } else { (100, 20) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut nodes = Vec::new();
+        let mut registries = Vec::new();
+        for i in 0..nodes_n {
+            let registry = Arc::new(Mutex::new(MetricsRegistry::default()));
+            let mut config = Libp2pConfig::new(Keypair::from_index(70_000 + i as u64));
+            config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+            config.heartbeat = Duration::from_millis(200);
+            config.metrics = Some(Arc::clone(&registry));
+            nodes.push(Libp2pNetwork::start(config).await.unwrap());
+            registries.push(registry);
+        }
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        for (i, node) in nodes.iter().enumerate() {
+            let _ = node.dial(nodes[(i + 1) % nodes_n].listen_addresses()[0].clone()).await;
+            for _ in 0..5 {
+                let j = rng.gen_range(0..nodes_n);
+                if j != i {
+                    let _ = node.dial(nodes[j].listen_addresses()[0].clone()).await;
+                }
+            }
+        }
+        let mut subs = Vec::new();
+        for node in &nodes {
+            subs.push(node.subscribe(&topic()).await.unwrap());
+        }
+        // Let meshes form over a few heartbeats.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for m in 0..messages {
+            let publisher = &nodes[rng.gen_range(0..nodes_n)];
+            let _ = publisher.publish(&topic(), "bench", vec![m as u8; 256]).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let count = |registry: &Mutex<MetricsRegistry>, name: &str| -> f64 {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry.lock().unwrap()).unwrap();
+            text.lines()
+                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let unfiltered: f64 = registries
+            .iter()
+            .map(|r| count(r, "gossipsub_topic_msg_recv_counts_unfiltered_total"))
+            .sum();
+        let unique: f64 = registries
+            .iter()
+            .map(|r| count(r, "gossipsub_topic_msg_recv_counts_total"))
+            .sum();
+        let expected = (messages * (nodes_n - 1)) as f64;
+        println!(
+            "FIGURE libp2p {nodes_n} nodes (TCP, loopback, degree ~12): {unique:.0} of {expected:.0} deliveries, {:.2} gossip copies received per message per node",
+            unfiltered / expected
+        );
+        drop(subs);
+    });
+}
+
 async fn pair(addr: &str, receiver_limits: bool) -> (Network, Network) {
     let mut rng = rand::rngs::OsRng;
     let mut ca = Libp2pConfig::new(Keypair::generate(&mut rng));
@@ -276,6 +345,7 @@ fn main() {
     cpu(&mut criterion);
     criterion.final_summary();
     simulation(quick);
+    libp2p_copies(quick);
     libp2p(quick);
 }
 

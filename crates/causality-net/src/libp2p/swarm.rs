@@ -56,6 +56,18 @@ pub(super) fn build_swarm(config: &Libp2pConfig) -> Result<Swarm<Behaviour>, Net
     let mut gossipsub =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), gossip_config)
             .map_err(|e| NetError::Transport(format!("gossipsub: {e}")))?;
+    // Gossipsub's own metrics (mesh sizes, messages received with and without duplicates,
+    // per topic) beside libp2p's, under `gossipsub_`.
+    #[cfg(feature = "metrics")]
+    if let Some(registry) = &config.metrics {
+        let mut registry = registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gossipsub = gossipsub.with_metrics(
+            registry.sub_registry_with_prefix("gossipsub"),
+            gossipsub::MetricsConfig::default(),
+        );
+    }
     gossipsub
         .with_peer_score(
             gossipsub::PeerScoreParams::default(),

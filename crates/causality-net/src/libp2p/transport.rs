@@ -26,6 +26,37 @@ use crate::transport::{Transport, TransportEvent};
 /// How long an inbound stream may take to deliver its request frame.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Fresh streams tried after the first fails.
+const RETRIES: u32 = 4;
+
+/// One request on a new stream: write the frame, read the answer.
+async fn exchange(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    protocol: &StreamProtocol,
+    bytes: &[u8],
+    max_response: usize,
+) -> Result<Vec<u8>, RequestFailure> {
+    let mut stream = control
+        .open_stream(to_libp2p(&peer), protocol.clone())
+        .await
+        .map_err(|e| match e {
+            libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
+                RequestFailure::UnsupportedProtocol
+            }
+            libp2p_stream::OpenStreamError::Io(e) => RequestFailure::Io(e),
+            other => RequestFailure::Io(std::io::Error::other(other.to_string())),
+        })?;
+    write_frame(&mut stream, bytes)
+        .await
+        .map_err(RequestFailure::Io)?;
+    let response = read_frame(&mut stream, max_response)
+        .await
+        .map_err(RequestFailure::Io)?;
+    let _ = stream.close().await;
+    Ok(response)
+}
+
 /// What stream tasks report back.
 enum TaskResult {
     Inbound {
@@ -274,24 +305,21 @@ impl Libp2pTransport {
         let results = self.results_tx.clone();
         tokio::spawn(async move {
             let exchange = async {
-                let mut stream = control
-                    .open_stream(to_libp2p(&peer), stream_protocol)
-                    .await
-                    .map_err(|e| match e {
-                        libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
-                            RequestFailure::UnsupportedProtocol
+                // libp2p-stream drops an inbound stream when the server's accept queue for
+                // the protocol is full (a burst of streams in one poll); the server never
+                // saw it, so the request is tried again on a fresh stream, a few times at most.
+                let mut attempt = 0;
+                loop {
+                    match exchange(&mut control, peer, &stream_protocol, &bytes, max_response).await
+                    {
+                        Err(RequestFailure::Io(e)) if attempt < RETRIES => {
+                            attempt += 1;
+                            tracing::debug!(target: "causality_net", kind = "network", peer = %peer, attempt, error = %e, "request stream failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
                         }
-                        libp2p_stream::OpenStreamError::Io(e) => RequestFailure::Io(e),
-                        other => RequestFailure::Io(std::io::Error::other(other.to_string())),
-                    })?;
-                write_frame(&mut stream, &bytes)
-                    .await
-                    .map_err(RequestFailure::Io)?;
-                let response = read_frame(&mut stream, max_response)
-                    .await
-                    .map_err(RequestFailure::Io)?;
-                let _ = stream.close().await;
-                Ok(response)
+                        other => return other,
+                    }
+                }
             };
             let result = tokio::time::timeout(timeout, exchange)
                 .await

@@ -37,6 +37,7 @@ conformance!(
     pubsub_delivers_each_message_once,
     unsubscribe_leaves_the_topic,
     request_response,
+    concurrent_requests_are_all_answered,
     disconnect,
     version_mismatch,
     bad_gossip_is_rejected,

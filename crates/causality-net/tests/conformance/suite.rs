@@ -167,6 +167,26 @@ pub(crate) async fn request_response<H: Harness>(h: &H) {
     );
 }
 
+/// A burst of concurrent requests on one connection is answered in full (libp2p delivers
+/// bursts of inbound streams faster than an accept loop takes them; none may be lost).
+pub(crate) async fn concurrent_requests_are_all_answered<H: Harness>(h: &H) {
+    let (a, b) = (h.node().await, h.node().await);
+    h.connect(&a, &b).await;
+    serve_echo(&b).await;
+    let bp = b.local_peer_id();
+    let mut tasks = Vec::new();
+    for i in 0..32u32 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            a.request(bp, ECHO, i.to_le_bytes().to_vec()).await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let answer = task.await.unwrap().expect("answered");
+        assert_eq!(answer, (i as u32).to_le_bytes());
+    }
+}
+
 /// Disconnecting is seen by both sides.
 pub(crate) async fn disconnect<H: Harness>(h: &H) {
     let (a, b) = (h.node().await, h.node().await);
