@@ -77,10 +77,14 @@ pub(crate) enum ApiCommand {
         reply: Reply<()>,
     },
     Disconnect(PeerId),
-    SetPolicy(Policy),
+    SetPolicy {
+        policy: Policy,
+        reply: Reply<()>,
+    },
     Penalize {
         peer: PeerId,
         points: u32,
+        reply: Reply<()>,
     },
     TopicPeers {
         physical: PhysicalTopic,
@@ -479,12 +483,20 @@ impl<T: Transport> Driver<T> {
                 self.transport.listen(token, address);
             }
             ApiCommand::Disconnect(peer) => self.transport.execute(Command::Disconnect(peer)),
-            ApiCommand::SetPolicy(policy) => {
+            ApiCommand::SetPolicy { policy, reply } => {
                 *lock(&self.shared.policy) = policy.clone();
                 self.core.set_policy(policy);
+                let _ = reply.send(Ok(()));
             }
-            ApiCommand::Penalize { peer, points } => {
+            ApiCommand::Penalize {
+                peer,
+                points,
+                reply,
+            } => {
                 self.core.penalize(peer, i64::from(points), now);
+                // Published before the caller hears back, so `is_banned` agrees at once.
+                self.drain();
+                let _ = reply.send(Ok(()));
             }
             ApiCommand::TopicPeers { physical, reply } => {
                 let _ = reply.send(self.core.topic_peers(&physical));

@@ -255,9 +255,10 @@ impl Network {
         lock(&self.shared().metrics).clone()
     }
 
-    /// Replaces the authorization policy.
+    /// Replaces the authorization policy; returns once it is in force.
     pub async fn set_policy(&self, policy: Policy) -> Result<(), NetError> {
-        self.command(ApiCommand::SetPolicy(policy)).await
+        self.call(|reply| ApiCommand::SetPolicy { policy, reply })
+            .await
     }
 
     /// Checks that `peer` may perform `operation` under the current policy.
@@ -278,10 +279,16 @@ impl Network {
     }
 
     /// Lowers `peer`'s score for misbehaviour an upper protocol detected (a forged record,
-    /// an invalid proof, …); enough of it bans the peer. `reason` is logged.
+    /// an invalid proof, …); enough of it bans the peer. `reason` is logged. Returns once
+    /// the penalty is applied.
     pub async fn penalize(&self, peer: PeerId, points: u32, reason: &str) -> Result<(), NetError> {
         tracing::warn!(target: "causality_net", kind = "network", peer = %peer, points, reason, "peer penalized");
-        self.command(ApiCommand::Penalize { peer, points }).await
+        self.call(|reply| ApiCommand::Penalize {
+            peer,
+            points,
+            reply,
+        })
+        .await
     }
 
     /// Whether `peer` is currently banned.
