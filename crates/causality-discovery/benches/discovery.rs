@@ -30,6 +30,7 @@ fn view_of(n: usize) -> State {
         let own_net = sim.add_node();
         let config = Config {
             max_records: n + 10,
+            record_ttl: Duration::from_secs(7_200),
             ..Config::default()
         };
         let mut state = State::with_record(

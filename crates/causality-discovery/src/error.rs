@@ -24,6 +24,16 @@ pub enum RecordError {
     /// An address does not parse.
     #[error("record address `{0}` is not a multiaddr")]
     BadAddress(String),
+    /// The record expires further ahead than a record's lifetime plus the clock-skew bound.
+    #[error("record of {peer} expires at {expires_at_ms}, after the latest allowed {latest}")]
+    ExpiresTooLate {
+        /// The peer.
+        peer: PeerId,
+        /// Its claimed expiry.
+        expires_at_ms: u64,
+        /// The latest expiry accepted now.
+        latest: u64,
+    },
     /// We already hold a record of this peer with the same or a higher sequence number.
     #[error("record of {peer} has stale sequence {seq} (have {have})")]
     Stale {

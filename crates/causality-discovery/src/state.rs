@@ -49,8 +49,16 @@ pub struct Config {
     pub epoch: u64,
     /// Our roles.
     pub roles: Vec<String>,
-    /// Our weight in thousandths.
+    /// The weight we advertise in our record, in thousandths. Advisory only: rendezvous uses
+    /// [`weights`](Self::weights), never a peer's own claim.
     pub weight_milli: u32,
+    /// Rendezvous weights by local policy, in thousandths: peers not listed weigh 1,000
+    /// (every peer equal). Every node of a network must use the same table, or their
+    /// rendezvous answers differ. A weight is capped at 100,000 (100×).
+    pub weights: BTreeMap<PeerId, u32>,
+    /// How far a peer's clock may be ahead of ours: a record may expire at most
+    /// `record_ttl + max_clock_skew` from now.
+    pub max_clock_skew: Duration,
     /// Rendezvous peers a content id is provided to and looked up at.
     pub replication: usize,
     /// Lifetime of a provider registration.
@@ -79,6 +87,8 @@ impl Default for Config {
             epoch: 0,
             roles: Vec::new(),
             weight_milli: 1000,
+            weights: BTreeMap::new(),
+            max_clock_skew: Duration::from_secs(30),
             replication: 3,
             provider_ttl: Duration::from_secs(600),
             max_providers: 100_000,
@@ -187,6 +197,7 @@ pub struct Membership {
     /// Each record's rendezvous digest for this epoch (same keys as `records`).
     digests: Arc<BTreeMap<PeerId, PeerDigest>>,
     own_digest: PeerDigest,
+    weights: Arc<BTreeMap<PeerId, u32>>,
     hrw: Rendezvous,
 }
 
@@ -210,6 +221,7 @@ impl Membership {
         let view = self.records.values().zip(self.digests.values().copied());
         responsible(
             &self.hrw,
+            &self.weights,
             (&self.own, self.own_digest),
             view,
             key,
@@ -219,10 +231,24 @@ impl Membership {
     }
 }
 
+/// Most weight local policy may give one peer, in thousandths (100×).
+pub const MAX_WEIGHT_MILLI: u32 = 100_000;
+
+/// A peer's rendezvous weight under local policy: 1.0 unless listed.
+fn weight_of(weights: &BTreeMap<PeerId, u32>, peer: &PeerId) -> f64 {
+    let milli = weights
+        .get(peer)
+        .copied()
+        .unwrap_or(1000)
+        .min(MAX_WEIGHT_MILLI);
+    f64::from(milli) / 1000.0
+}
+
 /// Weighted HRW top-k over our record and the view's, each with its epoch digest (one
 /// BLAKE3 per lookup, for the key).
 fn responsible<'a>(
     hrw: &Rendezvous,
+    weights: &BTreeMap<PeerId, u32>,
     own: (&'a PeerRecord, PeerDigest),
     view: impl Iterator<Item = (&'a PeerRecord, PeerDigest)>,
     key: &[u8],
@@ -235,7 +261,11 @@ fn responsible<'a>(
         .map(|(r, d)| (d, r))
         .collect();
     hrw.top_k_weighted_prepared(key, &candidates, k, |(d, r)| {
-        (*d, r.weight(), r.peer.as_bytes().as_slice())
+        (
+            *d,
+            weight_of(weights, &r.peer),
+            r.peer.as_bytes().as_slice(),
+        )
     })
     .into_iter()
     .map(|(_, r)| (*r).clone())
@@ -307,6 +337,7 @@ pub struct State {
     snapshot: Arc<BTreeMap<PeerId, PeerRecord>>,
     digests: Arc<BTreeMap<PeerId, PeerDigest>>,
     own_digest: PeerDigest,
+    weights: Arc<BTreeMap<PeerId, u32>>,
     version: u64,
     view_changed: bool,
     outputs: VecDeque<Output<State>>,
@@ -347,6 +378,7 @@ impl State {
             snapshot: Arc::new(BTreeMap::new()),
             digests: Arc::new(BTreeMap::new()),
             own_digest: Rendezvous::for_epoch(config.epoch).peer_digest(own.peer.as_bytes()),
+            weights: Arc::new(config.weights.clone()),
             version: 0,
             view_changed: true,
             local: own.peer,
@@ -405,6 +437,7 @@ impl State {
             records: Arc::clone(&self.snapshot),
             digests: Arc::clone(&self.digests),
             own_digest: self.own_digest,
+            weights: Arc::clone(&self.weights),
             hrw: self.hrw.clone(),
         }
     }
@@ -463,6 +496,7 @@ impl State {
     ) -> Vec<PeerRecord> {
         responsible(
             &self.hrw,
+            &self.weights,
             (&self.own, self.own_digest),
             self.view
                 .values()
@@ -820,6 +854,16 @@ impl State {
         if peer == self.local {
             // Our own record, relayed back: nothing to learn, nothing to verify.
             return Ok(self.local);
+        }
+        let horizon = self.config.record_ttl + self.config.max_clock_skew;
+        let latest = now_ms.saturating_add(u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX));
+        if record.expires_at_ms > latest {
+            // A record that would outlive every refresh (and every eviction by expiry).
+            return Err(RecordError::ExpiresTooLate {
+                peer,
+                expires_at_ms: record.expires_at_ms,
+                latest,
+            });
         }
         let record = PeerRecord::verify_with(record, &key, now_ms)?;
         if let Some(known) = self.view.get_mut(&record.peer) {
@@ -1326,6 +1370,98 @@ mod tests {
         assert_eq!(exchange[0].2[0], id(0));
     }
 
+    fn weighted_record(n: u64, weight_milli: u32, expires: u64) -> PeerRecord {
+        let address: Multiaddr = format!("/memory/{n}").parse().unwrap();
+        PeerRecord::sign_with(
+            &Keypair::from_index(n),
+            &default_hello(),
+            vec![address],
+            vec![],
+            weight_milli,
+            1,
+            expires,
+        )
+    }
+
+    /// Three identities claiming the largest weight must not capture the rendezvous keys:
+    /// weights are local policy, a record's own claim is ignored.
+    #[test]
+    fn claimed_weights_do_not_capture_rendezvous() {
+        let mut s = state(vec![]);
+        for n in 1..=20 {
+            s.insert(&record(n, 1, NOW + 100_000).to_proto(), NOW)
+                .unwrap();
+        }
+        let sybils: Vec<PeerId> = (100..103)
+            .map(|n| {
+                s.insert(&weighted_record(n, u32::MAX, NOW + 100_000).to_proto(), NOW)
+                    .unwrap()
+            })
+            .collect();
+        let keys = 3_000u32;
+        let captured = (0..keys)
+            .filter(|k| {
+                let winner = s.responsible_peers(&k.to_le_bytes(), 1, &|_| true)[0].peer;
+                sybils.contains(&winner)
+            })
+            .count();
+        // Fair share: 3 of 24 peers (ourselves included) = 12.5 %.
+        let share = captured as f64 / f64::from(keys);
+        assert!(
+            share < 0.2,
+            "three heavy records won {share:.3} of the keys"
+        );
+        // An operator's weight does count, capped at 100x.
+        let config = Config {
+            weights: [(sybils[0], u32::MAX)].into_iter().collect(),
+            ..Config::default()
+        };
+        let mut weighted = state_of(0, config);
+        for n in 1..=20 {
+            weighted
+                .insert(&record(n, 1, NOW + 100_000).to_proto(), NOW)
+                .unwrap();
+        }
+        weighted
+            .insert(&weighted_record(100, 1000, NOW + 100_000).to_proto(), NOW)
+            .unwrap();
+        let heavy = (0..keys)
+            .filter(|k| {
+                weighted.responsible_peers(&k.to_le_bytes(), 1, &|_| true)[0].peer == sybils[0]
+            })
+            .count() as f64
+            / f64::from(keys);
+        // 100 / (100 + 21) ≈ 0.83 of the keys.
+        assert!(
+            (heavy - 100.0 / 121.0).abs() < 0.05,
+            "weighted share {heavy:.3}"
+        );
+    }
+
+    /// A record may expire at most a lifetime plus the skew bound from now: one that claims
+    /// ten years would never leave the view.
+    #[test]
+    fn records_expiring_too_late_are_refused() {
+        let mut s = state(vec![]);
+        let ten_years = NOW + 10 * 365 * 24 * 3_600_000;
+        assert!(matches!(
+            s.insert(&record(1, 1, ten_years).to_proto(), NOW),
+            Err(RecordError::ExpiresTooLate { .. })
+        ));
+        // A lifetime plus 30 s of skew is fine; a little more is not.
+        let limit = NOW + 120_000 + 30_000;
+        s.insert(&record(2, 1, limit).to_proto(), NOW).unwrap();
+        assert!(s.insert(&record(3, 1, limit + 1).to_proto(), NOW).is_err());
+        assert!(
+            RecordError::ExpiresTooLate {
+                peer: id(1),
+                expires_at_ms: 0,
+                latest: 0
+            }
+            .is_forgery()
+        );
+    }
+
     #[test]
     fn settings_out_of_range_are_named() {
         assert!(Config::default().validate().is_ok());
@@ -1462,7 +1598,7 @@ mod tests {
     fn five() -> State {
         let mut s = state(vec![]);
         for n in 1..=5 {
-            s.insert(&record(n, 1, NOW + 600_000).to_proto(), NOW)
+            s.insert(&record(n, 1, NOW + 100_000).to_proto(), NOW)
                 .unwrap();
         }
         s.handle(NOW, Input::PeerConnected(id(1)));
