@@ -97,15 +97,45 @@ pub fn sign_envelope(
     .1
 }
 
-/// Decodes an envelope and checks everything that depends only on its bytes: size, canonical
-/// encoding, field limits, topic syntax, major version and signature. Freshness, replays
-/// and rate limits are checked by the caller.
-pub(crate) fn open(
+/// A decoded envelope whose signature has not been checked yet: everything cheap was
+/// checked (size, canonical encoding, field limits, version, topic, sender key), so the
+/// caller can refuse misrouted, stale or replayed messages before paying for a signature.
+#[derive(Debug)]
+pub(crate) struct Unverified {
+    message: Message,
+    unsigned: pb::Envelope,
+    signature: Signature,
+}
+
+impl Unverified {
+    /// The message it claims to be (its sender is not yet authenticated; the payload is
+    /// filled in by [`verify`](Self::verify)).
+    pub(crate) fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Checks the signature; the message once it verifies.
+    pub(crate) fn verify(mut self) -> Result<Message, Rejection> {
+        self.message
+            .sender
+            .verifying_key()
+            .verify_strict(&signing_bytes(&self.unsigned), &self.signature)
+            .map_err(|_| Rejection::BadSignature)?;
+        self.message.payload = std::mem::take(&mut self.unsigned.payload);
+        Ok(self.message)
+    }
+}
+
+/// Decodes an envelope and checks everything that depends only on its bytes, except the
+/// signature: size, canonical encoding, field limits, topic syntax, major version, sender
+/// key. Freshness, replays, routing and rate limits are checked by the caller, then
+/// [`Unverified::verify`].
+pub(crate) fn decode(
     bytes: &[u8],
     limits: &Limits,
     local_major: u32,
     via: PeerId,
-) -> Result<Message, Rejection> {
+) -> Result<Unverified, Rejection> {
     if bytes.len() > limits.max_envelope_bytes {
         return Err(Rejection::Oversize {
             size: bytes.len(),
@@ -143,23 +173,34 @@ pub(crate) fn open(
         .map_err(|_| Rejection::Malformed("sender is not an ed25519 public key".into()))?;
     let signature = Signature::from_slice(&envelope.signature)
         .map_err(|_| Rejection::Malformed("signature is not 64 bytes".into()))?;
-    let signature_bytes = std::mem::take(&mut envelope.signature);
-    sender
-        .verifying_key()
-        .verify_strict(&signing_bytes(&envelope), &signature)
-        .map_err(|_| Rejection::BadSignature)?;
-    envelope.signature = signature_bytes;
-    Ok(Message {
+    envelope.signature = Vec::new();
+    let message = Message {
         id: ContentId::of(bytes),
         topic,
         sender,
         seq: envelope.seq,
         timestamp_ms: envelope.timestamp_ms,
         version,
-        payload_type: envelope.payload_type,
-        payload: envelope.payload,
+        payload_type: envelope.payload_type.clone(),
+        payload: Vec::new(),
         via,
+    };
+    Ok(Unverified {
+        message,
+        unsigned: envelope,
+        signature,
     })
+}
+
+/// [`decode`] then [`Unverified::verify`].
+#[cfg(test)]
+pub(crate) fn open(
+    bytes: &[u8],
+    limits: &Limits,
+    local_major: u32,
+    via: PeerId,
+) -> Result<Message, Rejection> {
+    decode(bytes, limits, local_major, via)?.verify()
 }
 
 #[cfg(test)]

@@ -99,6 +99,48 @@ impl ReplayGuard {
         self.seen.contains(id)
     }
 
+    /// Whether a message would pass [`check`](Self::check), without recording it (a cheap
+    /// test before its signature is verified).
+    pub(crate) fn precheck(
+        &self,
+        id: &ContentId,
+        sender: &PeerId,
+        seq: u64,
+        timestamp_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        if self.seen.contains(id) {
+            return Err(Rejection::Duplicate);
+        }
+        self.skew(timestamp_ms, now_ms)?;
+        if seq == 0 {
+            return Err(Rejection::Malformed("sequence number 0".into()));
+        }
+        if let Some(window) = self.windows.get(sender)
+            && seq <= window.highest
+        {
+            let offset = window.highest - seq;
+            if offset >= window.width() || window.get(offset) {
+                return Err(Rejection::Replay {
+                    sender: *sender,
+                    seq,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn skew(&self, timestamp_ms: u64, now_ms: u64) -> Result<(), Rejection> {
+        let skew = i128::from(timestamp_ms) - i128::from(now_ms);
+        if skew.unsigned_abs() > u128::from(self.max_skew_ms) {
+            return Err(Rejection::ClockSkew {
+                skew_ms: i64::try_from(skew).unwrap_or(if skew < 0 { i64::MIN } else { i64::MAX }),
+                bound_ms: self.max_skew_ms,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks a message and, when fresh, records it.
     pub(crate) fn check(
         &mut self,
@@ -111,13 +153,7 @@ impl ReplayGuard {
         if self.seen.contains(&id) {
             return Err(Rejection::Duplicate);
         }
-        let skew = i128::from(timestamp_ms) - i128::from(now_ms);
-        if skew.unsigned_abs() > u128::from(self.max_skew_ms) {
-            return Err(Rejection::ClockSkew {
-                skew_ms: i64::try_from(skew).unwrap_or(if skew < 0 { i64::MIN } else { i64::MAX }),
-                bound_ms: self.max_skew_ms,
-            });
-        }
+        self.skew(timestamp_ms, now_ms)?;
         if seq == 0 {
             return Err(Rejection::Malformed("sequence number 0".into()));
         }

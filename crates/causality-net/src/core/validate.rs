@@ -12,9 +12,10 @@ use crate::topic::PhysicalTopic;
 
 impl Core {
     /// A gossip frame arrived on `physical` from `via`; `source` is the originator the
-    /// transport authenticated, when it does. Order: ban → rate → size → duplicate →
-    /// envelope (canonical encoding, fields, version, signature) → sender → shard →
-    /// replay and clock skew.
+    /// transport authenticated, when it does. Order, cheap before expensive: ban → rate →
+    /// size → duplicate → envelope fields (canonical encoding, limits, version, topic,
+    /// sender key) → sender matches the transport's source → shard → clock skew and replay
+    /// → signature → record as seen.
     pub(crate) fn on_gossip(
         &mut self,
         via: PeerId,
@@ -45,10 +46,12 @@ impl Core {
         if self.replay.is_duplicate(&id) {
             return self.reject(via, Rejection::Duplicate, now_ms);
         }
-        let message = match envelope::open(bytes, &self.limits, self.hello.version.major, via) {
-            Ok(message) => message,
+        let unverified = match envelope::decode(bytes, &self.limits, self.hello.version.major, via)
+        {
+            Ok(unverified) => unverified,
             Err(reason) => return self.reject(via, reason, now_ms),
         };
+        let message = unverified.message();
         if let Some(source) = source
             && source != message.sender
         {
@@ -66,6 +69,20 @@ impl Core {
                 Rejection::BadTopic(format!("{} does not travel on {physical}", message.topic));
             return self.reject(via, reason, now_ms);
         }
+        let fresh = self.replay.precheck(
+            &message.id,
+            &message.sender,
+            message.seq,
+            message.timestamp_ms,
+            now_ms,
+        );
+        if let Err(reason) = fresh {
+            return self.reject(via, reason, now_ms);
+        }
+        let message = match unverified.verify() {
+            Ok(message) => message,
+            Err(reason) => return self.reject(via, reason, now_ms),
+        };
         let checked = self.replay.check(
             message.id,
             message.sender,

@@ -41,6 +41,7 @@ conformance!(
     disconnect,
     version_mismatch,
     bad_gossip_is_rejected,
+    cheap_checks_come_before_the_signature,
     flood_is_limited_and_honest_traffic_flows,
     bad_requests_are_refused,
 );

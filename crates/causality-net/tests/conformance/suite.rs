@@ -348,9 +348,12 @@ pub(crate) async fn bad_gossip_is_rejected<H: Harness>(h: &H) {
     )
     .await;
 
-    // Forged signature: the signature's last byte flipped.
+    // Forged signature: the attacker's own envelope with the signature's last byte flipped
+    // (the sender matches the transport's source, so the signature is what fails).
     let a = arena(h).await;
-    let mut forged = sign_envelope(&forger, &a.topic, 1, a.victim.now_ms(), b"x");
+    let mut forged = a
+        .attacker
+        .sign_own_envelope(&a.topic, 1, a.victim.now_ms(), b"x");
     let last = forged.len() - 1;
     forged[last] ^= 1;
     expect_rejection(
@@ -611,3 +614,39 @@ pub(crate) async fn bad_requests_are_refused<H: Harness>(h: &H) {
 }
 
 use futures::FutureExt as _;
+
+/// Cheap checks come before the signature: a forged envelope that is also misrouted, or
+/// also stale, is refused for the cheap reason (no signature work is spent on it).
+pub(crate) async fn cheap_checks_come_before_the_signature<H: Harness>(h: &H) {
+    let a = arena(h).await;
+    let elsewhere = (0..)
+        .map(|i| topic(&format!("elsewhere-{i}")))
+        .find(|t| a.victim.physical_topic(t) != a.physical)
+        .unwrap();
+    let mut forged = a
+        .attacker
+        .sign_own_envelope(&elsewhere, 3, a.victim.now_ms(), b"z");
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    expect_rejection(
+        &a,
+        forged,
+        |r| matches!(r, Rejection::BadTopic(_)),
+        "bad_topic",
+    )
+    .await;
+
+    let a = arena(h).await;
+    let mut stale =
+        a.attacker
+            .sign_own_envelope(&a.topic, 4, a.victim.now_ms() - 3_600_000, b"old");
+    let last = stale.len() - 1;
+    stale[last] ^= 1;
+    expect_rejection(
+        &a,
+        stale,
+        |r| matches!(r, Rejection::ClockSkew { .. }),
+        "clock_skew",
+    )
+    .await;
+}
