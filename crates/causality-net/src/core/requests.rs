@@ -485,36 +485,40 @@ impl Core {
             .and_then(|n| self.registry.get(n))
             .map_or(4096, |p| p.limits().max_request_bytes());
         if bytes.len() > limit + framing(protocol) {
-            self.penalize(peer, 10, now_ms);
-            return Some(self.refusal(
+            return Some(self.penalized_refusal(
                 peer,
+                10,
+                now_ms,
                 protocol,
                 RefusalReason::BadRequest,
                 "request too large",
             ));
         }
         let Ok(request) = pb::Request::decode(bytes) else {
-            self.penalize(peer, 10, now_ms);
-            return Some(self.refusal(
+            return Some(self.penalized_refusal(
                 peer,
+                10,
+                now_ms,
                 protocol,
                 RefusalReason::BadRequest,
                 "malformed request",
             ));
         };
         if request.protocol != protocol {
-            self.penalize(peer, 10, now_ms);
-            return Some(self.refusal(
+            return Some(self.penalized_refusal(
                 peer,
+                10,
+                now_ms,
                 protocol,
                 RefusalReason::BadRequest,
                 "request names another protocol than its stream",
             ));
         }
         if !self.requests.check(&peer, now_ms) {
-            self.penalize(peer, 1, now_ms);
-            return Some(self.refusal(
+            return Some(self.penalized_refusal(
                 peer,
+                1,
+                now_ms,
                 protocol,
                 RefusalReason::RateLimited,
                 "request rate exceeded",
@@ -534,9 +538,10 @@ impl Core {
         };
         let registered = self.registry.protocols.get_mut(&name).expect("looked up");
         if !registered.rate.check(&peer, now_ms) {
-            self.penalize(peer, 1, now_ms);
-            return Some(self.refusal(
+            return Some(self.penalized_refusal(
                 peer,
+                1,
+                now_ms,
                 protocol,
                 RefusalReason::RateLimited,
                 "request rate exceeded",
@@ -553,6 +558,20 @@ impl Core {
             body: request.body,
         });
         None
+    }
+
+    /// Penalizes `peer` by `points` and refuses its request with `reason`.
+    fn penalized_refusal(
+        &mut self,
+        peer: PeerId,
+        points: i64,
+        now_ms: u64,
+        protocol: &str,
+        reason: RefusalReason,
+        detail: &str,
+    ) -> Vec<u8> {
+        self.penalize(peer, points, now_ms);
+        self.refusal(peer, protocol, reason, detail)
     }
 
     /// The local handler answered inbound request `id` (or refused it).
