@@ -1,7 +1,7 @@
 //! Replay protection: a sliding window of sequence numbers per sender, a bounded cache of
 //! message ids, and a clock-skew bound.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use causality_hash::ContentId;
 
@@ -70,6 +70,9 @@ impl Window {
 #[derive(Debug)]
 pub(crate) struct ReplayGuard {
     windows: HashMap<PeerId, Window>,
+    /// Senders by when their window was last touched, oldest first: the sender to forget
+    /// when full is found in O(log n), not by scanning every window.
+    recency: BTreeMap<u64, PeerId>,
     seen: HashSet<ContentId>,
     seen_order: VecDeque<ContentId>,
     width: u64,
@@ -83,6 +86,7 @@ impl ReplayGuard {
     pub(crate) fn new(limits: &Limits) -> Self {
         Self {
             windows: HashMap::new(),
+            recency: BTreeMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             width: limits.replay_window.max(64),
@@ -166,7 +170,9 @@ impl ReplayGuard {
             .windows
             .entry(sender)
             .or_insert_with(|| Window::new(width));
+        self.recency.remove(&window.touched);
         window.touched = self.clock;
+        self.recency.insert(self.clock, sender);
         if seq > window.highest {
             window.advance(seq);
             window.set(0);
@@ -192,12 +198,7 @@ impl ReplayGuard {
     }
 
     fn evict_oldest_sender(&mut self) {
-        if let Some(oldest) = self
-            .windows
-            .iter()
-            .min_by_key(|(_, w)| w.touched)
-            .map(|(peer, _)| *peer)
-        {
+        if let Some((_, oldest)) = self.recency.pop_first() {
             self.windows.remove(&oldest);
         }
     }
@@ -205,6 +206,11 @@ impl ReplayGuard {
     /// Windows and ids held, for tests of the memory bound.
     #[cfg(test)]
     fn sizes(&self) -> (usize, usize) {
+        assert_eq!(
+            self.windows.len(),
+            self.recency.len(),
+            "one recency entry per window"
+        );
         (self.windows.len(), self.seen.len())
     }
 }
@@ -279,6 +285,33 @@ mod tests {
             })
         ));
         guard.check(id(3), peer, 3, now - 29_000, now).unwrap();
+    }
+
+    #[test]
+    fn the_least_recently_seen_sender_is_forgotten_first() {
+        let limits = Limits {
+            replay_senders: 3,
+            ..Limits::default()
+        };
+        let mut guard = ReplayGuard::new(&limits);
+        let peer = |n| Keypair::from_index(n).peer_id();
+        let mut next = 0;
+        let mut send = |guard: &mut ReplayGuard, n: u64, seq: u64| {
+            next += 1;
+            guard.check(id(next), peer(n), seq, 0, 0)
+        };
+        send(&mut guard, 1, 10).unwrap();
+        send(&mut guard, 2, 10).unwrap();
+        send(&mut guard, 3, 10).unwrap();
+        // Sender 1 is seen again, so 2 is now the least recent and is forgotten for 4.
+        send(&mut guard, 1, 11).unwrap();
+        send(&mut guard, 4, 10).unwrap();
+        assert!(
+            matches!(send(&mut guard, 1, 10), Err(Rejection::Replay { .. })),
+            "sender 1's window was kept"
+        );
+        send(&mut guard, 2, 10).expect("sender 2's window was forgotten");
+        assert_eq!(guard.sizes().0, 3);
     }
 
     #[test]
