@@ -102,21 +102,14 @@ impl Config {
     /// Checks the settings; the first one out of range is named.
     pub fn validate(&self) -> Result<(), causality_net::ConfigError> {
         use causality_net::ConfigError;
-        let positive = |field: &'static str, ok: bool| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::new(field, "must be greater than zero"))
-            }
-        };
-        positive("target_connections", self.target_connections > 0)?;
-        positive("refresh_interval", !self.refresh_interval.is_zero())?;
-        positive("exchange_fanout", self.exchange_fanout > 0)?;
-        positive("max_records", self.max_records > 0)?;
-        positive("replication", self.replication > 0)?;
-        positive("dial_backoff", !self.dial_backoff.is_zero())?;
-        positive("call_timeout", !self.call_timeout.is_zero())?;
-        positive("provider_ttl", !self.provider_ttl.is_zero())?;
+        ConfigError::positive("target_connections", self.target_connections > 0)?;
+        ConfigError::positive("refresh_interval", !self.refresh_interval.is_zero())?;
+        ConfigError::positive("exchange_fanout", self.exchange_fanout > 0)?;
+        ConfigError::positive("max_records", self.max_records > 0)?;
+        ConfigError::positive("replication", self.replication > 0)?;
+        ConfigError::positive("dial_backoff", !self.dial_backoff.is_zero())?;
+        ConfigError::positive("call_timeout", !self.call_timeout.is_zero())?;
+        ConfigError::positive("provider_ttl", !self.provider_ttl.is_zero())?;
         if !(2..=1024).contains(&self.max_records_per_message) {
             return Err(ConfigError::new(
                 "max_records_per_message",

@@ -146,6 +146,15 @@ impl ConfigError {
     pub fn field(&self) -> &'static str {
         self.field
     }
+
+    /// `Ok` when `ok`, else an error saying `field` must be greater than zero.
+    pub fn positive(field: &'static str, ok: bool) -> Result<(), Self> {
+        if ok {
+            Ok(())
+        } else {
+            Err(Self::new(field, "must be greater than zero"))
+        }
+    }
 }
 
 /// Why a remote refused a request. Mirrors `Refusal.Reason` in `proto/causality/net/v1/`.

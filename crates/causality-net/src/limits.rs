@@ -95,25 +95,18 @@ impl Limits {
 
     /// Checks every field; the first out of range is named.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = |field: &'static str, ok: bool| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::new(field, "must be greater than zero"))
-            }
-        };
-        positive("max_envelope_bytes", self.max_envelope_bytes > 0)?;
-        positive("replay_senders", self.replay_senders > 0)?;
-        positive("seen_cache", self.seen_cache > 0)?;
-        positive("messages_per_second", self.messages_per_second > 0)?;
-        positive("message_burst", self.message_burst > 0)?;
-        positive("requests_per_second", self.requests_per_second > 0)?;
-        positive("request_burst", self.request_burst > 0)?;
-        positive("subscription_queue", self.subscription_queue > 0)?;
-        positive("command_queue", self.command_queue > 0)?;
-        positive("event_queue", self.event_queue > 0)?;
-        positive("max_peers", self.max_peers > 0)?;
-        positive("topic_shards", self.topic_shards > 0)?;
+        ConfigError::positive("max_envelope_bytes", self.max_envelope_bytes > 0)?;
+        ConfigError::positive("replay_senders", self.replay_senders > 0)?;
+        ConfigError::positive("seen_cache", self.seen_cache > 0)?;
+        ConfigError::positive("messages_per_second", self.messages_per_second > 0)?;
+        ConfigError::positive("message_burst", self.message_burst > 0)?;
+        ConfigError::positive("requests_per_second", self.requests_per_second > 0)?;
+        ConfigError::positive("request_burst", self.request_burst > 0)?;
+        ConfigError::positive("subscription_queue", self.subscription_queue > 0)?;
+        ConfigError::positive("command_queue", self.command_queue > 0)?;
+        ConfigError::positive("event_queue", self.event_queue > 0)?;
+        ConfigError::positive("max_peers", self.max_peers > 0)?;
+        ConfigError::positive("topic_shards", self.topic_shards > 0)?;
         if self.replay_window < 64 {
             return Err(ConfigError::new("replay_window", "must be at least 64"));
         }

@@ -110,18 +110,11 @@ impl RequestLimitsBuilder {
     /// The limits, or the first field that is out of range.
     pub fn build(self) -> Result<RequestLimits, ConfigError> {
         let l = self.0;
-        let positive = |field: &'static str, ok: bool| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::new(field, "must be greater than zero"))
-            }
-        };
-        positive("max_request_bytes", l.max_request_bytes > 0)?;
-        positive("max_response_bytes", l.max_response_bytes > 0)?;
-        positive("queue", l.queue > 0)?;
-        positive("requests_per_second", l.requests_per_second > 0)?;
-        positive("timeout", !l.timeout.is_zero())?;
+        ConfigError::positive("max_request_bytes", l.max_request_bytes > 0)?;
+        ConfigError::positive("max_response_bytes", l.max_response_bytes > 0)?;
+        ConfigError::positive("queue", l.queue > 0)?;
+        ConfigError::positive("requests_per_second", l.requests_per_second > 0)?;
+        ConfigError::positive("timeout", !l.timeout.is_zero())?;
         if l.burst < 1 {
             return Err(ConfigError::new("burst", "must be at least 1"));
         }
