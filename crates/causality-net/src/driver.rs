@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::core::{Command, Core, InboundId, NodeConfig, Output, PeerInfo, RequestId, Verdict};
-use crate::envelope::Message;
+use crate::envelope::{Acceptance, Message};
 use crate::error::{NetError, RefusalReason};
 use crate::event::{NetworkEvent, NetworkMetrics, lock};
 use crate::network::{InboundRequest, Network};
@@ -51,7 +51,12 @@ pub(crate) enum ApiCommand {
         topic: Topic,
         id: u64,
         tx: mpsc::Sender<Message>,
+        validate: bool,
         reply: oneshot::Sender<()>,
+    },
+    Validate {
+        id: ContentId,
+        acceptance: Acceptance,
     },
     Serve {
         protocol: RequestProtocol,
@@ -132,6 +137,7 @@ pub(crate) struct Shared {
 struct Subscriber {
     id: u64,
     tx: mpsc::Sender<Message>,
+    validate: bool,
 }
 
 /// A handler's answer on its way back: which request, who asked, on which protocol id.
@@ -155,6 +161,8 @@ struct Driver<T: Transport> {
     dials: HashMap<u64, Reply<()>>,
     next_token: u64,
     answers: FuturesUnordered<Answer>,
+    /// Gossip tokens of messages whose verdict a protocol will give.
+    deferred: HashMap<ContentId, T::GossipToken>,
 }
 
 /// Starts a node's driver over `transport`, already listening on `listening`; returns its
@@ -196,6 +204,7 @@ pub(crate) fn spawn<T: Transport>(
         dials: HashMap::new(),
         next_token: 0,
         answers: FuturesUnordered::new(),
+        deferred: HashMap::new(),
     };
     tokio::spawn(driver.run(commands_rx, dropped_rx, shutdown_rx));
     Network::new(shared, commands_tx, dropped_tx, shutdown_tx)
@@ -254,6 +263,11 @@ impl<T: Transport> Driver<T> {
             match output {
                 Output::Transport(command) => self.transport.execute(command),
                 Output::Deliver(message) => self.reserve(message, &mut deliveries),
+                Output::Report { id, verdict } => {
+                    if let Some(token) = self.deferred.remove(&id) {
+                        self.transport.report(token, &verdict);
+                    }
+                }
                 Output::Inbound {
                     id,
                     peer,
@@ -385,7 +399,12 @@ impl<T: Transport> Driver<T> {
                 } else {
                     Verdict::Ignore
                 };
-                self.transport.report(token, &verdict);
+                if let Verdict::Defer(id) = verdict {
+                    // The core bounds how many wait and reports each one exactly once.
+                    self.deferred.insert(id, token);
+                } else {
+                    self.transport.report(token, &verdict);
+                }
             }
             TransportEvent::Request {
                 id,
@@ -427,14 +446,18 @@ impl<T: Transport> Driver<T> {
                 topic,
                 id,
                 tx,
+                validate,
                 reply,
             } => {
-                self.core.subscribe(&topic);
+                self.core.subscribe(&topic, validate);
                 self.subscribers
                     .entry(topic)
                     .or_default()
-                    .push(Subscriber { id, tx });
+                    .push(Subscriber { id, tx, validate });
                 let _ = reply.send(());
+            }
+            ApiCommand::Validate { id, acceptance } => {
+                self.core.validate(id, acceptance, now);
             }
             ApiCommand::Serve {
                 protocol,
@@ -523,13 +546,15 @@ impl<T: Transport> Driver<T> {
     fn on_dropped(&mut self, dropped: Dropped) {
         match dropped {
             Dropped::Subscription { topic, id } => {
+                let mut validate = false;
                 if let Some(subscribers) = self.subscribers.get_mut(&topic) {
+                    validate = subscribers.iter().any(|s| s.id == id && s.validate);
                     subscribers.retain(|s| s.id != id);
                     if subscribers.is_empty() {
                         self.subscribers.remove(&topic);
                     }
                 }
-                self.core.unsubscribe(&topic);
+                self.core.unsubscribe(&topic, validate);
             }
             Dropped::Handler { name } => {
                 if self

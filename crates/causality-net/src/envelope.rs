@@ -38,6 +38,21 @@ pub struct Message {
     pub via: PeerId,
 }
 
+/// A protocol's verdict on a message of a topic it validates (see
+/// [`Network::subscribe_validated`](crate::Network::subscribe_validated)): whether gossip
+/// forwards it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Valid: forward it.
+    Accept,
+    /// Not for us to forward (a stale or unwanted message, or one we could not judge); the
+    /// relay is not blamed.
+    Ignore,
+    /// Invalid in a way the relay could have checked: not forwarded, and the relay that
+    /// delivered it is penalized. The reason is logged.
+    Reject(String),
+}
+
 /// The fields of an envelope to be signed.
 pub(crate) struct Draft<'a> {
     pub(crate) version: ProtocolVersion,

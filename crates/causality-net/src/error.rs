@@ -275,6 +275,10 @@ pub enum Rejection {
     /// The peer is banned.
     #[error("peer is banned")]
     Banned,
+    /// The protocol that validates the topic found the payload invalid (an invalid proof,
+    /// say) — something the relay should have checked before forwarding.
+    #[error("invalid payload: {0}")]
+    Invalid(String),
 }
 
 impl Rejection {
@@ -292,6 +296,7 @@ impl Rejection {
             Self::BadTopic(_) => "bad_topic",
             Self::Version(_) => "version",
             Self::Banned => "banned",
+            Self::Invalid(_) => "invalid_payload",
         }
     }
 
@@ -314,7 +319,8 @@ impl Rejection {
             | Self::BadSignature
             | Self::WrongSender { .. }
             | Self::Replay { .. }
-            | Self::BadTopic(_) => 10,
+            | Self::BadTopic(_)
+            | Self::Invalid(_) => 10,
             Self::Banned => 0,
         }
     }

@@ -81,6 +81,9 @@ pub struct NetworkMetrics {
     pub delivered: u64,
     /// Messages dropped because a subscriber's queue was full.
     pub subscriber_drops: u64,
+    /// Messages on validated topics that got no verdict in time (or were pushed out by
+    /// newer ones) and so were not forwarded.
+    pub validation_timeouts: u64,
     /// Requests sent.
     pub requests_sent: u64,
     /// Requests answered by a local handler.

@@ -31,7 +31,7 @@ pub use crate::core::{NodeConfig, PeerInfo};
 pub use crate::driver::PeerSet;
 #[cfg(feature = "test-utils")]
 pub use crate::envelope::sign_envelope;
-pub use crate::envelope::{Message, SIGNING_DOMAIN};
+pub use crate::envelope::{Acceptance, Message, SIGNING_DOMAIN};
 pub use crate::error::{ConfigError, NetError, RefusalReason, Rejection};
 pub use crate::event::{NetworkEvent, NetworkMetrics};
 #[cfg(feature = "libp2p")]

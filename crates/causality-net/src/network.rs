@@ -14,7 +14,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::core::PeerInfo;
 use crate::driver::{ApiCommand, Dropped, PeerSet, Reply, Shared};
-use crate::envelope::Message;
+use crate::envelope::{Acceptance, Message};
 use crate::error::{NetError, RefusalReason};
 use crate::event::{NetworkEvent, NetworkMetrics, lock};
 use crate::peer::PeerId;
@@ -151,6 +151,30 @@ impl Network {
 
     /// Subscribes to a logical topic. Dropping the stream unsubscribes.
     pub async fn subscribe(&self, topic: &Topic) -> Result<Subscription, NetError> {
+        self.subscribe_with(topic, false).await
+    }
+
+    /// Subscribes to a logical topic whose messages this subscriber validates: each one
+    /// is delivered after the network's own checks (signature, replay, size, topic) but
+    /// forwarded by gossip only once [`validate`](Self::validate) accepts it. A message
+    /// with no verdict within 10 s is not forwarded. Give every message a verdict: one
+    /// validating subscriber per topic.
+    pub async fn subscribe_validated(&self, topic: &Topic) -> Result<Subscription, NetError> {
+        self.subscribe_with(topic, true).await
+    }
+
+    /// The verdict on message `id` of a topic subscribed with
+    /// [`subscribe_validated`](Self::subscribe_validated). Rejecting it penalizes the relay
+    /// that delivered it. Unknown, expired or already judged ids are ignored.
+    pub async fn validate(&self, id: ContentId, acceptance: Acceptance) -> Result<(), NetError> {
+        self.command(ApiCommand::Validate { id, acceptance }).await
+    }
+
+    async fn subscribe_with(
+        &self,
+        topic: &Topic,
+        validate: bool,
+    ) -> Result<Subscription, NetError> {
         let (tx, rx) = mpsc::channel(self.subscription_queue());
         let id = self
             .inner
@@ -161,6 +185,7 @@ impl Network {
             topic: topic.clone(),
             id,
             tx,
+            validate,
             reply,
         })
         .await?;

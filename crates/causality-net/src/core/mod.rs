@@ -24,7 +24,7 @@ use std::sync::Arc;
 use causality_hash::ContentId;
 use causality_version::{Agreement, Hello};
 
-use crate::envelope::{self, Message};
+use crate::envelope::{self, Acceptance, Message};
 use crate::error::{NetError, RefusalReason, Rejection};
 use crate::event::{NetworkEvent, NetworkMetrics};
 use crate::limits::Limits;
@@ -104,6 +104,8 @@ pub(crate) enum Output {
     },
     /// For event subscribers.
     Event(NetworkEvent),
+    /// The verdict on a message whose verdict was deferred ([`Verdict::Defer`]).
+    Report { id: ContentId, verdict: Verdict },
 }
 
 /// What the adapter should tell gossip about a message.
@@ -116,6 +118,9 @@ pub(crate) enum Verdict {
     Ignore,
     /// Invalid in a way the relay could have checked: do not forward; it was penalized.
     Reject(Rejection),
+    /// Valid as an envelope and delivered; the protocol that validates its topic decides,
+    /// and the verdict follows as [`Output::Report`].
+    Defer(ContentId),
 }
 
 /// What we know about a connected peer.
@@ -168,6 +173,11 @@ impl NodeConfig {
     }
 }
 
+/// Messages awaiting a protocol's verdict at once; beyond it the oldest is ignored.
+pub(crate) const MAX_PENDING_VALIDATIONS: usize = 4096;
+/// A message whose protocol gives no verdict within this long is ignored (not forwarded).
+pub(crate) const VALIDATION_TIMEOUT_MS: u64 = 10_000;
+
 /// Housekeeping (expired bans, idle rate buckets) runs at most this often.
 const MAINTENANCE_MS: u64 = 10_000;
 /// A peer refused at the handshake is told why, then disconnected this much later.
@@ -189,6 +199,11 @@ pub(crate) struct Core {
     peers: BTreeMap<PeerId, Peer>,
     /// Local subscriptions: logical topic → count, physical topic → logical topics on it.
     logical: HashMap<Topic, usize>,
+    /// Logical topics whose messages a local protocol validates before they are forwarded.
+    validated: HashMap<Topic, usize>,
+    /// Messages awaiting that verdict: id → (relay, deadline), and by deadline.
+    pending: HashMap<ContentId, (PeerId, u64)>,
+    pending_by_deadline: BTreeSet<(u64, ContentId)>,
     physical: HashMap<PhysicalTopic, usize>,
     registry: Registry,
     outbound: Outbound,
@@ -216,6 +231,9 @@ impl Core {
             requests: Gcra::new(limits.requests_per_second, limits.request_burst),
             peers: BTreeMap::new(),
             logical: HashMap::new(),
+            validated: HashMap::new(),
+            pending: HashMap::new(),
+            pending_by_deadline: BTreeSet::new(),
             physical: HashMap::new(),
             registry: Registry::new(),
             outbound: Outbound::default(),
@@ -247,6 +265,7 @@ impl Core {
         [
             self.outbound.next_deadline(),
             self.disconnects.first().map(|(at, _)| *at),
+            self.pending_by_deadline.first().map(|(at, _)| *at),
             Some(self.next_maintenance_ms),
         ]
         .into_iter()
@@ -266,6 +285,13 @@ impl Core {
             self.disconnects.pop_first();
             self.outputs
                 .push_back(Output::Transport(Command::Disconnect(peer)));
+        }
+        while let Some(&(at, id)) = self.pending_by_deadline.first() {
+            if at > now_ms {
+                break;
+            }
+            self.settle(id, Verdict::Ignore);
+            self.metrics.validation_timeouts += 1;
         }
         if now_ms >= self.next_maintenance_ms {
             self.next_maintenance_ms = now_ms + MAINTENANCE_MS;
@@ -464,8 +490,12 @@ impl Core {
     }
 
     /// A local subscription to `topic` begins; joins its physical topic when it is the first.
-    pub(crate) fn subscribe(&mut self, topic: &Topic) {
+    /// With `validate`, the subscriber judges each message before it is forwarded.
+    pub(crate) fn subscribe(&mut self, topic: &Topic, validate: bool) {
         *self.logical.entry(topic.clone()).or_default() += 1;
+        if validate {
+            *self.validated.entry(topic.clone()).or_default() += 1;
+        }
         let physical = self.physical_of(topic);
         let count = self.physical.entry(physical.clone()).or_default();
         *count += 1;
@@ -475,7 +505,13 @@ impl Core {
     }
 
     /// A local subscription to `topic` ended; leaves its physical topic when it was the last.
-    pub(crate) fn unsubscribe(&mut self, topic: &Topic) {
+    pub(crate) fn unsubscribe(&mut self, topic: &Topic, validate: bool) {
+        if validate && let Some(count) = self.validated.get_mut(topic) {
+            *count -= 1;
+            if *count == 0 {
+                self.validated.remove(topic);
+            }
+        }
         if let Some(count) = self.logical.get_mut(topic) {
             *count -= 1;
             if *count == 0 {
@@ -495,6 +531,57 @@ impl Core {
     /// Whether a local subscriber listens on `physical`.
     pub(crate) fn is_subscribed_physical(&self, physical: &PhysicalTopic) -> bool {
         self.physical.contains_key(physical)
+    }
+
+    /// Whether a local protocol validates messages on `topic`.
+    pub(crate) fn is_validated(&self, topic: &Topic) -> bool {
+        self.validated.contains_key(topic)
+    }
+
+    /// Holds a delivered message's verdict until its protocol judges it.
+    pub(crate) fn defer(&mut self, id: ContentId, via: PeerId, now_ms: u64) -> Verdict {
+        if self.pending.len() >= MAX_PENDING_VALIDATIONS
+            && let Some(&(_, oldest)) = self.pending_by_deadline.first()
+        {
+            self.settle(oldest, Verdict::Ignore);
+            self.metrics.validation_timeouts += 1;
+        }
+        let deadline = now_ms + VALIDATION_TIMEOUT_MS;
+        self.pending.insert(id, (via, deadline));
+        self.pending_by_deadline.insert((deadline, id));
+        Verdict::Defer(id)
+    }
+
+    /// A protocol's verdict on message `id`: forward it, drop it, or drop it and penalize
+    /// the relay that delivered it (for an invalid payload it should have checked itself).
+    /// Unknown or already settled ids are ignored.
+    pub(crate) fn validate(&mut self, id: ContentId, acceptance: Acceptance, now_ms: u64) {
+        let Some(&(via, _)) = self.pending.get(&id) else {
+            return;
+        };
+        let verdict = match acceptance {
+            Acceptance::Accept => Verdict::Accept,
+            Acceptance::Ignore => Verdict::Ignore,
+            Acceptance::Reject(reason) => {
+                let reason = Rejection::Invalid(reason);
+                *self.metrics.rejected.entry(reason.label()).or_default() += 1;
+                tracing::warn!(target: "causality_net", kind = "network", peer = %via, reason = %reason, "message rejected by its protocol");
+                self.penalize(via, reason.penalty(), now_ms);
+                self.emit(NetworkEvent::MessageRejected {
+                    from: via,
+                    reason: reason.clone(),
+                });
+                Verdict::Reject(reason)
+            }
+        };
+        self.settle(id, verdict);
+    }
+
+    fn settle(&mut self, id: ContentId, verdict: Verdict) {
+        if let Some((_, deadline)) = self.pending.remove(&id) {
+            self.pending_by_deadline.remove(&(deadline, id));
+            self.outputs.push_back(Output::Report { id, verdict });
+        }
     }
 
     fn deliver(&mut self, message: Message) {

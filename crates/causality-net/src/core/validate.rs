@@ -94,6 +94,11 @@ impl Core {
             return self.reject(via, reason, now_ms);
         }
         self.metrics.accepted += 1;
+        if self.is_validated(&message.topic) {
+            let id = message.id;
+            self.deliver(message);
+            return self.defer(id, via, now_ms);
+        }
         self.deliver(message);
         Verdict::Accept
     }

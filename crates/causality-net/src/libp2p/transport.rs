@@ -455,7 +455,8 @@ impl Transport for Libp2pTransport {
     fn report(&mut self, (message_id, source): GossipToken, verdict: &Verdict) {
         let acceptance = match verdict {
             Verdict::Accept => MessageAcceptance::Accept,
-            Verdict::Ignore => MessageAcceptance::Ignore,
+            // A deferred verdict is reported when it is known, never as itself.
+            Verdict::Ignore | Verdict::Defer(_) => MessageAcceptance::Ignore,
             Verdict::Reject(_) => MessageAcceptance::Reject,
         };
         let _ = self

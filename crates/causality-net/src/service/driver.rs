@@ -258,6 +258,30 @@ impl<P: Protocol> Driver<P> {
         }
     }
 
+    fn subscribe(&mut self, topic: Topic, validate: bool) {
+        if !self.wanted.insert(topic.clone()) {
+            return;
+        }
+        let network = self.network.clone();
+        self.pending.push(
+            async move {
+                let subscribed = if validate {
+                    network.subscribe_validated(&topic).await
+                } else {
+                    network.subscribe(&topic).await
+                };
+                match subscribed {
+                    Ok(subscription) => Done::Subscribed(topic, subscription),
+                    Err(e) => {
+                        tracing::warn!(target: "causality_net", topic = %topic, error = %e, "subscribe failed");
+                        Done::Nothing
+                    }
+                }
+            }
+            .boxed(),
+        );
+    }
+
     fn execute(&mut self, output: Output<P>) {
         let network = self.network.clone();
         match output {
@@ -274,23 +298,15 @@ impl<P: Protocol> Driver<P> {
                 }
                 .boxed(),
             ),
-            Output::Subscribe(topic) => {
-                if !self.wanted.insert(topic.clone()) {
-                    return;
+            Output::Subscribe(topic) => self.subscribe(topic, false),
+            Output::SubscribeValidated(topic) => self.subscribe(topic, true),
+            Output::Validate { message, acceptance } => self.pending.push(
+                async move {
+                    let _ = network.validate(message, acceptance).await;
+                    Done::Nothing
                 }
-                self.pending.push(
-                    async move {
-                        match network.subscribe(&topic).await {
-                            Ok(subscription) => Done::Subscribed(topic, subscription),
-                            Err(e) => {
-                                tracing::warn!(target: "causality_net", topic = %topic, error = %e, "subscribe failed");
-                                Done::Nothing
-                            }
-                        }
-                    }
-                    .boxed(),
-                );
-            }
+                .boxed(),
+            ),
             Output::Unsubscribe(topic) => {
                 self.wanted.remove(&topic);
                 self.subscriptions.remove(&topic);

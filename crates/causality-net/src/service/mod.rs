@@ -18,11 +18,12 @@ pub mod sim;
 use std::fmt::Debug;
 
 pub use self::driver::{Service, spawn};
-use crate::envelope::Message;
+use crate::envelope::{Acceptance, Message};
 use crate::error::{NetError, RefusalReason};
 use crate::peer::PeerId;
 use crate::protocol::RequestProtocol;
 use crate::topic::Topic;
+use causality_hash::ContentId;
 use multiaddr::Multiaddr;
 
 /// An inbound request, numbered by the driver; answer it with [`Output::Respond`].
@@ -150,6 +151,16 @@ pub enum Output<P: Protocol + ?Sized> {
     },
     /// Start receiving messages on a topic.
     Subscribe(Topic),
+    /// Start receiving messages on a topic that this protocol validates: gossip forwards
+    /// each one only after an [`Output::Validate`] accepts it.
+    SubscribeValidated(Topic),
+    /// The verdict on a message of a validated topic (rejecting penalizes its relay).
+    Validate {
+        /// The message's id ([`Message::id`]).
+        message: ContentId,
+        /// The verdict.
+        acceptance: Acceptance,
+    },
     /// Stop.
     Unsubscribe(Topic),
     /// Send a request; the answer comes back as an input with `id`.

@@ -36,7 +36,7 @@ use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 
 use super::{CallId, InboundId, Input, OutboundId, Output, Protocol, Severity};
-use crate::envelope::Message;
+use crate::envelope::{Acceptance, Message};
 use crate::error::{NetError, RefusalReason};
 use crate::peer::{Keypair, PeerId};
 use crate::topic::Topic;
@@ -82,6 +82,8 @@ pub struct SimStats {
     pub gossip_deliveries: u64,
     /// Frames lost to partitions, crashes or loss.
     pub dropped: u64,
+    /// Messages a validating node rejected (and so did not forward).
+    pub rejected: u64,
 }
 
 /// A penalty a node asked for.
@@ -166,6 +168,10 @@ struct Node<P: Protocol> {
     peer: PeerId,
     life: u64,
     subscriptions: BTreeSet<Topic>,
+    /// Topics this node validates, and their messages awaiting its verdict (with the node
+    /// they came from), oldest first.
+    validating: BTreeSet<Topic>,
+    awaiting: BTreeMap<ContentId, (u64, usize, Message)>,
     timers: BTreeMap<(u64, u64), P::Timer>,
     /// Requests we sent: id → the peer's index.
     outbound: HashMap<OutboundId, usize>,
@@ -258,6 +264,8 @@ impl<P: Protocol> Sim<P> {
             peer,
             life: 0,
             subscriptions: BTreeSet::new(),
+            validating: BTreeSet::new(),
+            awaiting: BTreeMap::new(),
             timers: BTreeMap::new(),
             outbound: HashMap::new(),
             inbound: HashMap::new(),
@@ -380,6 +388,8 @@ impl<P: Protocol> Sim<P> {
         self.nodes[n].life += 1;
         let node = &mut self.nodes[n];
         node.subscriptions.clear();
+        node.validating.clear();
+        node.awaiting.clear();
         node.timers.clear();
         node.outbound.clear();
         node.inbound.clear();
@@ -564,9 +574,25 @@ impl<P: Protocol> Sim<P> {
                     return;
                 }
                 self.stats.gossip_deliveries += 1;
-                self.forward(n, Some(from), &message);
                 let mut message = message;
                 message.via = self.nodes[from].peer;
+                if self.nodes[n].validating.contains(&message.topic) {
+                    let node = &mut self.nodes[n];
+                    if node.awaiting.len() >= crate::core::MAX_PENDING_VALIDATIONS {
+                        let oldest = node
+                            .awaiting
+                            .iter()
+                            .min_by_key(|(_, (at, _, _))| *at)
+                            .map(|(id, _)| *id);
+                        if let Some(oldest) = oldest {
+                            node.awaiting.remove(&oldest);
+                        }
+                    }
+                    node.awaiting
+                        .insert(message.id, (self.now, from, message.clone()));
+                } else {
+                    self.forward(n, Some(from), &message);
+                }
                 self.input(n, Input::Message(message));
             }
             Delivery::Timer { key } => {
@@ -694,7 +720,32 @@ impl<P: Protocol> Sim<P> {
             Output::Subscribe(topic) => {
                 self.nodes[n].subscriptions.insert(topic);
             }
+            Output::SubscribeValidated(topic) => {
+                self.nodes[n].subscriptions.insert(topic.clone());
+                self.nodes[n].validating.insert(topic);
+            }
+            Output::Validate {
+                message,
+                acceptance,
+            } => {
+                if let Some((_, from, message)) = self.nodes[n].awaiting.remove(&message) {
+                    match acceptance {
+                        Acceptance::Accept => self.forward(n, Some(from), &message),
+                        Acceptance::Ignore => {}
+                        Acceptance::Reject(reason) => {
+                            self.stats.rejected += 1;
+                            self.penalties.push(Penalty {
+                                by: n,
+                                peer: self.nodes[from].peer,
+                                severity: Severity::Severe,
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
             Output::Unsubscribe(topic) => {
+                self.nodes[n].validating.remove(&topic);
                 self.nodes[n].subscriptions.remove(&topic);
             }
             Output::Request {

@@ -15,6 +15,9 @@ use futures::StreamExt;
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
 pub(crate) trait Harness {
+    /// Whether time is virtual (tests may wait out protocol timeouts for free).
+    const VIRTUAL_TIME: bool;
+
     /// A node configured by `configure`.
     async fn node_with(&self, configure: impl FnOnce(&mut NodeConfig)) -> Network;
 
@@ -105,6 +108,8 @@ impl Memory {
 }
 
 impl Harness for Memory {
+    const VIRTUAL_TIME: bool = true;
+
     async fn node_with(&self, configure: impl FnOnce(&mut NodeConfig)) -> Network {
         let mut config = NodeConfig::new(Keypair::from_index(
             NEXT_KEY.fetch_add(1, Ordering::Relaxed),
@@ -148,6 +153,8 @@ impl Libp2p {
 }
 
 impl Harness for Libp2p {
+    const VIRTUAL_TIME: bool = false;
+
     async fn node_with(&self, configure: impl FnOnce(&mut NodeConfig)) -> Network {
         let mut config = Libp2pConfig::new(Keypair::from_index(
             NEXT_KEY.fetch_add(1, Ordering::Relaxed),

@@ -44,6 +44,7 @@ conformance!(
     cheap_checks_come_before_the_signature,
     flood_is_limited_and_honest_traffic_flows,
     bad_requests_are_refused,
+    validated_topics_forward_only_what_is_accepted,
 );
 
 /// TLS instead of noise on TCP: the basics.

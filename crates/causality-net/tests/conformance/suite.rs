@@ -650,3 +650,59 @@ pub(crate) async fn cheap_checks_come_before_the_signature<H: Harness>(h: &H) {
     )
     .await;
 }
+
+/// On a topic a node validates, gossip forwards only what it accepts: in the line
+/// `a — b — c`, `c` receives what `b` accepted, never what `b` rejected or left unjudged,
+/// and a rejection penalizes the relay (`a`) that delivered it.
+pub(crate) async fn validated_topics_forward_only_what_is_accepted<H: Harness>(h: &H) {
+    use causality_net::Acceptance;
+    let (a, b, c) = (h.node().await, h.node().await, h.node().await);
+    h.connect(&a, &b).await;
+    h.connect(&b, &c).await;
+    let proofs = topic("validated");
+    let mut at_b = b.subscribe_validated(&proofs).await.unwrap();
+    let mut at_c = c.subscribe(&proofs).await.unwrap();
+    h.wait_subscribed(&a, &proofs, b.local_peer_id()).await;
+    h.wait_subscribed(&b, &proofs, c.local_peer_id()).await;
+
+    for payload in [&b"bad"[..], b"unjudged", b"good"] {
+        a.publish(&proofs, "test.Proof", payload.to_vec())
+            .await
+            .unwrap();
+        let message = next(&mut at_b).await;
+        assert_eq!(message.payload, payload);
+        let verdict = match payload {
+            b"bad" => Acceptance::Reject("not a proof".into()),
+            b"unjudged" => continue,
+            _ => Acceptance::Accept,
+        };
+        b.validate(message.id, verdict).await.unwrap();
+    }
+    // `b` forwards in verdict order, so a forwarded rejection would have come first.
+    let first = next(&mut at_c).await;
+    assert_eq!(first.payload, b"good");
+    assert_eq!(first.sender, a.local_peer_id());
+    h.quiesce().await;
+    assert!(
+        at_c.try_next().is_none(),
+        "something unaccepted was forwarded"
+    );
+    assert_eq!(b.metrics().rejected.get("invalid_payload"), Some(&1));
+    let score_of_a = b
+        .peers()
+        .into_iter()
+        .find(|p| p.peer == a.local_peer_id())
+        .map(|p| p.score);
+    assert!(
+        score_of_a.is_some_and(|s| s < 0),
+        "relay not penalized: {score_of_a:?}"
+    );
+    // The unjudged message expires unforwarded (waited out in virtual time only; the
+    // timeout is the core's, the same on both adapters).
+    if !H::VIRTUAL_TIME {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(b.metrics().validation_timeouts >= 1);
+    assert!(at_c.try_next().is_none());
+}
