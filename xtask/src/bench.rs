@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::util::{cargo, exec};
 
 /// Crates with benchmarks, by the short name accepted on the command line.
-const CRATES: &[&str] = &["hash", "log", "net", "discovery"];
+const CRATES: &[&str] = &["hash", "log", "net", "discovery", "proofshare"];
 
 /// Ratios worth printing: (label, numerator benchmark id, denominator benchmark id).
 /// Both are criterion ids, `group/function[/parameter]`; a ratio of times.
@@ -54,6 +54,26 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "RocksLog / raw RocksDB, sync each",
         "append_256B/rocks_log_sync",
         "append_256B/raw_rocksdb_sync",
+    ),
+];
+
+/// Ratios of time per element (benchmarks with `Throughput::Elements`): (label,
+/// numerator, denominator).
+const PER_ELEMENT: &[(&str, &str, &str)] = &[
+    (
+        "Groth16 single / batch of 16, per proof (speed-up)",
+        "groth16_verify/single",
+        "groth16_verify/batch/16",
+    ),
+    (
+        "Groth16 single / batch of 64, per proof (speed-up; target >= 4)",
+        "groth16_verify/single",
+        "groth16_verify/batch/64",
+    ),
+    (
+        "Groth16 single / batch of 256, per proof (speed-up)",
+        "groth16_verify/single",
+        "groth16_verify/batch/256",
     ),
 ];
 
@@ -111,6 +131,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             println!("{label}: {:.2}x time, {:.2}x throughput", n / d, d / n);
         }
     }
+    for (label, num, den) in PER_ELEMENT {
+        let find = |id: &str| {
+            rows.iter()
+                .find(|r| r.id == id)
+                .and_then(Row::per_element_ns)
+        };
+        if let (Some(n), Some(d)) = (find(num), find(den)) {
+            println!(
+                "{label}: {:.2}x ({} vs {} per element)",
+                n / d,
+                fmt_time(n),
+                fmt_time(d)
+            );
+        }
+    }
     if let Ok(paired) = std::fs::read_to_string(&report) {
         println!("\nMeasured in interleaved pairs:");
         print!("{paired}");
@@ -125,6 +160,13 @@ struct Row {
 }
 
 impl Row {
+    fn per_element_ns(&self) -> Option<f64> {
+        match &self.throughput {
+            Some((kind, n)) if kind == "Elements" && *n > 0.0 => Some(self.median_ns / n),
+            _ => None,
+        }
+    }
+
     fn throughput(&self) -> String {
         match &self.throughput {
             Some((kind, n)) if kind == "Bytes" || kind == "BytesDecimal" => {
