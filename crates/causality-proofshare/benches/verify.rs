@@ -41,5 +41,24 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify);
+/// Where a batch's time per proof goes.
+fn parts(c: &mut Criterion) {
+    use ark_bn254::{Bn254, Fr};
+    use ark_ec::pairing::Pairing;
+    let mut prover = common::Prover::new(3);
+    let made = prover.prove(2, 3);
+    let proof = causality_proofshare::groth16::decode_proof(&made.proof).unwrap();
+    let mut group = c.benchmark_group("groth16_parts");
+    group.bench_function("decode_proof", |b| {
+        b.iter(|| causality_proofshare::groth16::decode_proof(black_box(&made.proof)).unwrap());
+    });
+    group.bench_function("prepare_g2", |b| {
+        b.iter(|| <Bn254 as Pairing>::G2Prepared::from(black_box(proof.b)));
+    });
+    let r = Fr::from(u128::MAX - 12345);
+    group.bench_function("g1_mul_128bit", |b| b.iter(|| black_box(proof.a) * r));
+    group.finish();
+}
+
+criterion_group!(benches, verify, parts);
 criterion_main!(benches);

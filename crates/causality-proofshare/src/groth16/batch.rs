@@ -86,29 +86,43 @@ fn holds(key: &Key, items: &[(Proof<Bn254>, Vec<Fr>)], weights: &[Fr]) -> bool {
     let mut sum_r = Fr::from(0u8);
     // Σᵢ rᵢ·xᵢⱼ per input j, with the constant term first.
     let mut ic_scalars = vec![Fr::from(0u8); inputs + 1];
-    let mut g1 = Vec::with_capacity(items.len() + 3);
-    let mut g2 = Vec::with_capacity(items.len() + 3);
     let mut cs = Vec::with_capacity(items.len());
     for ((proof, xs), r) in items.iter().zip(weights) {
         sum_r += r;
         for (s, x) in ic_scalars[1..].iter_mut().zip(xs) {
             *s += *r * x;
         }
-        g1.push((proof.a * r).into_affine());
-        g2.push(<Bn254 as Pairing>::G2Prepared::from(proof.b));
         cs.push(proof.c);
     }
+    // Per proof: rᵢ·Aᵢ and Bᵢ's line coefficients, independent of each other.
+    let pair = |((proof, _), r): (&(Proof<Bn254>, Vec<Fr>), &Fr)| {
+        (
+            <Bn254 as Pairing>::G1Prepared::from((proof.a * r).into_affine()),
+            <Bn254 as Pairing>::G2Prepared::from(proof.b),
+        )
+    };
+    #[cfg(feature = "parallel")]
+    let pairs: Vec<_> = {
+        use rayon::prelude::*;
+        items.par_iter().zip(weights).map(pair).collect()
+    };
+    #[cfg(not(feature = "parallel"))]
+    let pairs: Vec<_> = items.iter().zip(weights).map(pair).collect();
+    let (mut g1, mut g2): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
     ic_scalars[0] = sum_r;
     let ic = G1Projective::msm(&vk.gamma_abc_g1, &ic_scalars).expect("lengths match");
     let c = G1Projective::msm(&cs, weights).expect("lengths match");
     let alpha: G1Affine = (vk.alpha_g1 * -sum_r).into_affine();
-    g1.extend([ic.into_affine(), c.into_affine(), alpha]);
+    g1.extend([
+        ic.into_affine().into(),
+        c.into_affine().into(),
+        alpha.into(),
+    ]);
     g2.extend([
         key.pvk.gamma_g2_neg_pc.clone(),
         key.pvk.delta_g2_neg_pc.clone(),
         key.beta.clone(),
     ]);
-    let g1: Vec<<Bn254 as Pairing>::G1Prepared> = g1.into_iter().map(Into::into).collect();
     match Bn254::final_exponentiation(Bn254::multi_miller_loop(g1, g2)) {
         Some(out) => out.0.is_one(),
         None => false,

@@ -186,8 +186,15 @@ impl PreparedKey for Key {
         let mut results: Vec<Result<(), VerifyError>> = Vec::with_capacity(claims.len());
         let mut decoded = Vec::with_capacity(claims.len());
         let mut positions = Vec::with_capacity(claims.len());
-        for (i, claim) in claims.iter().enumerate() {
-            match self.decode_claim(*claim) {
+        #[cfg(feature = "parallel")]
+        let each: Vec<_> = {
+            use rayon::prelude::*;
+            claims.par_iter().map(|c| self.decode_claim(*c)).collect()
+        };
+        #[cfg(not(feature = "parallel"))]
+        let each: Vec<_> = claims.iter().map(|c| self.decode_claim(*c)).collect();
+        for (i, one) in each.into_iter().enumerate() {
+            match one {
                 Ok(d) => {
                     decoded.push(d);
                     positions.push(i);
