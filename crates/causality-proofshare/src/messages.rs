@@ -1,0 +1,549 @@
+//! Proof sharing's domain types and wire messages (`proto/causality/proofshare/v1`):
+//! canonical encodings, content ids checked on receipt, and decoding with every size
+//! bounded by [`Limits`] before anything is allocated for it.
+
+use std::collections::BTreeMap;
+
+use causality_hash::ContentId;
+use causality_net::{Keypair, PeerId};
+use prost::Message as _;
+
+use crate::proto::v1 as pb;
+use crate::system::ProofSystem;
+
+/// Every size limit of the protocol, in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of a proof's `proof_data` (default 256 KiB: Groth16 needs 128, STARKs more).
+    pub max_proof_bytes: usize,
+    /// Public inputs per proof (default 1024).
+    pub max_public_inputs: usize,
+    /// Bytes of one public input (default 64).
+    pub max_input_bytes: usize,
+    /// Metadata entries per proof (default 32).
+    pub max_metadata_entries: usize,
+    /// Bytes of all metadata keys and values together (default 4 KiB).
+    pub max_metadata_bytes: usize,
+    /// Bytes of a verification key (default 64 KiB: Groth16/BN254 with 1024 inputs is 33 KB).
+    pub max_key_bytes: usize,
+    /// Ids in one inventory answer (default 1024).
+    pub max_inventory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_proof_bytes: 256 << 10,
+            max_public_inputs: 1024,
+            max_input_bytes: 64,
+            max_metadata_entries: 32,
+            max_metadata_bytes: 4 << 10,
+            max_key_bytes: 64 << 10,
+            max_inventory: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest encoded proof these limits allow.
+    pub fn max_proof_message(&self) -> usize {
+        self.max_proof_bytes
+            + self.max_public_inputs * (self.max_input_bytes + 4)
+            + self.max_metadata_bytes
+            + self.max_metadata_entries * 8
+            + 128
+    }
+
+    /// The largest request or response body.
+    pub fn max_body(&self) -> usize {
+        self.max_proof_message()
+            .max(self.max_key_bytes + 64)
+            .max(self.max_inventory * 48 + 64)
+    }
+}
+
+/// Why a proof-sharing message was refused.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    /// Larger than its limit.
+    #[error("{what} of {size} is over the limit of {limit}")]
+    TooLarge {
+        /// Which part.
+        what: &'static str,
+        /// Its size (bytes or count).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a valid protobuf message, or a field of the wrong shape.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// A metadata value that is not canonical JSON.
+    #[error("metadata `{0}` is not canonical JSON")]
+    Metadata(String),
+    /// A body that does not hash to the id it came under.
+    #[error("content {actual} does not match the id {expected}")]
+    IdMismatch {
+        /// The id asked for or announced.
+        expected: ContentId,
+        /// The id of what came.
+        actual: ContentId,
+    },
+    /// An acknowledgement whose signature does not verify.
+    #[error("acknowledgement signature does not verify")]
+    BadSignature,
+}
+
+fn malformed(e: impl std::fmt::Display) -> MessageError {
+    MessageError::Malformed(e.to_string())
+}
+
+fn cap(what: &'static str, size: usize, limit: usize) -> Result<(), MessageError> {
+    if size > limit {
+        return Err(MessageError::TooLarge { what, size, limit });
+    }
+    Ok(())
+}
+
+fn content_id(bytes: &[u8]) -> Result<ContentId, MessageError> {
+    ContentId::from_slice(bytes).map_err(malformed)
+}
+
+/// A verification key: its system and its bytes in that system's encoding. Its id is the
+/// BLAKE3 of its canonical encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerificationKey {
+    /// The proof system.
+    pub system: ProofSystem,
+    /// The key's bytes.
+    pub key: Vec<u8>,
+}
+
+impl VerificationKey {
+    /// The key's canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// The key's content id.
+    pub fn id(&self) -> ContentId {
+        ContentId::of(&self.encode())
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::VerificationKey {
+        pb::VerificationKey {
+            system: self.system.0,
+            key: self.key.clone(),
+        }
+    }
+
+    pub(crate) fn from_proto(
+        p: pb::VerificationKey,
+        limits: &Limits,
+    ) -> Result<Self, MessageError> {
+        cap("verification key", p.key.len(), limits.max_key_bytes)?;
+        Ok(Self {
+            system: ProofSystem(p.system),
+            key: p.key,
+        })
+    }
+
+    /// Decodes a key, bounded by `limits`.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, MessageError> {
+        cap(
+            "verification key message",
+            bytes.len(),
+            limits.max_key_bytes + 64,
+        )?;
+        Self::from_proto(
+            pb::VerificationKey::decode(bytes).map_err(malformed)?,
+            limits,
+        )
+    }
+}
+
+/// A proof with what it proves: the key it verifies under, its public inputs, the proof
+/// bytes and application metadata. `proof_id` is the BLAKE3 of the canonical encoding of
+/// everything else, so it is computed, never trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofMessage {
+    /// The proof's content id.
+    pub proof_id: ContentId,
+    /// The id of its verification key.
+    pub verification_key_id: ContentId,
+    /// Its proof system.
+    pub system: ProofSystem,
+    /// Public inputs, in order, in the system's encoding.
+    pub public_inputs: Vec<Vec<u8>>,
+    /// The proof bytes.
+    pub proof_data: Vec<u8>,
+    /// Ordered string keys → JSON values.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+impl ProofMessage {
+    /// A proof message, its id computed. Fails when it is over `Limits::default()`.
+    pub fn new(
+        verification_key_id: ContentId,
+        system: ProofSystem,
+        public_inputs: Vec<Vec<u8>>,
+        proof_data: Vec<u8>,
+        metadata: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Self, MessageError> {
+        let mut message = Self {
+            proof_id: ContentId::of(&[]),
+            verification_key_id,
+            system,
+            public_inputs,
+            proof_data,
+            metadata,
+        };
+        let proto = message.to_proto();
+        Self::check(&proto, &Limits::default())?;
+        message.proof_id = ContentId::of(&proto.encode_to_vec());
+        Ok(message)
+    }
+
+    /// The canonical encoding (what `proof_id` hashes).
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::Proof {
+        pb::Proof {
+            verification_key_id: self.verification_key_id.as_bytes().to_vec(),
+            system: self.system.0,
+            public_inputs: self.public_inputs.clone(),
+            proof_data: self.proof_data.clone(),
+            metadata: self
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn check(p: &pb::Proof, limits: &Limits) -> Result<(), MessageError> {
+        cap("proof", p.proof_data.len(), limits.max_proof_bytes)?;
+        cap(
+            "public inputs",
+            p.public_inputs.len(),
+            limits.max_public_inputs,
+        )?;
+        for input in &p.public_inputs {
+            cap("public input", input.len(), limits.max_input_bytes)?;
+        }
+        cap(
+            "metadata entries",
+            p.metadata.len(),
+            limits.max_metadata_entries,
+        )?;
+        let bytes: usize = p.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        cap("metadata", bytes, limits.max_metadata_bytes)
+    }
+
+    /// A proof from its wire form: bounded, metadata canonical, id computed.
+    pub(crate) fn from_proto(p: pb::Proof, limits: &Limits) -> Result<Self, MessageError> {
+        Self::check(&p, limits)?;
+        let proof_id = ContentId::of(&p.encode_to_vec());
+        let mut metadata = BTreeMap::new();
+        for (k, text) in &p.metadata {
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|_| MessageError::Metadata(k.clone()))?;
+            // One text per value, so one id per proof.
+            if serde_json::to_string(&value).ok().as_deref() != Some(text.as_str()) {
+                return Err(MessageError::Metadata(k.clone()));
+            }
+            metadata.insert(k.clone(), value);
+        }
+        Ok(Self {
+            proof_id,
+            verification_key_id: content_id(&p.verification_key_id)?,
+            system: ProofSystem(p.system),
+            public_inputs: p.public_inputs,
+            proof_data: p.proof_data,
+            metadata,
+        })
+    }
+
+    /// Decodes a proof, bounded by `limits`, and computes its id.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, MessageError> {
+        cap("proof message", bytes.len(), limits.max_proof_message())?;
+        Self::from_proto(pb::Proof::decode(bytes).map_err(malformed)?, limits)
+    }
+
+    /// The encoded size.
+    pub fn encoded_len(&self) -> usize {
+        self.to_proto().encoded_len()
+    }
+}
+
+/// What gossip carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Announcement {
+    /// A small proof, whole.
+    Inline(ProofMessage),
+    /// A proof announced by id, to be pulled.
+    Reference {
+        /// The proof's id.
+        proof_id: ContentId,
+        /// Its key's id.
+        verification_key_id: ContentId,
+        /// Its encoded size (a hint).
+        size: u64,
+    },
+}
+
+impl Announcement {
+    /// The key it is announced under.
+    pub fn verification_key_id(&self) -> ContentId {
+        match self {
+            Self::Inline(p) => p.verification_key_id,
+            Self::Reference {
+                verification_key_id,
+                ..
+            } => *verification_key_id,
+        }
+    }
+
+    /// The proof's id.
+    pub fn proof_id(&self) -> ContentId {
+        match self {
+            Self::Inline(p) => p.proof_id,
+            Self::Reference { proof_id, .. } => *proof_id,
+        }
+    }
+
+    /// Its encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let kind = match self {
+            Self::Inline(p) => pb::announcement::Kind::Inline(p.to_proto()),
+            Self::Reference {
+                proof_id,
+                verification_key_id,
+                size,
+            } => pb::announcement::Kind::Reference(pb::ProofRef {
+                proof_id: proof_id.as_bytes().to_vec(),
+                verification_key_id: verification_key_id.as_bytes().to_vec(),
+                size: *size,
+            }),
+        };
+        pb::Announcement { kind: Some(kind) }.encode_to_vec()
+    }
+
+    /// Decodes an announcement, bounded by `limits`.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, MessageError> {
+        cap("announcement", bytes.len(), limits.max_proof_message() + 16)?;
+        match pb::Announcement::decode(bytes).map_err(malformed)?.kind {
+            Some(pb::announcement::Kind::Inline(p)) => {
+                Ok(Self::Inline(ProofMessage::from_proto(p, limits)?))
+            }
+            Some(pb::announcement::Kind::Reference(r)) => Ok(Self::Reference {
+                proof_id: content_id(&r.proof_id)?,
+                verification_key_id: content_id(&r.verification_key_id)?,
+                size: r.size,
+            }),
+            None => Err(malformed("announcement without a kind")),
+        }
+    }
+}
+
+/// The domain an acknowledgement's signature is made in.
+pub const ACK_DOMAIN: &[u8] = b"causality/proof-ack/v1\0";
+
+/// A verifier's signed statement that a proof verified. Anyone can check it; a node may
+/// count acks from distinct verifiers (see `AcceptPolicy`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The proof.
+    pub proof_id: ContentId,
+    /// Who verified it.
+    pub verifier: PeerId,
+    /// When (ms since the Unix epoch, the verifier's clock).
+    pub verified_at_ms: u64,
+    /// Ed25519 by `verifier` over [`ACK_DOMAIN`] ‖ the encoding with no signature.
+    pub signature: [u8; 64],
+}
+
+impl Ack {
+    fn unsigned(proof_id: ContentId, verifier: PeerId, verified_at_ms: u64) -> pb::Ack {
+        pb::Ack {
+            proof_id: proof_id.as_bytes().to_vec(),
+            verifier: verifier.as_bytes().to_vec(),
+            verified_at_ms,
+            signature: Vec::new(),
+        }
+    }
+
+    fn signing_bytes(unsigned: &pb::Ack) -> Vec<u8> {
+        let mut bytes = ACK_DOMAIN.to_vec();
+        unsigned.encode(&mut bytes).expect("a Vec grows");
+        bytes
+    }
+
+    /// Signs an acknowledgement of `proof_id` with `keypair`.
+    pub fn sign(keypair: &Keypair, proof_id: ContentId, verified_at_ms: u64) -> Self {
+        let unsigned = Self::unsigned(proof_id, keypair.peer_id(), verified_at_ms);
+        Self {
+            proof_id,
+            verifier: keypair.peer_id(),
+            verified_at_ms,
+            signature: keypair.sign(&Self::signing_bytes(&unsigned)),
+        }
+    }
+
+    /// Whether the signature is the verifier's.
+    pub fn verify(&self) -> Result<(), MessageError> {
+        let unsigned = Self::unsigned(self.proof_id, self.verifier, self.verified_at_ms);
+        if self
+            .verifier
+            .verify(&Self::signing_bytes(&unsigned), &self.signature)
+        {
+            Ok(())
+        } else {
+            Err(MessageError::BadSignature)
+        }
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::Ack {
+        pb::Ack {
+            signature: self.signature.to_vec(),
+            ..Self::unsigned(self.proof_id, self.verifier, self.verified_at_ms)
+        }
+    }
+
+    /// An acknowledgement from its wire form, its signature checked.
+    pub(crate) fn from_proto(p: pb::Ack) -> Result<Self, MessageError> {
+        let ack = Self {
+            proof_id: content_id(&p.proof_id)?,
+            verifier: PeerId::from_bytes(&p.verifier).map_err(malformed)?,
+            verified_at_ms: p.verified_at_ms,
+            signature: p
+                .signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| malformed("signature is not 64 bytes"))?,
+        };
+        ack.verify()?;
+        Ok(ack)
+    }
+
+    /// Its encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// Decodes and checks an acknowledgement.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        cap("ack", bytes.len(), 256)?;
+        Self::from_proto(pb::Ack::decode(bytes).map_err(malformed)?)
+    }
+}
+
+/// A request body, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    Proof(ContentId),
+    Key(ContentId),
+    Ack(Ack),
+    Inventory {
+        key: ContentId,
+        since_ms: u64,
+        limit: usize,
+    },
+}
+
+impl Request {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        use pb::request::Kind;
+        let kind = match self {
+            Self::Proof(id) => Kind::Proof(id.as_bytes().to_vec()),
+            Self::Key(id) => Kind::VerificationKey(id.as_bytes().to_vec()),
+            Self::Ack(ack) => Kind::Ack(ack.to_proto()),
+            Self::Inventory {
+                key,
+                since_ms,
+                limit,
+            } => Kind::Inventory(pb::Inventory {
+                verification_key_id: key.as_bytes().to_vec(),
+                since_ms: *since_ms,
+                limit: u32::try_from(*limit).unwrap_or(u32::MAX),
+            }),
+        };
+        pb::Request { kind: Some(kind) }.encode_to_vec()
+    }
+
+    pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, MessageError> {
+        use pb::request::Kind;
+        cap("request", bytes.len(), 512)?;
+        Ok(match pb::Request::decode(bytes).map_err(malformed)?.kind {
+            Some(Kind::Proof(id)) => Self::Proof(content_id(&id)?),
+            Some(Kind::VerificationKey(id)) => Self::Key(content_id(&id)?),
+            Some(Kind::Ack(ack)) => Self::Ack(Ack::from_proto(ack)?),
+            Some(Kind::Inventory(i)) => Self::Inventory {
+                key: content_id(&i.verification_key_id)?,
+                since_ms: i.since_ms,
+                limit: (i.limit as usize).min(limits.max_inventory),
+            },
+            None => return Err(malformed("request without a kind")),
+        })
+    }
+}
+
+/// A response body, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Response {
+    Proof(ProofMessage),
+    Key(VerificationKey),
+    Acked,
+    Ids {
+        ids: Vec<(ContentId, u64)>,
+        more: bool,
+    },
+    NotFound,
+}
+
+impl Response {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        use pb::response::Kind;
+        let kind = match self {
+            Self::Proof(p) => Kind::Proof(p.to_proto()),
+            Self::Key(k) => Kind::VerificationKey(k.to_proto()),
+            Self::Acked => Kind::Acked(true),
+            Self::Ids { ids, more } => Kind::Ids(pb::Ids {
+                ids: ids.iter().map(|(id, _)| id.as_bytes().to_vec()).collect(),
+                received_ms: ids.iter().map(|(_, at)| *at).collect(),
+                more: *more,
+            }),
+            Self::NotFound => Kind::NotFound(true),
+        };
+        pb::Response { kind: Some(kind) }.encode_to_vec()
+    }
+
+    pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, MessageError> {
+        use pb::response::Kind;
+        cap("response", bytes.len(), limits.max_body())?;
+        Ok(match pb::Response::decode(bytes).map_err(malformed)?.kind {
+            Some(Kind::Proof(p)) => Self::Proof(ProofMessage::from_proto(p, limits)?),
+            Some(Kind::VerificationKey(k)) => Self::Key(VerificationKey::from_proto(k, limits)?),
+            Some(Kind::Acked(_)) => Self::Acked,
+            Some(Kind::Ids(ids)) => {
+                cap("inventory", ids.ids.len(), limits.max_inventory)?;
+                if ids.ids.len() != ids.received_ms.len() {
+                    return Err(malformed("ids and times differ in length"));
+                }
+                Self::Ids {
+                    ids: ids
+                        .ids
+                        .iter()
+                        .zip(ids.received_ms)
+                        .map(|(id, at)| Ok((content_id(id)?, at)))
+                        .collect::<Result<_, MessageError>>()?,
+                    more: ids.more,
+                }
+            }
+            Some(Kind::NotFound(_)) => Self::NotFound,
+            None => return Err(malformed("response without a kind")),
+        })
+    }
+}

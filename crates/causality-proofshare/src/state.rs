@@ -1,0 +1,1305 @@
+//! Proof sharing as a pure state machine ([`Protocol`]): no sockets, no tasks, no clock —
+//! time comes in as an argument, randomness from a seeded generator, storage through the
+//! synchronous [`ProofStore`] it owns.
+//!
+//! The flow: a node stores a proof it made ([`Command::StoreProof`], which verifies it)
+//! and announces it ([`Command::Announce`]) on `register/proof/{verification_key_id}`.
+//! Small proofs travel inline; larger ones by id. A node following that key receives the
+//! announcement before gossip forwards it (a validated topic), fetches the key if it lacks
+//! it, pulls the body if it came by id, checks every id against its content, verifies the
+//! proof (in batches, every `batch_window_ms`), and only then lets gossip forward it, stores
+//! it, reports it ([`Event::Verified`]) and acknowledges it to its announcer with a signed
+//! [`Ack`]. An invalid proof is never forwarded: its relay and its originator are penalized
+//! and its id remembered, so copies cost nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use causality_hash::ContentId;
+use causality_net::service::{
+    CallId, Ids, InboundId, Input, OutboundId, Output, Protocol, Severity,
+};
+use causality_net::{
+    Acceptance, Keypair, Message, PeerId, RefusalReason, RequestProtocol, Topic, TopicKind,
+};
+use rand::{RngCore as _, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+
+use crate::error::{ProofShareError, VerifyError};
+use crate::messages::{
+    Ack, Announcement, Limits, MessageError, ProofMessage, Request, Response, VerificationKey,
+};
+use crate::store::ProofStore;
+use crate::system::{Claim, PreparedKey, Verifiers};
+
+/// The topic family proofs are announced on: `register/proof/{verification_key_id}`.
+pub const PROOF_TOPIC: TopicKind = TopicKind::new("register", "proof");
+
+/// The payload type of announcements.
+pub const ANNOUNCEMENT_TYPE: &str = "causality.proofshare.v1.Announcement";
+
+/// The topic proofs under `key` are announced on.
+pub fn proof_topic(key: &ContentId) -> Topic {
+    Topic::new(PROOF_TOPIC, key.to_string()).expect("a content id is a valid topic id")
+}
+
+/// How a node runs proof sharing. Every field has a sane default.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Size limits.
+    pub limits: Limits,
+    /// Proofs whose encoding is at most this many bytes travel inline in the announcement
+    /// (default 1024: a Groth16 proof with a few inputs is ~250 B, smaller than the
+    /// announcement plus pull round trip that would point to it, and libp2p-gossipsub sends
+    /// IDONTWANT only above 1000 B, so larger inline bodies would be duplicated freely).
+    pub inline_max_bytes: usize,
+    /// Proofs received within this window are verified as one batch (default 5 ms).
+    pub batch_window_ms: u64,
+    /// A batch is verified at once when it reaches this size (default 256).
+    pub max_batch: usize,
+    /// Verifications per second each originator may cost us (default 100, burst 400);
+    /// beyond it its proofs are ignored, not verified.
+    pub verify_rate: (u32, u32),
+    /// Acknowledge verified proofs to their announcer (default true).
+    pub send_acks: bool,
+    /// Proof ids remembered as verified (default 65,536) and as invalid (16,384).
+    pub verified_cache: usize,
+    /// See `verified_cache`.
+    pub rejected_cache: usize,
+    /// Proofs that may wait for a key or a pull at once (default 4096).
+    pub max_waiting: usize,
+    /// Catch-up asks for proofs received at most this long ago (default 24 h).
+    pub catch_up_window_ms: u64,
+    /// Peers a fetch tries, at most (default 8).
+    pub max_candidates: usize,
+    /// Seed of the batch weights' generator. Must be secret: whoever knows it can craft
+    /// invalid proofs that pass a batch. The default draws it from the OS.
+    pub seed: [u8; 32],
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        Self {
+            limits: Limits::default(),
+            inline_max_bytes: 1024,
+            batch_window_ms: 5,
+            max_batch: 256,
+            verify_rate: (100, 400),
+            send_acks: true,
+            verified_cache: 65_536,
+            rejected_cache: 16_384,
+            max_waiting: 4096,
+            catch_up_window_ms: 24 * 3600 * 1000,
+            max_candidates: 8,
+            seed,
+        }
+    }
+}
+
+/// Local commands.
+#[derive(Debug)]
+pub enum Command {
+    /// Check a verification key and keep it. Replies [`Reply::Key`].
+    StoreKey(VerificationKey),
+    /// Verify a proof made here and keep it (its key must be known or fetchable). Replies
+    /// [`Reply::Proof`].
+    StoreProof(ProofMessage),
+    /// Announce a stored proof. Replies [`Reply::Done`].
+    Announce(ContentId),
+    /// A proof by id: from the store, else pulled from `from` then connected peers, checked
+    /// and verified. Replies [`Reply::Proof`].
+    Fetch {
+        /// The proof.
+        proof_id: ContentId,
+        /// Peers to ask first (an announcer, say).
+        from: Vec<PeerId>,
+    },
+    /// Verify a proof (fetching its key if needed). Replies [`Reply::Proof`].
+    Verify(ProofMessage),
+    /// Receive and verify proofs under a key (counted: each `Follow` needs an `Unfollow`).
+    Follow(ContentId),
+    /// Stop following a key.
+    Unfollow(ContentId),
+    /// The acknowledgements recorded for a proof. Replies [`Reply::Acks`].
+    Acks(ContentId),
+    /// Counters. Replies [`Reply::Stats`].
+    Stats,
+}
+
+/// Replies to commands.
+#[derive(Debug)]
+pub enum Reply {
+    /// A key was stored: its id.
+    Key(Result<ContentId, ProofShareError>),
+    /// A verified proof.
+    Proof(Result<ProofMessage, ProofShareError>),
+    /// Done.
+    Done(Result<(), ProofShareError>),
+    /// Acknowledgements.
+    Acks(Result<Vec<Ack>, ProofShareError>),
+    /// Counters.
+    Stats(Stats),
+}
+
+/// What the protocol reports.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A proof from the network verified and was stored.
+    Verified {
+        /// The proof.
+        proof: Arc<ProofMessage>,
+        /// Who announced (or served) it.
+        from: PeerId,
+    },
+    /// A proof from the network was refused.
+    Rejected {
+        /// Its id, when it had one.
+        proof_id: Option<ContentId>,
+        /// Who announced or served it.
+        from: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A verifier acknowledged one of our proofs.
+    Acked(Ack),
+}
+
+/// Timers.
+#[derive(Debug)]
+pub enum Timer {
+    /// Verify the queued batch.
+    Flush,
+}
+
+/// Counters of what the protocol did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Proofs verified valid (each once).
+    pub verified: u64,
+    /// Proofs refused, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Proofs that arrived again after being judged (no work done).
+    pub cache_hits: u64,
+    /// Batches verified, and the proofs in them.
+    pub batches: u64,
+    /// See `batches`.
+    pub batched_proofs: u64,
+    /// Keys fetched from peers.
+    pub keys_fetched: u64,
+    /// Proof bodies pulled from peers.
+    pub proofs_pulled: u64,
+    /// Acknowledgements received and recorded.
+    pub acks_received: u64,
+    /// Proofs not verified because their originator was over its budget.
+    pub over_budget: u64,
+    /// Store failures.
+    pub store_errors: u64,
+}
+
+/// A gossip message awaiting the verdict on its proof.
+#[derive(Clone, Copy, Debug)]
+struct GossipRef {
+    message: ContentId,
+    sender: PeerId,
+    via: PeerId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallKind {
+    /// `StoreProof`: keep it.
+    Store,
+    /// `Verify`: only answer.
+    Verify,
+    /// `Fetch`: keep it and answer.
+    Fetch,
+}
+
+/// A proof to verify, with everyone waiting for the verdict.
+#[derive(Debug)]
+struct Job {
+    proof: ProofMessage,
+    /// Who gave it to us (penalized if it is invalid, acknowledged if not), when a peer did.
+    from: Option<PeerId>,
+    gossip: Vec<GossipRef>,
+    calls: Vec<(CallId, CallKind)>,
+}
+
+impl Job {
+    fn keep(&self) -> bool {
+        self.from.is_some() || self.calls.iter().any(|(_, k)| *k != CallKind::Verify)
+    }
+
+    fn merge(&mut self, other: Job) {
+        self.gossip.extend(other.gossip);
+        self.calls.extend(other.calls);
+        if self.from.is_none() {
+            self.from = other.from;
+        }
+    }
+}
+
+/// A key being fetched, and the proofs waiting for it.
+#[derive(Debug, Default)]
+struct KeyFetch {
+    candidates: VecDeque<PeerId>,
+    asked: BTreeSet<PeerId>,
+    waiting: Vec<Job>,
+}
+
+/// A proof body being pulled, and who waits for it.
+#[derive(Debug, Default)]
+struct ProofFetch {
+    candidates: VecDeque<PeerId>,
+    asked: BTreeSet<PeerId>,
+    gossip: Vec<GossipRef>,
+    calls: Vec<CallId>,
+    /// The key the announcement named, checked against the body.
+    key: Option<ContentId>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Key(ContentId),
+    Proof(ContentId),
+    Inventory { key: ContentId, pages: u32 },
+    Ack,
+}
+
+/// A bounded set that forgets its oldest member.
+#[derive(Debug)]
+struct Recent {
+    set: HashSet<ContentId>,
+    order: VecDeque<ContentId>,
+    capacity: usize,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn contains(&self, id: &ContentId) -> bool {
+        self.set.contains(id)
+    }
+
+    fn insert(&mut self, id: ContentId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > self.capacity
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+/// Per-originator verification budget (GCRA on the injected clock).
+#[derive(Debug)]
+struct Budget {
+    interval_ms: u64,
+    tolerance_ms: u64,
+    tat: HashMap<PeerId, u64>,
+}
+
+impl Budget {
+    fn new((per_second, burst): (u32, u32)) -> Self {
+        let interval_ms = 1000 / u64::from(per_second.max(1));
+        Self {
+            interval_ms: interval_ms.max(1),
+            tolerance_ms: interval_ms.max(1) * u64::from(burst.max(1)),
+            tat: HashMap::new(),
+        }
+    }
+
+    fn allow(&mut self, peer: PeerId, now_ms: u64) -> bool {
+        if self.tat.len() > 4096 {
+            self.tat.retain(|_, tat| *tat > now_ms);
+        }
+        let tat = self.tat.get(&peer).copied().unwrap_or(now_ms).max(now_ms);
+        if tat > now_ms + self.tolerance_ms {
+            return false;
+        }
+        self.tat.insert(peer, tat + self.interval_ms);
+        true
+    }
+}
+
+/// Proof sharing's state machine. See the [module docs](self).
+pub struct State {
+    config: Config,
+    keypair: Keypair,
+    local: PeerId,
+    verifiers: Verifiers,
+    store: Box<dyn ProofStore>,
+    keys: HashMap<ContentId, Arc<dyn PreparedKey>>,
+    verified: Recent,
+    rejected: Recent,
+    budget: Budget,
+    /// Proofs ready to verify (their key is prepared), in arrival order.
+    queue: Vec<Job>,
+    flush_scheduled: bool,
+    key_fetches: BTreeMap<ContentId, KeyFetch>,
+    proof_fetches: BTreeMap<ContentId, ProofFetch>,
+    outbound: HashMap<OutboundId, Pending>,
+    ids: Ids,
+    following: BTreeMap<ContentId, usize>,
+    peers: BTreeSet<PeerId>,
+    rng: ChaCha20Rng,
+    stats: Stats,
+    outputs: VecDeque<Output<Self>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("local", &self.local)
+            .field("following", &self.following.len())
+            .field("queued", &self.queue.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// A state machine for the node of `keypair` (which signs acknowledgements), verifying
+    /// with `verifiers` and keeping what it accepts in `store`.
+    pub fn new(
+        config: Config,
+        keypair: Keypair,
+        verifiers: Verifiers,
+        store: Box<dyn ProofStore>,
+    ) -> Self {
+        Self {
+            local: keypair.peer_id(),
+            keypair,
+            verifiers,
+            store,
+            keys: HashMap::new(),
+            verified: Recent::new(config.verified_cache),
+            rejected: Recent::new(config.rejected_cache),
+            budget: Budget::new(config.verify_rate),
+            queue: Vec::new(),
+            flush_scheduled: false,
+            key_fetches: BTreeMap::new(),
+            proof_fetches: BTreeMap::new(),
+            outbound: HashMap::new(),
+            ids: Ids::default(),
+            following: BTreeMap::new(),
+            peers: BTreeSet::new(),
+            rng: ChaCha20Rng::from_seed(config.seed),
+            stats: Stats::default(),
+            outputs: VecDeque::new(),
+            config,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn push(&mut self, output: Output<Self>) {
+        self.outputs.push_back(output);
+    }
+
+    fn reply(&mut self, call: CallId, reply: Reply) {
+        self.push(Output::Reply { call, reply });
+    }
+
+    fn penalize(&mut self, peer: PeerId, severity: Severity, reason: String) {
+        if peer != self.local {
+            self.push(Output::Penalize {
+                peer,
+                severity,
+                reason,
+            });
+        }
+    }
+
+    fn request(&mut self, peer: PeerId, request: &Request, pending: Pending) {
+        let id = self.ids.next_id();
+        self.outbound.insert(id, pending);
+        self.push(Output::Request {
+            id,
+            peer,
+            protocol: crate::PROTOCOL_NAME.to_owned(),
+            body: request.encode(),
+        });
+    }
+
+    /// The prepared key `id`, from the cache or the store; `None` when it is not known here.
+    fn prepared(&mut self, id: &ContentId) -> Option<Result<Arc<dyn PreparedKey>, VerifyError>> {
+        if let Some(key) = self.keys.get(id) {
+            return Some(Ok(Arc::clone(key)));
+        }
+        let key = match self.store.key(id) {
+            Ok(Some(key)) => key,
+            Ok(None) => return None,
+            Err(e) => {
+                self.stats.store_errors += 1;
+                tracing::error!(target: "causality_proofshare", key = %id, error = %e, "reading a key failed");
+                return None;
+            }
+        };
+        Some(self.prepare(&key))
+    }
+
+    fn prepare(&mut self, key: &VerificationKey) -> Result<Arc<dyn PreparedKey>, VerifyError> {
+        let prepared = self.verifiers.prepare(key.system, &key.key)?;
+        if self.keys.len() >= 1024 {
+            // Prepared keys are a cache over the store; start again rather than grow.
+            self.keys.clear();
+        }
+        self.keys.insert(key.id(), Arc::clone(&prepared));
+        Ok(prepared)
+    }
+
+    // ----- judging proofs -----
+
+    /// Routes a proof to its verdict: at once when already judged, else into the batch
+    /// queue, or behind a key fetch.
+    fn submit(&mut self, job: Job, now_ms: u64) {
+        let id = job.proof.proof_id;
+        if self.verified.contains(&id) {
+            self.stats.cache_hits += 1;
+            self.finish(job, Ok(()), now_ms);
+            return;
+        }
+        if self.rejected.contains(&id) {
+            self.stats.cache_hits += 1;
+            self.finish(job, Err(VerifyError::Invalid), now_ms);
+            return;
+        }
+        if let Some(queued) = self.queue.iter_mut().find(|j| j.proof.proof_id == id) {
+            queued.merge(job);
+            return;
+        }
+        let key_id = job.proof.verification_key_id;
+        if let Some(fetch) = self.key_fetches.get_mut(&key_id)
+            && let Some(waiting) = fetch.waiting.iter_mut().find(|j| j.proof.proof_id == id)
+        {
+            waiting.merge(job);
+            return;
+        }
+        match self.prepared(&key_id) {
+            Some(Ok(key)) => {
+                if key.system() != job.proof.system {
+                    let error = VerifyError::SystemMismatch {
+                        proof: job.proof.system,
+                        key: key.system(),
+                    };
+                    self.finish(job, Err(error), now_ms);
+                    return;
+                }
+                self.enqueue(job, now_ms);
+            }
+            Some(Err(e)) => {
+                // A stored key that no longer decodes: nothing verifies under it.
+                tracing::error!(target: "causality_proofshare", key = %key_id, error = %e, "stored key is invalid");
+                self.fail_unjudged(job, ProofShareError::UnknownKey(key_id));
+            }
+            None => self.await_key(job),
+        }
+    }
+
+    fn enqueue(&mut self, job: Job, now_ms: u64) {
+        self.queue.push(job);
+        if self.queue.len() >= self.config.max_batch {
+            self.flush(now_ms);
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            let at_ms = now_ms + self.config.batch_window_ms;
+            self.push(Output::Schedule {
+                at_ms,
+                timer: Timer::Flush,
+            });
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        self.key_fetches
+            .values()
+            .map(|f| f.waiting.len())
+            .sum::<usize>()
+            + self.proof_fetches.len()
+    }
+
+    fn await_key(&mut self, job: Job) {
+        let key_id = job.proof.verification_key_id;
+        if self.waiting() >= self.config.max_waiting {
+            self.fail_unjudged(job, ProofShareError::UnknownKey(key_id));
+            return;
+        }
+        let mut candidates: Vec<PeerId> = job.from.into_iter().collect();
+        candidates.extend(job.gossip.iter().flat_map(|g| [g.sender, g.via]));
+        candidates.extend(self.peers.iter().copied());
+        let max = self.config.max_candidates;
+        let fetch = self.key_fetches.entry(key_id).or_default();
+        let fresh = fetch.asked.is_empty() && fetch.candidates.is_empty();
+        for peer in candidates {
+            if peer != self.local
+                && !fetch.asked.contains(&peer)
+                && !fetch.candidates.contains(&peer)
+                && fetch.asked.len() + fetch.candidates.len() < max
+            {
+                fetch.candidates.push_back(peer);
+            }
+        }
+        fetch.waiting.push(job);
+        if fresh {
+            self.next_key_candidate(key_id);
+        }
+    }
+
+    fn next_key_candidate(&mut self, key_id: ContentId) {
+        let Some(fetch) = self.key_fetches.get_mut(&key_id) else {
+            return;
+        };
+        let Some(peer) = fetch.candidates.pop_front() else {
+            let fetch = self.key_fetches.remove(&key_id).expect("present");
+            tracing::debug!(target: "causality_proofshare", key = %key_id, "no peer supplied the key");
+            for job in fetch.waiting {
+                self.fail_unjudged(job, ProofShareError::UnknownKey(key_id));
+            }
+            return;
+        };
+        fetch.asked.insert(peer);
+        self.request(peer, &Request::Key(key_id), Pending::Key(key_id));
+    }
+
+    fn on_key(
+        &mut self,
+        peer: PeerId,
+        key_id: ContentId,
+        response: Result<Response, String>,
+        now_ms: u64,
+    ) {
+        let key = match response {
+            Ok(Response::Key(key)) => key,
+            Ok(Response::NotFound) | Err(_) => return self.next_key_candidate(key_id),
+            Ok(other) => {
+                self.penalize(
+                    peer,
+                    Severity::Moderate,
+                    format!("answered a key request with {other:?}"),
+                );
+                return self.next_key_candidate(key_id);
+            }
+        };
+        if key.id() != key_id {
+            self.penalize(
+                peer,
+                Severity::Severe,
+                format!("served key {} for {key_id}", key.id()),
+            );
+            return self.next_key_candidate(key_id);
+        }
+        if let Err(e) = self.prepare(&key) {
+            self.penalize(
+                peer,
+                Severity::Severe,
+                format!("served an invalid key {key_id}: {e}"),
+            );
+            return self.next_key_candidate(key_id);
+        }
+        self.stats.keys_fetched += 1;
+        if let Err(e) = self.store.put_key(&key) {
+            self.stats.store_errors += 1;
+            tracing::error!(target: "causality_proofshare", key = %key_id, error = %e, "storing a key failed");
+        }
+        if let Some(fetch) = self.key_fetches.remove(&key_id) {
+            for job in fetch.waiting {
+                self.submit(job, now_ms);
+            }
+        }
+    }
+
+    /// Verifies the queue, one batch per key.
+    fn flush(&mut self, now_ms: u64) {
+        let jobs = std::mem::take(&mut self.queue);
+        let mut by_key: BTreeMap<ContentId, Vec<Job>> = BTreeMap::new();
+        for job in jobs {
+            by_key
+                .entry(job.proof.verification_key_id)
+                .or_default()
+                .push(job);
+        }
+        for (key_id, jobs) in by_key {
+            let Some(Ok(key)) = self.prepared(&key_id) else {
+                for job in jobs {
+                    self.fail_unjudged(job, ProofShareError::UnknownKey(key_id));
+                }
+                continue;
+            };
+            let mut seed = [0u8; 32];
+            self.rng.fill_bytes(&mut seed);
+            let results = {
+                let claims: Vec<Claim<'_>> = jobs
+                    .iter()
+                    .map(|j| Claim {
+                        proof: &j.proof.proof_data,
+                        public_inputs: &j.proof.public_inputs,
+                    })
+                    .collect();
+                key.verify_batch(&claims, seed)
+            };
+            self.stats.batches += 1;
+            self.stats.batched_proofs += jobs.len() as u64;
+            for (job, result) in jobs.into_iter().zip(results) {
+                self.finish(job, result, now_ms);
+            }
+        }
+    }
+
+    /// Delivers a verdict to everyone waiting for it.
+    fn finish(&mut self, job: Job, result: Result<(), VerifyError>, now_ms: u64) {
+        let id = job.proof.proof_id;
+        match result {
+            Ok(()) => {
+                let first = !self.verified.contains(&id);
+                self.verified.insert(id);
+                if first {
+                    self.stats.verified += 1;
+                }
+                if job.keep() {
+                    let stored = self.store.has_proof(&id).unwrap_or(false);
+                    if !stored {
+                        if let Err(e) = self.store.put_proof(&job.proof, now_ms) {
+                            self.stats.store_errors += 1;
+                            tracing::error!(target: "causality_proofshare", proof = %id, error = %e, "storing a proof failed");
+                        }
+                        if let Some(from) = job.from {
+                            self.push(Output::Event(Event::Verified {
+                                proof: Arc::new(job.proof.clone()),
+                                from,
+                            }));
+                        }
+                    }
+                }
+                for g in &job.gossip {
+                    self.push(Output::Validate {
+                        message: g.message,
+                        acceptance: Acceptance::Accept,
+                    });
+                }
+                if self.config.send_acks
+                    && first
+                    && let Some(announcer) = job.gossip.first().map(|g| g.sender)
+                    && announcer != self.local
+                {
+                    let ack = Ack::sign(&self.keypair, id, now_ms);
+                    self.request(announcer, &Request::Ack(ack), Pending::Ack);
+                }
+                for (call, _) in job.calls {
+                    self.reply(call, Reply::Proof(Ok(job.proof.clone())));
+                }
+            }
+            Err(error) => {
+                *self.stats.rejected.entry(error.reason()).or_default() += 1;
+                self.rejected.insert(id);
+                let reason = format!("proof {id}: {error}");
+                tracing::warn!(target: "causality_proofshare", proof = %id, reason = %error, "proof rejected");
+                for g in &job.gossip {
+                    // The network penalizes the relay; the originator signed it.
+                    self.push(Output::Validate {
+                        message: g.message,
+                        acceptance: Acceptance::Reject(reason.clone()),
+                    });
+                    if g.sender != g.via {
+                        self.penalize(g.sender, Severity::Severe, reason.clone());
+                    }
+                }
+                if let Some(from) = job.from {
+                    if job.gossip.is_empty() {
+                        self.penalize(from, Severity::Severe, reason.clone());
+                    }
+                    self.push(Output::Event(Event::Rejected {
+                        proof_id: Some(id),
+                        from,
+                        reason: reason.clone(),
+                    }));
+                }
+                for (call, _) in job.calls {
+                    self.reply(
+                        call,
+                        Reply::Proof(Err(ProofShareError::Verify(error.clone()))),
+                    );
+                }
+            }
+        }
+    }
+
+    /// No verdict could be reached (no key, no body): nobody is blamed; gossip does not
+    /// forward what it cannot vouch for.
+    fn fail_unjudged(&mut self, job: Job, error: ProofShareError) {
+        for g in &job.gossip {
+            self.push(Output::Validate {
+                message: g.message,
+                acceptance: Acceptance::Ignore,
+            });
+        }
+        let text = error.to_string();
+        for (call, _) in job.calls {
+            self.reply(call, Reply::Proof(Err(clone_error(&error, &text))));
+        }
+    }
+
+    // ----- pulling bodies -----
+
+    fn fetch_proof(
+        &mut self,
+        proof_id: ContentId,
+        from: Vec<PeerId>,
+        gossip: Option<GossipRef>,
+        call: Option<CallId>,
+        key: Option<ContentId>,
+    ) {
+        let over = !self.proof_fetches.contains_key(&proof_id)
+            && self.waiting() >= self.config.max_waiting;
+        if over {
+            if let Some(g) = gossip {
+                self.push(Output::Validate {
+                    message: g.message,
+                    acceptance: Acceptance::Ignore,
+                });
+            }
+            if let Some(call) = call {
+                self.reply(call, Reply::Proof(Err(ProofShareError::NotFound(proof_id))));
+            }
+            return;
+        }
+        let max = self.config.max_candidates;
+        let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+        let local = self.local;
+        let fetch = self.proof_fetches.entry(proof_id).or_default();
+        let fresh = fetch.asked.is_empty() && fetch.candidates.is_empty();
+        if fetch.key.is_none() {
+            fetch.key = key;
+        }
+        for peer in from.into_iter().chain(peers) {
+            if peer != local
+                && !fetch.asked.contains(&peer)
+                && !fetch.candidates.contains(&peer)
+                && fetch.asked.len() + fetch.candidates.len() < max
+            {
+                fetch.candidates.push_back(peer);
+            }
+        }
+        fetch.gossip.extend(gossip);
+        fetch.calls.extend(call);
+        if fresh {
+            self.next_proof_candidate(proof_id);
+        }
+    }
+
+    fn next_proof_candidate(&mut self, proof_id: ContentId) {
+        let Some(fetch) = self.proof_fetches.get_mut(&proof_id) else {
+            return;
+        };
+        let Some(peer) = fetch.candidates.pop_front() else {
+            let fetch = self.proof_fetches.remove(&proof_id).expect("present");
+            for g in fetch.gossip {
+                self.push(Output::Validate {
+                    message: g.message,
+                    acceptance: Acceptance::Ignore,
+                });
+            }
+            for call in fetch.calls {
+                self.reply(call, Reply::Proof(Err(ProofShareError::NotFound(proof_id))));
+            }
+            return;
+        };
+        fetch.asked.insert(peer);
+        self.request(peer, &Request::Proof(proof_id), Pending::Proof(proof_id));
+    }
+
+    fn on_proof(
+        &mut self,
+        peer: PeerId,
+        proof_id: ContentId,
+        response: Result<Response, String>,
+        now_ms: u64,
+    ) {
+        let proof = match response {
+            Ok(Response::Proof(proof)) => proof,
+            Ok(Response::NotFound) | Err(_) => return self.next_proof_candidate(proof_id),
+            Ok(other) => {
+                self.penalize(
+                    peer,
+                    Severity::Moderate,
+                    format!("answered a proof request with {other:?}"),
+                );
+                return self.next_proof_candidate(proof_id);
+            }
+        };
+        let expected_key = self.proof_fetches.get(&proof_id).and_then(|f| f.key);
+        if proof.proof_id != proof_id
+            || expected_key.is_some_and(|k| k != proof.verification_key_id)
+        {
+            let error = VerifyError::IdMismatch {
+                what: "proof",
+                expected: proof_id,
+                actual: proof.proof_id,
+            };
+            *self.stats.rejected.entry(error.reason()).or_default() += 1;
+            self.penalize(peer, Severity::Severe, error.to_string());
+            self.push(Output::Event(Event::Rejected {
+                proof_id: Some(proof_id),
+                from: peer,
+                reason: error.to_string(),
+            }));
+            return self.next_proof_candidate(proof_id);
+        }
+        self.stats.proofs_pulled += 1;
+        let fetch = self.proof_fetches.remove(&proof_id).unwrap_or_default();
+        let job = Job {
+            proof,
+            from: Some(peer),
+            gossip: fetch.gossip,
+            calls: fetch
+                .calls
+                .into_iter()
+                .map(|c| (c, CallKind::Fetch))
+                .collect(),
+        };
+        self.submit(job, now_ms);
+    }
+
+    // ----- gossip -----
+
+    fn on_message(&mut self, message: Message, now_ms: u64) {
+        let gossip = GossipRef {
+            message: message.id,
+            sender: message.sender,
+            via: message.via,
+        };
+        let judge = |this: &mut Self, acceptance: Acceptance| {
+            this.push(Output::Validate {
+                message: gossip.message,
+                acceptance,
+            });
+        };
+        if message.payload_type != ANNOUNCEMENT_TYPE {
+            return judge(
+                self,
+                Acceptance::Reject(format!("unexpected payload type {}", message.payload_type)),
+            );
+        }
+        let announcement = match Announcement::decode(&message.payload, &self.config.limits) {
+            Ok(a) => a,
+            Err(e) => {
+                self.note_bad_announcement(&gossip, &e);
+                return judge(self, Acceptance::Reject(format!("bad announcement: {e}")));
+            }
+        };
+        let key_id = announcement.verification_key_id();
+        if message.topic != proof_topic(&key_id) {
+            let e = MessageError::Malformed(format!("key {key_id} announced on {}", message.topic));
+            self.note_bad_announcement(&gossip, &e);
+            return judge(self, Acceptance::Reject(e.to_string()));
+        }
+        let proof_id = announcement.proof_id();
+        let judged = self.verified.contains(&proof_id) || self.rejected.contains(&proof_id);
+        if !judged && !self.budget.allow(message.sender, now_ms) {
+            self.stats.over_budget += 1;
+            return judge(self, Acceptance::Ignore);
+        }
+        match announcement {
+            Announcement::Inline(proof) => {
+                let job = Job {
+                    proof,
+                    from: Some(message.sender),
+                    gossip: vec![gossip],
+                    calls: Vec::new(),
+                };
+                self.submit(job, now_ms);
+            }
+            Announcement::Reference {
+                proof_id,
+                verification_key_id,
+                ..
+            } => {
+                if self.verified.contains(&proof_id) {
+                    self.stats.cache_hits += 1;
+                    return judge(self, Acceptance::Accept);
+                }
+                if self.rejected.contains(&proof_id) {
+                    self.stats.cache_hits += 1;
+                    return judge(
+                        self,
+                        Acceptance::Reject(format!("proof {proof_id} is known invalid")),
+                    );
+                }
+                self.fetch_proof(
+                    proof_id,
+                    vec![message.sender, message.via],
+                    Some(gossip),
+                    None,
+                    Some(verification_key_id),
+                );
+            }
+        }
+    }
+
+    fn note_bad_announcement(&mut self, gossip: &GossipRef, error: &MessageError) {
+        *self.stats.rejected.entry("malformed").or_default() += 1;
+        tracing::warn!(target: "causality_proofshare", sender = %gossip.sender, error = %error, "bad announcement");
+        if gossip.sender != gossip.via {
+            self.penalize(
+                gossip.sender,
+                Severity::Severe,
+                format!("bad announcement: {error}"),
+            );
+        }
+        self.push(Output::Event(Event::Rejected {
+            proof_id: None,
+            from: gossip.sender,
+            reason: error.to_string(),
+        }));
+    }
+
+    // ----- serving -----
+
+    fn on_request(&mut self, id: InboundId, peer: PeerId, body: &[u8]) {
+        let request = match Request::decode(body, &self.config.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                self.penalize(peer, Severity::Severe, format!("bad request: {e}"));
+                self.push(Output::Respond {
+                    id,
+                    result: Err((RefusalReason::BadRequest, e.to_string())),
+                });
+                return;
+            }
+        };
+        let response = match request {
+            Request::Proof(proof_id) => match self.store.proof(&proof_id) {
+                Ok(Some(p)) => Response::Proof(p),
+                Ok(None) => Response::NotFound,
+                Err(e) => return self.store_failed(id, &e),
+            },
+            Request::Key(key_id) => match self.store.key(&key_id) {
+                Ok(Some(k)) => Response::Key(k),
+                Ok(None) => Response::NotFound,
+                Err(e) => return self.store_failed(id, &e),
+            },
+            Request::Ack(ack) => {
+                if ack.verifier != peer {
+                    self.penalize(
+                        peer,
+                        Severity::Moderate,
+                        "relayed someone else's ack".into(),
+                    );
+                    Response::NotFound
+                } else {
+                    match self.store.has_proof(&ack.proof_id) {
+                        Ok(true) => match self.store.put_ack(&ack) {
+                            Ok(true) => {
+                                self.stats.acks_received += 1;
+                                self.push(Output::Event(Event::Acked(ack)));
+                                Response::Acked
+                            }
+                            Ok(false) => Response::Acked,
+                            Err(e) => return self.store_failed(id, &e),
+                        },
+                        Ok(false) => Response::NotFound,
+                        Err(e) => return self.store_failed(id, &e),
+                    }
+                }
+            }
+            Request::Inventory {
+                key,
+                since_ms,
+                limit,
+            } => {
+                let limit = limit.min(self.config.limits.max_inventory);
+                match self.store.proofs_since(&key, since_ms, limit) {
+                    Ok((ids, more)) => Response::Ids { ids, more },
+                    Err(e) => return self.store_failed(id, &e),
+                }
+            }
+        };
+        self.push(Output::Respond {
+            id,
+            result: Ok(response.encode()),
+        });
+    }
+
+    fn store_failed(&mut self, id: InboundId, error: &ProofShareError) {
+        self.stats.store_errors += 1;
+        tracing::error!(target: "causality_proofshare", error = %error, "store failed while serving");
+        self.push(Output::Respond {
+            id,
+            result: Err((RefusalReason::HandlerFailed, "store failure".into())),
+        });
+    }
+
+    fn on_response(
+        &mut self,
+        id: OutboundId,
+        peer: PeerId,
+        result: Result<Vec<u8>, String>,
+        now_ms: u64,
+    ) {
+        let Some(pending) = self.outbound.remove(&id) else {
+            return;
+        };
+        let decoded = match result {
+            Ok(body) => match Response::decode(&body, &self.config.limits) {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    self.penalize(peer, Severity::Severe, format!("malformed response: {e}"));
+                    Err(e.to_string())
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match pending {
+            Pending::Key(key) => self.on_key(peer, key, decoded, now_ms),
+            Pending::Proof(proof) => self.on_proof(peer, proof, decoded, now_ms),
+            Pending::Inventory { key, pages } => self.on_inventory(peer, key, pages, decoded),
+            Pending::Ack => {}
+        }
+    }
+
+    // ----- catch-up -----
+
+    fn ask_inventory(&mut self, peer: PeerId, key: ContentId, since_ms: u64, pages: u32) {
+        let request = Request::Inventory {
+            key,
+            since_ms,
+            limit: self.config.limits.max_inventory,
+        };
+        self.request(peer, &request, Pending::Inventory { key, pages });
+    }
+
+    fn on_inventory(
+        &mut self,
+        peer: PeerId,
+        key: ContentId,
+        pages: u32,
+        response: Result<Response, String>,
+    ) {
+        let Ok(Response::Ids { ids, more }) = response else {
+            return;
+        };
+        if !self.following.contains_key(&key) {
+            return;
+        }
+        let last = ids.last().map(|(_, at)| *at);
+        for (proof_id, _) in ids {
+            let known = self.verified.contains(&proof_id)
+                || self.rejected.contains(&proof_id)
+                || self.store.has_proof(&proof_id).unwrap_or(false);
+            if !known {
+                self.fetch_proof(proof_id, vec![peer], None, None, Some(key));
+            }
+        }
+        // Follow pages while they come, a bounded number of times.
+        if more
+            && pages < 16
+            && let Some(last) = last
+        {
+            self.ask_inventory(peer, key, last, pages + 1);
+        }
+    }
+
+    fn catch_up(&mut self, peer: PeerId, key: ContentId, now_ms: u64) {
+        let since = now_ms.saturating_sub(self.config.catch_up_window_ms);
+        self.ask_inventory(peer, key, since, 0);
+    }
+
+    // ----- commands -----
+
+    fn on_command(&mut self, command: Command, call: Option<CallId>, now_ms: u64) {
+        match command {
+            Command::StoreKey(key) => {
+                let result = self
+                    .prepare(&key)
+                    .map_err(ProofShareError::Verify)
+                    .and_then(|_| self.store.put_key(&key).map(|()| key.id()));
+                if let Some(call) = call {
+                    self.reply(call, Reply::Key(result));
+                }
+            }
+            Command::StoreProof(proof) => {
+                let job = Job {
+                    proof,
+                    from: None,
+                    gossip: Vec::new(),
+                    calls: call.map(|c| (c, CallKind::Store)).into_iter().collect(),
+                };
+                self.submit_local(job, now_ms);
+            }
+            Command::Verify(proof) => {
+                let job = Job {
+                    proof,
+                    from: None,
+                    gossip: Vec::new(),
+                    calls: call.map(|c| (c, CallKind::Verify)).into_iter().collect(),
+                };
+                self.submit_local(job, now_ms);
+            }
+            Command::Announce(proof_id) => {
+                let result = self.announce(proof_id);
+                if let Some(call) = call {
+                    self.reply(call, Reply::Done(result));
+                }
+            }
+            Command::Fetch { proof_id, from } => match self.store.proof(&proof_id) {
+                Ok(Some(proof)) => {
+                    if let Some(call) = call {
+                        self.reply(call, Reply::Proof(Ok(proof)));
+                    }
+                }
+                Ok(None) => self.fetch_proof(proof_id, from, None, call, None),
+                Err(e) => {
+                    if let Some(call) = call {
+                        self.reply(call, Reply::Proof(Err(e)));
+                    }
+                }
+            },
+            Command::Follow(key) => {
+                let count = self.following.entry(key).or_default();
+                *count += 1;
+                if *count == 1 {
+                    self.push(Output::SubscribeValidated(proof_topic(&key)));
+                    let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+                    for peer in peers {
+                        self.catch_up(peer, key, now_ms);
+                    }
+                }
+            }
+            Command::Unfollow(key) => {
+                if let Some(count) = self.following.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.following.remove(&key);
+                        self.push(Output::Unsubscribe(proof_topic(&key)));
+                    }
+                }
+            }
+            Command::Acks(proof_id) => {
+                let acks = self.store.acks(&proof_id);
+                if let Some(call) = call {
+                    self.reply(call, Reply::Acks(acks));
+                }
+            }
+            Command::Stats => {
+                if let Some(call) = call {
+                    self.reply(call, Reply::Stats(self.stats.clone()));
+                }
+            }
+        }
+    }
+
+    /// Local proofs are recomputed from their fields first: the caller's `proof_id` is not
+    /// trusted either.
+    fn submit_local(&mut self, mut job: Job, now_ms: u64) {
+        let recomputed = ContentId::of(&job.proof.encode());
+        if recomputed != job.proof.proof_id {
+            let error = VerifyError::IdMismatch {
+                what: "proof",
+                expected: job.proof.proof_id,
+                actual: recomputed,
+            };
+            for (call, _) in std::mem::take(&mut job.calls) {
+                self.reply(
+                    call,
+                    Reply::Proof(Err(ProofShareError::Verify(error.clone()))),
+                );
+            }
+            return;
+        }
+        self.submit(job, now_ms);
+    }
+
+    fn announce(&mut self, proof_id: ContentId) -> Result<(), ProofShareError> {
+        let proof = self
+            .store
+            .proof(&proof_id)?
+            .ok_or(ProofShareError::UnknownProof(proof_id))?;
+        let topic = proof_topic(&proof.verification_key_id);
+        let size = proof.encoded_len();
+        let announcement = if size <= self.config.inline_max_bytes {
+            Announcement::Inline(proof)
+        } else {
+            Announcement::Reference {
+                proof_id,
+                verification_key_id: proof.verification_key_id,
+                size: size as u64,
+            }
+        };
+        self.verified.insert(proof_id);
+        self.push(Output::Publish {
+            topic,
+            payload_type: ANNOUNCEMENT_TYPE.to_owned(),
+            payload: announcement.encode(),
+        });
+        Ok(())
+    }
+}
+
+/// `ProofShareError` holds a `NetError`, which is not `Clone`; waiters each get their own.
+fn clone_error(error: &ProofShareError, text: &str) -> ProofShareError {
+    match error {
+        ProofShareError::UnknownProof(id) => ProofShareError::UnknownProof(*id),
+        ProofShareError::UnknownKey(id) => ProofShareError::UnknownKey(*id),
+        ProofShareError::NotFound(id) => ProofShareError::NotFound(*id),
+        ProofShareError::Verify(e) => ProofShareError::Verify(e.clone()),
+        ProofShareError::Net(_) | ProofShareError::Store(_) => {
+            ProofShareError::Store(text.to_owned())
+        }
+    }
+}
+
+impl Protocol for State {
+    type Command = Command;
+    type Reply = Reply;
+    type Event = Event;
+    type Timer = Timer;
+    type View = ();
+
+    fn protocols(&self) -> Vec<RequestProtocol> {
+        vec![crate::protocol(&self.config.limits)]
+    }
+
+    fn handle(&mut self, now_ms: u64, input: Input<Self>) {
+        match input {
+            Input::Start => {}
+            Input::Message(message) => self.on_message(message, now_ms),
+            Input::Request { id, peer, body, .. } => self.on_request(id, peer, &body),
+            Input::Response { id, peer, body } => self.on_response(id, peer, Ok(body), now_ms),
+            Input::RequestFailed { id, peer, error } => {
+                self.on_response(id, peer, Err(error.to_string()), now_ms);
+            }
+            Input::Timer(Timer::Flush) => {
+                self.flush_scheduled = false;
+                self.flush(now_ms);
+            }
+            Input::Command { command, call } => self.on_command(command, call, now_ms),
+            Input::PeerConnected(peer) => {
+                self.peers.insert(peer);
+                let keys: Vec<ContentId> = self.following.keys().copied().collect();
+                for key in keys {
+                    self.catch_up(peer, key, now_ms);
+                }
+            }
+            Input::PeerDisconnected(peer) => {
+                self.peers.remove(&peer);
+            }
+            Input::DialFailed { .. } | Input::View(()) => {}
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<Self>> {
+        self.outputs.pop_front()
+    }
+}
