@@ -38,12 +38,12 @@ pub const PROTOCOL: &str = "/causality/proofshare/0.1.0";
 /// The protocol's name, as registered.
 pub const PROTOCOL_NAME: &str = "proofshare";
 
-/// Proof sharing's request protocol and its limits: requests of at most 1 KiB, responses
+/// Proof sharing's request protocol and its limits: requests of at most 16 KiB, responses
 /// as large as the largest proof or key `limits` allow, 100 requests per peer per second
 /// (burst 200), a 10 s timeout.
 pub fn protocol(limits: &Limits) -> RequestProtocol {
     let limits = RequestLimits::builder()
-        .max_request_bytes(1024)
+        .max_request_bytes(messages::MAX_REQUEST_BYTES)
         .max_response_bytes(limits.max_body())
         .queue(256)
         .rate(100, 200)

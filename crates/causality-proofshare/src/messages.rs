@@ -440,12 +440,18 @@ impl Ack {
     }
 }
 
+/// Acknowledgements in one request, at most.
+pub const MAX_ACKS_PER_REQUEST: usize = 64;
+
+/// The largest request body: 64 acknowledgements of ~140 bytes each.
+pub const MAX_REQUEST_BYTES: usize = 16 << 10;
+
 /// A request body, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Request {
     Proof(ContentId),
     Key(ContentId),
-    Ack(Ack),
+    Acks(Vec<Ack>),
     Inventory {
         key: ContentId,
         since_ms: u64,
@@ -459,7 +465,9 @@ impl Request {
         let kind = match self {
             Self::Proof(id) => Kind::Proof(id.as_bytes().to_vec()),
             Self::Key(id) => Kind::VerificationKey(id.as_bytes().to_vec()),
-            Self::Ack(ack) => Kind::Ack(ack.to_proto()),
+            Self::Acks(acks) => Kind::Acks(pb::Acks {
+                acks: acks.iter().map(Ack::to_proto).collect(),
+            }),
             Self::Inventory {
                 key,
                 since_ms,
@@ -475,11 +483,19 @@ impl Request {
 
     pub(crate) fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, MessageError> {
         use pb::request::Kind;
-        cap("request", bytes.len(), 512)?;
+        cap("request", bytes.len(), MAX_REQUEST_BYTES)?;
         Ok(match pb::Request::decode(bytes).map_err(malformed)?.kind {
             Some(Kind::Proof(id)) => Self::Proof(content_id(&id)?),
             Some(Kind::VerificationKey(id)) => Self::Key(content_id(&id)?),
-            Some(Kind::Ack(ack)) => Self::Ack(Ack::from_proto(ack)?),
+            Some(Kind::Acks(acks)) => {
+                cap("acks", acks.acks.len(), MAX_ACKS_PER_REQUEST)?;
+                Self::Acks(
+                    acks.acks
+                        .into_iter()
+                        .map(Ack::from_proto)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             Some(Kind::Inventory(i)) => Self::Inventory {
                 key: content_id(&i.verification_key_id)?,
                 since_ms: i.since_ms,

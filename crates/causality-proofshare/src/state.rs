@@ -27,7 +27,8 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::error::{ProofShareError, VerifyError};
 use crate::messages::{
-    Ack, Announcement, Limits, MessageError, ProofMessage, Request, Response, VerificationKey,
+    Ack, Announcement, Limits, MAX_ACKS_PER_REQUEST, MessageError, ProofMessage, Request, Response,
+    VerificationKey,
 };
 use crate::store::ProofStore;
 use crate::system::{Claim, PreparedKey, Verifiers};
@@ -60,8 +61,12 @@ pub struct Config {
     /// Verifications per second each originator may cost us (default 100, burst 400);
     /// beyond it its proofs are ignored, not verified.
     pub verify_rate: (u32, u32),
-    /// Acknowledge verified proofs to their announcer (default true).
+    /// Acknowledge verified proofs to their announcer (default true). Acks travel back
+    /// along the path the proof came by: each node sends its own, and those it receives,
+    /// to the peer that delivered the proof to it, batched every `ack_delay_ms`.
     pub send_acks: bool,
+    /// See `send_acks` (default 50 ms).
+    pub ack_delay_ms: u64,
     /// Proof ids remembered as verified (default 65,536) and as invalid (16,384).
     pub verified_cache: usize,
     /// See `verified_cache`.
@@ -88,6 +93,7 @@ impl Default for Config {
             max_batch: 256,
             verify_rate: (100, 400),
             send_acks: true,
+            ack_delay_ms: 50,
             verified_cache: 65_536,
             rejected_cache: 16_384,
             max_waiting: 4096,
@@ -171,6 +177,8 @@ pub enum Event {
 pub enum Timer {
     /// Verify the queued batch.
     Flush,
+    /// Send the queued acknowledgements.
+    Acks,
 }
 
 /// Counters of what the protocol did.
@@ -190,8 +198,10 @@ pub struct Stats {
     pub keys_fetched: u64,
     /// Proof bodies pulled from peers.
     pub proofs_pulled: u64,
-    /// Acknowledgements received and recorded.
+    /// Acknowledgements of our own announcements received and recorded.
     pub acks_received: u64,
+    /// Acknowledgements passed on towards an announcer.
+    pub acks_relayed: u64,
     /// Proofs not verified because their originator was over its budget.
     pub over_budget: u64,
     /// Store failures.
@@ -351,6 +361,16 @@ pub struct State {
     ids: Ids,
     following: BTreeMap<ContentId, usize>,
     peers: BTreeSet<PeerId>,
+    /// Proofs we announced (their acks end here).
+    announced: Recent,
+    /// Who delivered each proof to us first (where its acks go), bounded.
+    upstream: HashMap<ContentId, PeerId>,
+    upstream_order: VecDeque<ContentId>,
+    /// Acks seen (proof ‖ verifier), so each is passed on once.
+    acks_seen: Recent,
+    /// Acks waiting to go, by next hop.
+    acks_out: BTreeMap<PeerId, Vec<Ack>>,
+    acks_scheduled: bool,
     rng: ChaCha20Rng,
     stats: Stats,
     outputs: VecDeque<Output<Self>>,
@@ -393,6 +413,12 @@ impl State {
             ids: Ids::default(),
             following: BTreeMap::new(),
             peers: BTreeSet::new(),
+            announced: Recent::new(config.verified_cache),
+            upstream: HashMap::new(),
+            upstream_order: VecDeque::new(),
+            acks_seen: Recent::new(config.verified_cache),
+            acks_out: BTreeMap::new(),
+            acks_scheduled: false,
             rng: ChaCha20Rng::from_seed(config.seed),
             stats: Stats::default(),
             outputs: VecDeque::new(),
@@ -689,13 +715,14 @@ impl State {
                         acceptance: Acceptance::Accept,
                     });
                 }
-                if self.config.send_acks
-                    && first
-                    && let Some(announcer) = job.gossip.first().map(|g| g.sender)
-                    && announcer != self.local
-                {
-                    let ack = Ack::sign(&self.keypair, id, now_ms);
-                    self.request(announcer, &Request::Ack(ack), Pending::Ack);
+                if first && let Some(g) = job.gossip.first() {
+                    let via = g.via;
+                    self.remember_upstream(id, via);
+                    if self.config.send_acks {
+                        let ack = Ack::sign(&self.keypair, id, now_ms);
+                        self.acks_seen.insert(ack_key(&ack));
+                        self.queue_ack(via, ack, now_ms);
+                    }
                 }
                 for (call, _) in job.calls {
                     self.reply(call, Reply::Proof(Ok(job.proof.clone())));
@@ -965,9 +992,73 @@ impl State {
         }));
     }
 
+    // ----- acknowledgements -----
+
+    fn remember_upstream(&mut self, proof: ContentId, via: PeerId) {
+        if self.upstream.insert(proof, via).is_none() {
+            self.upstream_order.push_back(proof);
+            if self.upstream_order.len() > self.config.verified_cache
+                && let Some(old) = self.upstream_order.pop_front()
+            {
+                self.upstream.remove(&old);
+            }
+        }
+    }
+
+    fn queue_ack(&mut self, to: PeerId, ack: Ack, now_ms: u64) {
+        if to == self.local {
+            return;
+        }
+        let queue = self.acks_out.entry(to).or_default();
+        // A peer that stops draining does not make us hold acks without bound.
+        if queue.len() < 16 * MAX_ACKS_PER_REQUEST {
+            queue.push(ack);
+        }
+        if !self.acks_scheduled {
+            self.acks_scheduled = true;
+            let at_ms = now_ms + self.config.ack_delay_ms;
+            self.push(Output::Schedule {
+                at_ms,
+                timer: Timer::Acks,
+            });
+        }
+    }
+
+    fn send_acks(&mut self) {
+        for (peer, acks) in std::mem::take(&mut self.acks_out) {
+            for chunk in acks.chunks(MAX_ACKS_PER_REQUEST) {
+                self.request(peer, &Request::Acks(chunk.to_vec()), Pending::Ack);
+            }
+        }
+    }
+
+    /// A checked acknowledgement from a peer: recorded when we hold the proof, reported
+    /// when we announced it, and otherwise passed on towards the announcer.
+    fn on_ack(&mut self, ack: Ack, now_ms: u64) -> Result<(), ProofShareError> {
+        let key = ack_key(&ack);
+        if self.acks_seen.contains(&key) {
+            return Ok(());
+        }
+        self.acks_seen.insert(key);
+        if !self.store.has_proof(&ack.proof_id)? {
+            return Ok(());
+        }
+        let new = self.store.put_ack(&ack)?;
+        if self.announced.contains(&ack.proof_id) {
+            if new {
+                self.stats.acks_received += 1;
+                self.push(Output::Event(Event::Acked(ack)));
+            }
+        } else if let Some(&up) = self.upstream.get(&ack.proof_id) {
+            self.stats.acks_relayed += 1;
+            self.queue_ack(up, ack, now_ms);
+        }
+        Ok(())
+    }
+
     // ----- serving -----
 
-    fn on_request(&mut self, id: InboundId, peer: PeerId, body: &[u8]) {
+    fn on_request(&mut self, id: InboundId, peer: PeerId, body: &[u8], now_ms: u64) {
         let request = match Request::decode(body, &self.config.limits) {
             Ok(r) => r,
             Err(e) => {
@@ -990,29 +1081,13 @@ impl State {
                 Ok(None) => Response::NotFound,
                 Err(e) => return self.store_failed(id, &e),
             },
-            Request::Ack(ack) => {
-                if ack.verifier != peer {
-                    self.penalize(
-                        peer,
-                        Severity::Moderate,
-                        "relayed someone else's ack".into(),
-                    );
-                    Response::NotFound
-                } else {
-                    match self.store.has_proof(&ack.proof_id) {
-                        Ok(true) => match self.store.put_ack(&ack) {
-                            Ok(true) => {
-                                self.stats.acks_received += 1;
-                                self.push(Output::Event(Event::Acked(ack)));
-                                Response::Acked
-                            }
-                            Ok(false) => Response::Acked,
-                            Err(e) => return self.store_failed(id, &e),
-                        },
-                        Ok(false) => Response::NotFound,
-                        Err(e) => return self.store_failed(id, &e),
+            Request::Acks(acks) => {
+                for ack in acks {
+                    if let Err(e) = self.on_ack(ack, now_ms) {
+                        return self.store_failed(id, &e);
                     }
                 }
+                Response::Acked
             }
             Request::Inventory {
                 key,
@@ -1238,6 +1313,7 @@ impl State {
             }
         };
         self.verified.insert(proof_id);
+        self.announced.insert(proof_id);
         self.push(Output::Publish {
             topic,
             payload_type: ANNOUNCEMENT_TYPE.to_owned(),
@@ -1245,6 +1321,14 @@ impl State {
         });
         Ok(())
     }
+}
+
+/// What identifies an acknowledgement for de-duplication: one per verifier per proof.
+fn ack_key(ack: &Ack) -> ContentId {
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(ack.proof_id.as_bytes());
+    bytes[32..].copy_from_slice(ack.verifier.as_bytes());
+    ContentId::of(&bytes)
 }
 
 /// `ProofShareError` holds a `NetError`, which is not `Clone`; waiters each get their own.
@@ -1275,7 +1359,7 @@ impl Protocol for State {
         match input {
             Input::Start => {}
             Input::Message(message) => self.on_message(message, now_ms),
-            Input::Request { id, peer, body, .. } => self.on_request(id, peer, &body),
+            Input::Request { id, peer, body, .. } => self.on_request(id, peer, &body, now_ms),
             Input::Response { id, peer, body } => self.on_response(id, peer, Ok(body), now_ms),
             Input::RequestFailed { id, peer, error } => {
                 self.on_response(id, peer, Err(error.to_string()), now_ms);
@@ -1283,6 +1367,10 @@ impl Protocol for State {
             Input::Timer(Timer::Flush) => {
                 self.flush_scheduled = false;
                 self.flush(now_ms);
+            }
+            Input::Timer(Timer::Acks) => {
+                self.acks_scheduled = false;
+                self.send_acks();
             }
             Input::Command { command, call } => self.on_command(command, call, now_ms),
             Input::PeerConnected(peer) => {

@@ -417,6 +417,14 @@ impl<P: Protocol> Sim<P> {
         self.schedule(self.now, n, Delivery::Input(Input::Start));
     }
 
+    /// Connects `a` to `b` as if `a` dialed it (the outcome arrives like a dial's: both
+    /// learn of it after a link delay, unless one is down or they are separated).
+    pub fn connect(&mut self, a: usize, b: usize) {
+        let address = Self::address(b);
+        let peer = Some(self.nodes[b].peer);
+        self.execute(a, Output::Dial { peer, address });
+    }
+
     /// Runs until nothing is scheduled before `until_ms`, then sets the clock to it.
     pub fn run_until(&mut self, until_ms: u64) {
         while self.queue.peek().is_some_and(|Reverse(s)| s.at <= until_ms) {

@@ -78,6 +78,12 @@ pub struct Ack {
     #[prost(bytes = "vec", tag = "4")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
 }
+/// At most 64 acknowledgements.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Acks {
+    #[prost(message, repeated, tag = "1")]
+    pub acks: ::prost::alloc::vec::Vec<Ack>,
+}
 /// Which proof ids a peer holds for a key, received at or after `since_ms`.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Inventory {
@@ -89,14 +95,14 @@ pub struct Inventory {
     #[prost(uint32, tag = "3")]
     pub limit: u32,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Request {
     #[prost(oneof = "request::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<request::Kind>,
 }
 /// Nested message and enum types in `Request`.
 pub mod request {
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Kind {
         /// A proof by id.
         #[prost(bytes, tag = "1")]
@@ -104,9 +110,10 @@ pub mod request {
         /// A verification key by id.
         #[prost(bytes, tag = "2")]
         VerificationKey(::prost::alloc::vec::Vec<u8>),
-        /// An acknowledgement for the announcer.
+        /// Acknowledgements travelling back towards a proof's announcer: each node sends its
+        /// own, and those it received, to the peer it received the proof from.
         #[prost(message, tag = "3")]
-        Ack(super::Ack),
+        Acks(super::Acks),
         /// The ids held for a key (catch-up after a restart or a partition).
         #[prost(message, tag = "4")]
         Inventory(super::Inventory),

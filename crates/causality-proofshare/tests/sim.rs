@@ -1,0 +1,201 @@
+//! Proof sharing under the tokio-free simulation runner: whole networks from a seed, on
+//! virtual time, with real Groth16 proofs.
+
+mod common;
+
+use causality_hash::ContentId;
+use causality_net::service::CallId;
+use causality_net::service::sim::{Sim, SimConfig};
+use causality_proofshare::{
+    Command, Config, Event, MemoryStore, ProofMessage, ProofSystem, Reply, State, VerificationKey,
+    Verifiers,
+};
+
+const GROTH16: ProofSystem = ProofSystem::GROTH16_BN254;
+
+/// `n` nodes, each connected to the next and to the one three further on (a ring with
+/// chords), running for a second so every connection is up.
+fn network(seed: u64, n: usize, config: impl Fn(usize) -> Config) -> Sim<State> {
+    let mut sim = Sim::new(
+        seed,
+        SimConfig {
+            latency_ms: 20,
+            jitter_ms: 10,
+            keep_events: true,
+            ..SimConfig::default()
+        },
+    );
+    for i in 0..n {
+        let config = config(i);
+        sim.add_node(|keypair| {
+            State::new(
+                config,
+                keypair.clone(),
+                Verifiers::standard(),
+                Box::new(MemoryStore::new()),
+            )
+        });
+    }
+    for i in 0..n {
+        sim.connect(i, (i + 1) % n);
+        if n > 6 {
+            sim.connect(i, (i + 3) % n);
+        }
+    }
+    sim.run_for(1000);
+    sim
+}
+
+fn seeded(i: usize) -> Config {
+    Config {
+        seed: [i as u8; 32],
+        ..Config::default()
+    }
+}
+
+fn reply(sim: &mut Sim<State>, call: CallId) -> Reply {
+    sim.run_for(100);
+    let mut replies = sim.take_replies();
+    let at = replies
+        .iter()
+        .position(|(_, c, _)| *c == call)
+        .expect("the call was answered");
+    replies.swap_remove(at).2
+}
+
+/// Stores `prover`'s key at node `n`; returns its id.
+fn store_key(sim: &mut Sim<State>, n: usize, prover: &common::Prover) -> ContentId {
+    let key = VerificationKey {
+        system: GROTH16,
+        key: prover.key.clone(),
+    };
+    let call = sim.call(n, Command::StoreKey(key));
+    let Reply::Key(Ok(key_id)) = reply(sim, call) else {
+        panic!("key refused")
+    };
+    key_id
+}
+
+/// Stores a fresh proof of `a · b` at node `n`.
+fn store_proof(
+    sim: &mut Sim<State>,
+    n: usize,
+    prover: &mut common::Prover,
+    key_id: ContentId,
+    (a, b): (u64, u64),
+) -> ProofMessage {
+    let made = prover.prove(a, b);
+    let proof = ProofMessage::new(
+        key_id,
+        GROTH16,
+        made.public_inputs,
+        made.proof,
+        Default::default(),
+    )
+    .unwrap();
+    let call = sim.call(n, Command::StoreProof(proof.clone()));
+    assert!(matches!(reply(sim, call), Reply::Proof(Ok(_))));
+    proof
+}
+
+fn verified_at(events: &[(usize, Event)], proof: ContentId) -> Vec<usize> {
+    let mut nodes: Vec<usize> = events
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::Verified { proof: p, .. } if p.proof_id == proof => Some(*n),
+            _ => None,
+        })
+        .collect();
+    nodes.sort_unstable();
+    nodes
+}
+
+#[test]
+fn a_proof_announced_by_one_node_is_verified_and_acked_by_every_follower() {
+    let n = 20;
+    let mut sim = network(1, n, seeded);
+    let mut prover = common::Prover::new(5);
+    let key_id = store_key(&mut sim, 0, &prover);
+    for i in 1..n {
+        sim.command(i, Command::Follow(key_id));
+    }
+    sim.run_for(1000);
+    let proof = store_proof(&mut sim, 0, &mut prover, key_id, (6, 7));
+    sim.command(0, Command::Announce(proof.proof_id));
+    sim.run_for(3000);
+
+    let events = sim.take_events();
+    assert_eq!(
+        verified_at(&events, proof.proof_id),
+        (1..n).collect::<Vec<_>>()
+    );
+    let call = sim.call(0, Command::Acks(proof.proof_id));
+    let Reply::Acks(Ok(acks)) = reply(&mut sim, call) else {
+        panic!("no acks")
+    };
+    assert_eq!(acks.len(), n - 1, "one signed ack per follower");
+    for ack in &acks {
+        ack.verify().unwrap();
+    }
+    // Every follower fetched the key once, from a peer, and verified the proof once.
+    for i in 1..n {
+        let stats = sim.node(i).unwrap().stats();
+        assert_eq!(stats.verified, 1, "node {i}");
+        assert_eq!(stats.keys_fetched, 1, "node {i}");
+        assert!(stats.rejected.is_empty(), "node {i}: {:?}", stats.rejected);
+    }
+    assert!(sim.penalties().is_empty(), "{:?}", sim.penalties());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = || {
+        let mut sim = network(9, 12, seeded);
+        let mut prover = common::Prover::new(5);
+        let key_id = store_key(&mut sim, 3, &prover);
+        for i in (0..12).filter(|i| *i != 3) {
+            sim.command(i, Command::Follow(key_id));
+        }
+        sim.run_for(500);
+        let proof = store_proof(&mut sim, 3, &mut prover, key_id, (6, 7));
+        sim.command(3, Command::Announce(proof.proof_id));
+        sim.run_for(2000);
+        sim.trace_hash()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn a_node_that_missed_announcements_catches_up_when_it_reconnects() {
+    let n = 6;
+    let mut sim = network(3, n, seeded);
+    let mut prover = common::Prover::new(5);
+    let key_id = store_key(&mut sim, 0, &prover);
+    for i in 1..n {
+        sim.command(i, Command::Follow(key_id));
+    }
+    sim.run_for(500);
+    sim.crash(4);
+    let first = store_proof(&mut sim, 0, &mut prover, key_id, (6, 7));
+    sim.command(0, Command::Announce(first.proof_id));
+    sim.run_for(2000);
+    assert_eq!(
+        verified_at(&sim.take_events(), first.proof_id),
+        vec![1, 2, 3, 5]
+    );
+
+    // Node 4 comes back with an empty store, follows the key again and reconnects.
+    sim.restart(4, |keypair| {
+        State::new(
+            seeded(4),
+            keypair.clone(),
+            Verifiers::standard(),
+            Box::new(MemoryStore::new()),
+        )
+    });
+    sim.command(4, Command::Follow(key_id));
+    sim.connect(4, 5);
+    sim.connect(3, 4);
+    sim.run_for(3000);
+    assert_eq!(verified_at(&sim.take_events(), first.proof_id), vec![4]);
+}
