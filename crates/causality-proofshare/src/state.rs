@@ -77,6 +77,16 @@ pub struct Config {
     pub catch_up_window_ms: u64,
     /// Peers a fetch tries, at most (default 8).
     pub max_candidates: usize,
+    /// Proofs of one originator in one batch, at most (default 16); the rest wait for the
+    /// next batch. With `max_strikes` this bounds the verification an attacker's flood
+    /// costs before it is quarantined.
+    pub max_per_originator: usize,
+    /// An originator with this many invalid proofs (default 3) is quarantined: its proofs
+    /// are not verified (nor forwarded) for `quarantine_ms` (default 10 min, the network's
+    /// ban).
+    pub max_strikes: u32,
+    /// See `max_strikes`.
+    pub quarantine_ms: u64,
     /// Seed of the batch weights' generator. Must be secret: whoever knows it can craft
     /// invalid proofs that pass a batch. The default draws it from the OS.
     pub seed: [u8; 32],
@@ -99,6 +109,9 @@ impl Default for Config {
             max_waiting: 4096,
             catch_up_window_ms: 24 * 3600 * 1000,
             max_candidates: 8,
+            max_per_originator: 16,
+            max_strikes: 3,
+            quarantine_ms: 600_000,
             seed,
         }
     }
@@ -204,6 +217,8 @@ pub struct Stats {
     pub acks_relayed: u64,
     /// Proofs not verified because their originator was over its budget.
     pub over_budget: u64,
+    /// Proofs not verified because their originator is quarantined.
+    pub quarantined: u64,
     /// Store failures.
     pub store_errors: u64,
 }
@@ -352,6 +367,8 @@ pub struct State {
     verified: Recent,
     rejected: Recent,
     budget: Budget,
+    /// Invalid proofs per originator: (count, when the quarantine or the count ends).
+    strikes: HashMap<PeerId, (u32, u64)>,
     /// Proofs ready to verify (their key is prepared), in arrival order.
     queue: Vec<Job>,
     flush_scheduled: bool,
@@ -405,6 +422,7 @@ impl State {
             verified: Recent::new(config.verified_cache),
             rejected: Recent::new(config.rejected_cache),
             budget: Budget::new(config.verify_rate),
+            strikes: HashMap::new(),
             queue: Vec::new(),
             flush_scheduled: false,
             key_fetches: BTreeMap::new(),
@@ -628,6 +646,12 @@ impl State {
             return self.next_key_candidate(key_id);
         }
         if let Err(e) = self.prepare(&key) {
+            *self.stats.rejected.entry(e.reason()).or_default() += 1;
+            self.push(Output::Event(Event::Rejected {
+                proof_id: None,
+                from: peer,
+                reason: format!("key {key_id}: {e}"),
+            }));
             self.penalize(
                 peer,
                 Severity::Severe,
@@ -647,15 +671,61 @@ impl State {
         }
     }
 
-    /// Verifies the queue, one batch per key.
+    fn is_quarantined(&self, peer: &PeerId, now_ms: u64) -> bool {
+        self.strikes
+            .get(peer)
+            .is_some_and(|(count, until)| *count >= self.config.max_strikes && *until > now_ms)
+    }
+
+    fn strike(&mut self, peer: PeerId, now_ms: u64) {
+        if self.strikes.len() > 4096 {
+            self.strikes.retain(|_, (_, until)| *until > now_ms);
+        }
+        let entry = self.strikes.entry(peer).or_insert((0, 0));
+        if entry.1 <= now_ms {
+            *entry = (0, 0);
+        }
+        entry.0 += 1;
+        entry.1 = now_ms + self.config.quarantine_ms;
+        if entry.0 == self.config.max_strikes {
+            tracing::warn!(target: "causality_proofshare", peer = %peer, "originator quarantined after repeated invalid proofs");
+        }
+    }
+
+    /// Verifies the queue, one batch per key; each originator contributes at most
+    /// `max_per_originator` proofs, the rest wait for the next batch.
     fn flush(&mut self, now_ms: u64) {
         let jobs = std::mem::take(&mut self.queue);
         let mut by_key: BTreeMap<ContentId, Vec<Job>> = BTreeMap::new();
+        let mut per_originator: HashMap<PeerId, usize> = HashMap::new();
+        let mut later = Vec::new();
         for job in jobs {
+            if let Some(from) = job.from {
+                if self.is_quarantined(&from, now_ms) {
+                    self.stats.quarantined += 1;
+                    self.fail_unjudged(job, ProofShareError::Quarantined(from));
+                    continue;
+                }
+                let n = per_originator.entry(from).or_default();
+                if *n >= self.config.max_per_originator {
+                    later.push(job);
+                    continue;
+                }
+                *n += 1;
+            }
             by_key
                 .entry(job.proof.verification_key_id)
                 .or_default()
                 .push(job);
+        }
+        if !later.is_empty() {
+            self.queue = later;
+            self.flush_scheduled = true;
+            let at_ms = now_ms + self.config.batch_window_ms;
+            self.push(Output::Schedule {
+                at_ms,
+                timer: Timer::Flush,
+            });
         }
         for (key_id, jobs) in by_key {
             let Some(Ok(key)) = self.prepared(&key_id) else {
@@ -731,6 +801,9 @@ impl State {
             Err(error) => {
                 *self.stats.rejected.entry(error.reason()).or_default() += 1;
                 self.rejected.insert(id);
+                if let Some(from) = job.from {
+                    self.strike(from, now_ms);
+                }
                 let reason = format!("proof {id}: {error}");
                 tracing::warn!(target: "causality_proofshare", proof = %id, reason = %error, "proof rejected");
                 for g in &job.gossip {
@@ -933,6 +1006,10 @@ impl State {
             return judge(self, Acceptance::Reject(e.to_string()));
         }
         let proof_id = announcement.proof_id();
+        if self.is_quarantined(&message.sender, now_ms) {
+            self.stats.quarantined += 1;
+            return judge(self, Acceptance::Ignore);
+        }
         let judged = self.verified.contains(&proof_id) || self.rejected.contains(&proof_id);
         if !judged && !self.budget.allow(message.sender, now_ms) {
             self.stats.over_budget += 1;
@@ -1337,6 +1414,7 @@ fn clone_error(error: &ProofShareError, text: &str) -> ProofShareError {
         ProofShareError::UnknownProof(id) => ProofShareError::UnknownProof(*id),
         ProofShareError::UnknownKey(id) => ProofShareError::UnknownKey(*id),
         ProofShareError::NotFound(id) => ProofShareError::NotFound(*id),
+        ProofShareError::Quarantined(p) => ProofShareError::Quarantined(*p),
         ProofShareError::Verify(e) => ProofShareError::Verify(e.clone()),
         ProofShareError::Net(_) | ProofShareError::Store(_) => {
             ProofShareError::Store(text.to_owned())
