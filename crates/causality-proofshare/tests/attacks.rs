@@ -34,9 +34,10 @@ struct Line {
     prover: common::Prover,
 }
 
-async fn start(net: &Network, seed: u8) -> ProofShare {
+async fn start(net: &Network, seed: u8, max_per_originator: usize) -> ProofShare {
     let config = Config {
         seed: [seed; 32],
+        max_per_originator,
         ..Config::default()
     };
     ProofShare::start(
@@ -51,6 +52,11 @@ async fn start(net: &Network, seed: u8) -> ProofShare {
 
 /// The line, with the victim and the observer holding and following the key.
 async fn line() -> Line {
+    line_with(Config::default().max_per_originator).await
+}
+
+/// [`line`], with at most `max_per_originator` proofs of one originator per batch.
+async fn line_with(max_per_originator: usize) -> Line {
     let sim = MemoryNetwork::new(7);
     let (attacker, victim_net, observer_net) = (sim.add_node(), sim.add_node(), sim.add_node());
     attacker
@@ -61,8 +67,8 @@ async fn line() -> Line {
         .dial(victim_net.listen_addresses()[0].clone())
         .await
         .unwrap();
-    let victim = start(&victim_net, 1).await;
-    let observer = start(&observer_net, 2).await;
+    let victim = start(&victim_net, 1, max_per_originator).await;
+    let observer = start(&observer_net, 2, max_per_originator).await;
     let prover = common::Prover::new(21);
     let key = VerificationKey {
         system: GROTH16,
@@ -350,4 +356,44 @@ async fn a_flood_of_invalid_proofs_is_never_forwarded_and_honest_proofs_still_pa
     assert!(line.victim_net.is_banned(&line.attacker.local_peer_id()));
     let refused: u64 = victim.rejected.values().sum();
     assert!(refused < 40, "verified {refused} of the flood");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_64_with_one_bad_proof_accepts_the_63() {
+    // Let one originator fill a batch (the default caps it at 16).
+    let mut line = line_with(64).await;
+    let mut events = line.observer.events();
+    let mut good = Vec::new();
+    for i in 0..64u64 {
+        let mut proof = line.proof(None, None);
+        if i == 41 {
+            proof = line.proof(Some(vec![groth16::encode_fr(3)]), None);
+        } else {
+            good.push(proof.proof_id);
+        }
+        line.attacker
+            .publish(
+                &proof_topic(&line.key_id),
+                ANNOUNCEMENT_TYPE,
+                Announcement::Inline(proof).encode(),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = line.victim.stats().await.unwrap();
+    assert_eq!(stats.verified, 63);
+    assert_eq!(stats.rejected.get("invalid"), Some(&1));
+    assert!(stats.batches <= 2, "{} batches", stats.batches);
+    // The observer got exactly the 63, verified them, and nothing else.
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::Verified { proof, .. } = event {
+            seen.push(proof.proof_id);
+        }
+    }
+    seen.sort();
+    good.sort();
+    assert_eq!(seen, good);
+    assert!(line.observer.stats().await.unwrap().rejected.is_empty());
 }
