@@ -44,7 +44,30 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 .args(["check", "-p", "causality-net", "--no-default-features"])
                 .args(locked),
         )?;
-        exec(cargo().args(["check", "-p", "causality-net"]).args(locked))
+        exec(cargo().args(["check", "-p", "causality-net"]).args(locked))?;
+        // The protocol alone: no arkworks, no RocksDB; and the verifier without threads.
+        exec(
+            cargo()
+                .args([
+                    "check",
+                    "-p",
+                    "causality-proofshare",
+                    "--no-default-features",
+                ])
+                .args(locked),
+        )?;
+        exec(
+            cargo()
+                .args([
+                    "check",
+                    "-p",
+                    "causality-proofshare",
+                    "--no-default-features",
+                    "--features",
+                    "groth16",
+                ])
+                .args(locked),
+        )
     })?;
     step("tests", || {
         exec(
