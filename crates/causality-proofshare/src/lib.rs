@@ -73,7 +73,7 @@ const EVENTS: usize = 1024;
 /// let (pa, pb) = (start(a).await.unwrap(), start(b).await.unwrap());
 ///
 /// // A snarkjs proof of `out = a · b`, imported and stored (verified) at `a`.
-/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/groth16/");
+/// let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap() + "/tests/vectors/groth16/";
 /// let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
 /// let bundle = snarkjs::import(&read("verification_key.json"), &read("proof_1.json"), &read("public_1.json")).unwrap();
 /// let key = VerificationKey { system: ProofSystem::GROTH16_BN254, key: bundle.verification_key };

@@ -12,7 +12,7 @@
 //! use causality_proofshare::groth16::Groth16Bn254;
 //! use causality_proofshare::{Claim, ProofVerifier, VerifyError};
 //!
-//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/groth16/");
+//! let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap() + "/tests/vectors/groth16/";
 //! let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
 //! let bundle = causality_proofshare::groth16::snarkjs::import(
 //!     &read("verification_key.json"),
