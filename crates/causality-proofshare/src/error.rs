@@ -173,6 +173,9 @@ pub enum ProofShareError {
     /// A proof or key did not verify.
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// A message is over a limit or malformed.
+    #[error(transparent)]
+    Message(#[from] crate::messages::MessageError),
     /// The peer that served the proof is quarantined after repeated invalid proofs.
     #[error("peer {0} is quarantined after repeated invalid proofs")]
     Quarantined(causality_net::PeerId),

@@ -28,8 +28,10 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 pub use crate::error::{ImportError, ProofShareError, VerifyError};
-pub use crate::messages::{Ack, Announcement, Limits, MessageError, ProofMessage, VerificationKey};
-pub use crate::state::{Command, Config, Event, Reply, State, Stats, proof_topic};
+pub use crate::messages::{
+    Ack, Announcement, Batch, Limits, MessageError, ProofMessage, VerificationKey,
+};
+pub use crate::state::{BatchInfo, Command, Config, Event, Reply, State, Stats, proof_topic};
 pub use crate::store::{MemoryStore, ProofStore};
 pub use crate::system::{Claim, PreparedKey, ProofSystem, ProofVerifier, Verifiers};
 
@@ -159,6 +161,27 @@ impl ProofShare {
         match self.call(Command::Announce(proof_id)).await? {
             Reply::Done(result) => result,
             other => unreachable!("Announce answered {other:?}"),
+        }
+    }
+
+    /// Verifies proofs made here, all under one key, and keeps them as one batch (each
+    /// proof is also kept on its own). Returns the batch's id, Merkle root and size.
+    pub async fn store_batch(
+        &self,
+        proofs: Vec<ProofMessage>,
+    ) -> Result<BatchInfo, ProofShareError> {
+        match self.call(Command::StoreBatch(proofs)).await? {
+            Reply::Batch(result) => result,
+            other => unreachable!("StoreBatch answered {other:?}"),
+        }
+    }
+
+    /// Announces a stored batch by id; followers pull it (LZ4-packed when that helps),
+    /// check its id and root, and verify every proof in it.
+    pub async fn announce_batch(&self, batch_id: ContentId) -> Result<(), ProofShareError> {
+        match self.call(Command::AnnounceBatch(batch_id)).await? {
+            Reply::Done(result) => result,
+            other => unreachable!("AnnounceBatch answered {other:?}"),
         }
     }
 

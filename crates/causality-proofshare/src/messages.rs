@@ -28,6 +28,10 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Ids in one inventory answer (default 1024).
     pub max_inventory: usize,
+    /// Proofs in one batch (default 1024).
+    pub max_batch_proofs: usize,
+    /// Bytes of one batch's encoding (default 4 MiB).
+    pub max_batch_bytes: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +44,8 @@ impl Default for Limits {
             max_metadata_bytes: 4 << 10,
             max_key_bytes: 64 << 10,
             max_inventory: 1024,
+            max_batch_proofs: 1024,
+            max_batch_bytes: 4 << 20,
         }
     }
 }
@@ -59,6 +65,7 @@ impl Limits {
         self.max_proof_message()
             .max(self.max_key_bytes + 64)
             .max(self.max_inventory * 48 + 64)
+            .max(lz4_flex::block::get_maximum_output_size(self.max_batch_bytes) + 64)
     }
 }
 
@@ -292,6 +299,19 @@ pub enum Announcement {
         /// Its encoded size (a hint).
         size: u64,
     },
+    /// A batch announced by id, to be pulled.
+    Batch {
+        /// The batch's id.
+        batch_id: ContentId,
+        /// The key all its proofs verify under.
+        verification_key_id: ContentId,
+        /// The Merkle root over its proof ids.
+        root: [u8; 32],
+        /// How many proofs it holds.
+        count: u32,
+        /// Its encoded size (a hint).
+        size: u64,
+    },
 }
 
 impl Announcement {
@@ -300,6 +320,10 @@ impl Announcement {
         match self {
             Self::Inline(p) => p.verification_key_id,
             Self::Reference {
+                verification_key_id,
+                ..
+            }
+            | Self::Batch {
                 verification_key_id,
                 ..
             } => *verification_key_id,
@@ -311,6 +335,7 @@ impl Announcement {
         match self {
             Self::Inline(p) => p.proof_id,
             Self::Reference { proof_id, .. } => *proof_id,
+            Self::Batch { batch_id, .. } => *batch_id,
         }
     }
 
@@ -325,6 +350,19 @@ impl Announcement {
             } => pb::announcement::Kind::Reference(pb::ProofRef {
                 proof_id: proof_id.as_bytes().to_vec(),
                 verification_key_id: verification_key_id.as_bytes().to_vec(),
+                size: *size,
+            }),
+            Self::Batch {
+                batch_id,
+                verification_key_id,
+                root,
+                count,
+                size,
+            } => pb::announcement::Kind::Batch(pb::BatchRef {
+                batch_id: batch_id.as_bytes().to_vec(),
+                verification_key_id: verification_key_id.as_bytes().to_vec(),
+                root: root.to_vec(),
+                count: *count,
                 size: *size,
             }),
         };
@@ -343,9 +381,166 @@ impl Announcement {
                 verification_key_id: content_id(&r.verification_key_id)?,
                 size: r.size,
             }),
+            Some(pb::announcement::Kind::Batch(b)) => Ok(Self::Batch {
+                batch_id: content_id(&b.batch_id)?,
+                verification_key_id: content_id(&b.verification_key_id)?,
+                root: b
+                    .root
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| malformed("batch root is not 32 bytes"))?,
+                count: b.count,
+                size: b.size,
+            }),
             None => Err(malformed("announcement without a kind")),
         }
     }
+}
+
+/// Many proofs under one key, shipped as one object: the key id and system once, then each
+/// proof's own fields. Its id is the BLAKE3 of its canonical encoding; its root commits to
+/// its proof ids in order (a Merkle tree of `causality-hash`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The key every proof verifies under.
+    pub verification_key_id: ContentId,
+    /// Their system.
+    pub system: ProofSystem,
+    /// The proofs, in order.
+    pub proofs: Vec<ProofMessage>,
+}
+
+impl Batch {
+    /// A batch of `proofs`, which must be at least one, all under one key and system, and
+    /// within `Limits::default()`.
+    pub fn new(proofs: Vec<ProofMessage>) -> Result<Self, MessageError> {
+        let limits = Limits::default();
+        let first = proofs
+            .first()
+            .ok_or_else(|| malformed("a batch needs at least one proof"))?;
+        let (verification_key_id, system) = (first.verification_key_id, first.system);
+        if proofs
+            .iter()
+            .any(|p| p.verification_key_id != verification_key_id || p.system != system)
+        {
+            return Err(malformed("a batch's proofs share one key and system"));
+        }
+        cap("batch", proofs.len(), limits.max_batch_proofs)?;
+        let batch = Self {
+            verification_key_id,
+            system,
+            proofs,
+        };
+        cap(
+            "batch encoding",
+            batch.to_proto().encoded_len(),
+            limits.max_batch_bytes,
+        )?;
+        Ok(batch)
+    }
+
+    fn to_proto(&self) -> pb::Batch {
+        pb::Batch {
+            verification_key_id: self.verification_key_id.as_bytes().to_vec(),
+            system: self.system.0,
+            entries: self
+                .proofs
+                .iter()
+                .map(|p| {
+                    let p = p.to_proto();
+                    pb::BatchEntry {
+                        public_inputs: p.public_inputs,
+                        proof_data: p.proof_data,
+                        metadata: p.metadata,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The canonical encoding (what the id hashes).
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// The batch's content id.
+    pub fn id(&self) -> ContentId {
+        ContentId::of(&self.encode())
+    }
+
+    /// The Merkle root over the proof ids, in order.
+    pub fn root(&self) -> [u8; 32] {
+        let mut tree = causality_hash::merkle::MerkleTree::new();
+        for p in &self.proofs {
+            tree.push(causality_hash::merkle::leaf_hash(p.proof_id.as_bytes()));
+        }
+        tree.root()
+    }
+
+    /// Decodes a batch, bounded by `limits`; every proof's id is computed.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, MessageError> {
+        cap("batch encoding", bytes.len(), limits.max_batch_bytes)?;
+        let b = pb::Batch::decode(bytes).map_err(malformed)?;
+        cap("batch", b.entries.len(), limits.max_batch_proofs)?;
+        if b.entries.is_empty() {
+            return Err(malformed("empty batch"));
+        }
+        let verification_key_id = content_id(&b.verification_key_id)?;
+        let proofs = b
+            .entries
+            .into_iter()
+            .map(|e| {
+                ProofMessage::from_proto(
+                    pb::Proof {
+                        verification_key_id: b.verification_key_id.clone(),
+                        system: b.system,
+                        public_inputs: e.public_inputs,
+                        proof_data: e.proof_data,
+                        metadata: e.metadata,
+                    },
+                    limits,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            verification_key_id,
+            system: ProofSystem(b.system),
+            proofs,
+        })
+    }
+}
+
+/// Packs a batch encoding for the wire: LZ4 when that makes it smaller.
+pub(crate) fn pack(encoding: &[u8]) -> pb::PackedBatch {
+    let compressed = lz4_flex::block::compress(encoding);
+    if compressed.len() < encoding.len() {
+        pb::PackedBatch {
+            codec: 1,
+            size: encoding.len() as u64,
+            data: compressed,
+        }
+    } else {
+        pb::PackedBatch {
+            codec: 0,
+            size: encoding.len() as u64,
+            data: encoding.to_vec(),
+        }
+    }
+}
+
+/// Unpacks a batch encoding, refusing sizes over `limits` before decompressing.
+pub(crate) fn unpack(packed: pb::PackedBatch, limits: &Limits) -> Result<Vec<u8>, MessageError> {
+    let size = usize::try_from(packed.size).unwrap_or(usize::MAX);
+    cap("batch encoding", size, limits.max_batch_bytes)?;
+    let data = match packed.codec {
+        0 => packed.data,
+        1 => lz4_flex::block::decompress(&packed.data, size).map_err(malformed)?,
+        other => return Err(malformed(format!("unknown batch codec {other}"))),
+    };
+    if data.len() != size {
+        return Err(malformed("batch size does not match its encoding"));
+    }
+    Ok(data)
 }
 
 /// The domain an acknowledgement's signature is made in.
@@ -452,6 +647,7 @@ pub(crate) enum Request {
     Proof(ContentId),
     Key(ContentId),
     Acks(Vec<Ack>),
+    Batch(ContentId),
     Inventory {
         key: ContentId,
         since_ms: u64,
@@ -465,6 +661,7 @@ impl Request {
         let kind = match self {
             Self::Proof(id) => Kind::Proof(id.as_bytes().to_vec()),
             Self::Key(id) => Kind::VerificationKey(id.as_bytes().to_vec()),
+            Self::Batch(id) => Kind::Batch(id.as_bytes().to_vec()),
             Self::Acks(acks) => Kind::Acks(pb::Acks {
                 acks: acks.iter().map(Ack::to_proto).collect(),
             }),
@@ -487,6 +684,7 @@ impl Request {
         Ok(match pb::Request::decode(bytes).map_err(malformed)?.kind {
             Some(Kind::Proof(id)) => Self::Proof(content_id(&id)?),
             Some(Kind::VerificationKey(id)) => Self::Key(content_id(&id)?),
+            Some(Kind::Batch(id)) => Self::Batch(content_id(&id)?),
             Some(Kind::Acks(acks)) => {
                 cap("acks", acks.acks.len(), MAX_ACKS_PER_REQUEST)?;
                 Self::Acks(
@@ -512,6 +710,8 @@ pub(crate) enum Response {
     Proof(ProofMessage),
     Key(VerificationKey),
     Acked,
+    /// A batch's encoding (packed on the wire).
+    Batch(Vec<u8>),
     Ids {
         ids: Vec<(ContentId, u64)>,
         more: bool,
@@ -526,6 +726,7 @@ impl Response {
             Self::Proof(p) => Kind::Proof(p.to_proto()),
             Self::Key(k) => Kind::VerificationKey(k.to_proto()),
             Self::Acked => Kind::Acked(true),
+            Self::Batch(encoding) => Kind::Batch(pack(encoding)),
             Self::Ids { ids, more } => Kind::Ids(pb::Ids {
                 ids: ids.iter().map(|(id, _)| id.as_bytes().to_vec()).collect(),
                 received_ms: ids.iter().map(|(_, at)| *at).collect(),
@@ -543,6 +744,7 @@ impl Response {
             Some(Kind::Proof(p)) => Self::Proof(ProofMessage::from_proto(p, limits)?),
             Some(Kind::VerificationKey(k)) => Self::Key(VerificationKey::from_proto(k, limits)?),
             Some(Kind::Acked(_)) => Self::Acked,
+            Some(Kind::Batch(packed)) => Self::Batch(unpack(packed, limits)?),
             Some(Kind::Ids(ids)) => {
                 cap("inventory", ids.ids.len(), limits.max_inventory)?;
                 if ids.ids.len() != ids.received_ms.len() {

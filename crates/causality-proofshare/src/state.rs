@@ -27,8 +27,8 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::error::{ProofShareError, VerifyError};
 use crate::messages::{
-    Ack, Announcement, Limits, MAX_ACKS_PER_REQUEST, MessageError, ProofMessage, Request, Response,
-    VerificationKey,
+    Ack, Announcement, Batch, Limits, MAX_ACKS_PER_REQUEST, MessageError, ProofMessage, Request,
+    Response, VerificationKey,
 };
 use crate::store::ProofStore;
 use crate::system::{Claim, PreparedKey, Verifiers};
@@ -127,6 +127,11 @@ pub enum Command {
     StoreProof(ProofMessage),
     /// Announce a stored proof. Replies [`Reply::Done`].
     Announce(ContentId),
+    /// Verify proofs made here (all under one key) and keep them as one batch. Replies
+    /// [`Reply::Batch`].
+    StoreBatch(Vec<ProofMessage>),
+    /// Announce a stored batch by id. Replies [`Reply::Done`].
+    AnnounceBatch(ContentId),
     /// A proof by id: from the store, else pulled from `from` then connected peers, checked
     /// and verified. Replies [`Reply::Proof`].
     Fetch {
@@ -160,6 +165,19 @@ pub enum Reply {
     Acks(Result<Vec<Ack>, ProofShareError>),
     /// Counters.
     Stats(Stats),
+    /// A batch was verified and stored: its id, Merkle root and size.
+    Batch(Result<BatchInfo, ProofShareError>),
+}
+
+/// What identifies a stored batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Its content id.
+    pub id: ContentId,
+    /// The Merkle root over its proof ids.
+    pub root: [u8; 32],
+    /// How many proofs it holds.
+    pub count: u32,
 }
 
 /// What the protocol reports.
@@ -211,6 +229,8 @@ pub struct Stats {
     pub keys_fetched: u64,
     /// Proof bodies pulled from peers.
     pub proofs_pulled: u64,
+    /// Batches pulled from peers, and their bytes on the wire and decoded.
+    pub batches_pulled: u64,
     /// Acknowledgements of our own announcements received and recorded.
     pub acks_received: u64,
     /// Acknowledgements passed on towards an announcer.
@@ -249,16 +269,31 @@ struct Job {
     from: Option<PeerId>,
     gossip: Vec<GossipRef>,
     calls: Vec<(CallId, CallKind)>,
+    /// The batches it belongs to.
+    batches: Vec<ContentId>,
 }
 
 impl Job {
+    fn new(proof: ProofMessage, from: Option<PeerId>) -> Self {
+        Self {
+            proof,
+            from,
+            gossip: Vec::new(),
+            calls: Vec::new(),
+            batches: Vec::new(),
+        }
+    }
+
     fn keep(&self) -> bool {
-        self.from.is_some() || self.calls.iter().any(|(_, k)| *k != CallKind::Verify)
+        self.from.is_some()
+            || !self.batches.is_empty()
+            || self.calls.iter().any(|(_, k)| *k != CallKind::Verify)
     }
 
     fn merge(&mut self, other: Job) {
         self.gossip.extend(other.gossip);
         self.calls.extend(other.calls);
+        self.batches.extend(other.batches);
         if self.from.is_none() {
             self.from = other.from;
         }
@@ -284,10 +319,36 @@ struct ProofFetch {
     key: Option<ContentId>,
 }
 
+/// A batch being pulled.
+#[derive(Debug)]
+struct BatchFetch {
+    candidates: VecDeque<PeerId>,
+    asked: BTreeSet<PeerId>,
+    gossip: Vec<GossipRef>,
+    key: ContentId,
+    root: [u8; 32],
+    count: u32,
+}
+
+/// A batch whose proofs are being judged.
+#[derive(Debug)]
+struct Tracker {
+    remaining: usize,
+    invalid: usize,
+    unjudged: usize,
+    gossip: Vec<GossipRef>,
+    calls: Vec<CallId>,
+    encoding: Vec<u8>,
+    key: ContentId,
+    root: [u8; 32],
+    count: u32,
+}
+
 #[derive(Debug)]
 enum Pending {
     Key(ContentId),
     Proof(ContentId),
+    Batch(ContentId),
     Inventory { key: ContentId, pages: u32 },
     Ack,
 }
@@ -374,6 +435,8 @@ pub struct State {
     flush_scheduled: bool,
     key_fetches: BTreeMap<ContentId, KeyFetch>,
     proof_fetches: BTreeMap<ContentId, ProofFetch>,
+    batch_fetches: BTreeMap<ContentId, BatchFetch>,
+    trackers: HashMap<ContentId, Tracker>,
     outbound: HashMap<OutboundId, Pending>,
     ids: Ids,
     following: BTreeMap<ContentId, usize>,
@@ -427,6 +490,8 @@ impl State {
             flush_scheduled: false,
             key_fetches: BTreeMap::new(),
             proof_fetches: BTreeMap::new(),
+            batch_fetches: BTreeMap::new(),
+            trackers: HashMap::new(),
             outbound: HashMap::new(),
             ids: Ids::default(),
             following: BTreeMap::new(),
@@ -573,6 +638,8 @@ impl State {
             .map(|f| f.waiting.len())
             .sum::<usize>()
             + self.proof_fetches.len()
+            + self.batch_fetches.len()
+            + self.trackers.len()
     }
 
     fn await_key(&mut self, job: Job) {
@@ -706,8 +773,14 @@ impl State {
                     self.fail_unjudged(job, ProofShareError::Quarantined(from));
                     continue;
                 }
+                // A batch is one object: its proofs may fill a whole verification batch.
+                let cap = if job.batches.is_empty() {
+                    self.config.max_per_originator
+                } else {
+                    self.config.max_batch
+                };
                 let n = per_originator.entry(from).or_default();
-                if *n >= self.config.max_per_originator {
+                if *n >= cap {
                     later.push(job);
                     continue;
                 }
@@ -755,7 +828,20 @@ impl State {
     }
 
     /// Delivers a verdict to everyone waiting for it.
-    fn finish(&mut self, job: Job, result: Result<(), VerifyError>, now_ms: u64) {
+    fn finish(&mut self, mut job: Job, result: Result<(), VerifyError>, now_ms: u64) {
+        let batches = std::mem::take(&mut job.batches);
+        let verdict = if result.is_ok() {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        };
+        self.judge_proof(job, result, now_ms);
+        for batch in batches {
+            self.batch_progress(batch, verdict);
+        }
+    }
+
+    fn judge_proof(&mut self, job: Job, result: Result<(), VerifyError>, now_ms: u64) {
         let id = job.proof.proof_id;
         match result {
             Ok(()) => {
@@ -839,6 +925,9 @@ impl State {
     /// No verdict could be reached (no key, no body): nobody is blamed; gossip does not
     /// forward what it cannot vouch for.
     fn fail_unjudged(&mut self, job: Job, error: ProofShareError) {
+        for batch in &job.batches {
+            self.batch_progress(*batch, Verdict::Unjudged);
+        }
         for g in &job.gossip {
             self.push(Output::Validate {
                 message: g.message,
@@ -968,6 +1057,7 @@ impl State {
                 .into_iter()
                 .map(|c| (c, CallKind::Fetch))
                 .collect(),
+            batches: Vec::new(),
         };
         self.submit(job, now_ms);
     }
@@ -1022,6 +1112,7 @@ impl State {
                     from: Some(message.sender),
                     gossip: vec![gossip],
                     calls: Vec::new(),
+                    batches: Vec::new(),
                 };
                 self.submit(job, now_ms);
             }
@@ -1047,6 +1138,246 @@ impl State {
                     Some(gossip),
                     None,
                     Some(verification_key_id),
+                );
+            }
+            Announcement::Batch {
+                batch_id,
+                verification_key_id,
+                root,
+                count,
+                ..
+            } => {
+                if self.verified.contains(&batch_id) {
+                    self.stats.cache_hits += 1;
+                    return judge(self, Acceptance::Accept);
+                }
+                if self.rejected.contains(&batch_id) {
+                    self.stats.cache_hits += 1;
+                    return judge(
+                        self,
+                        Acceptance::Reject(format!("batch {batch_id} is known invalid")),
+                    );
+                }
+                if let Some(tracker) = self.trackers.get_mut(&batch_id) {
+                    tracker.gossip.push(gossip);
+                    return;
+                }
+                if let Some(fetch) = self.batch_fetches.get_mut(&batch_id) {
+                    fetch.gossip.push(gossip);
+                    return;
+                }
+                if self.waiting() >= self.config.max_waiting {
+                    return judge(self, Acceptance::Ignore);
+                }
+                let mut candidates = VecDeque::from([message.sender]);
+                if message.via != message.sender {
+                    candidates.push_back(message.via);
+                }
+                self.batch_fetches.insert(
+                    batch_id,
+                    BatchFetch {
+                        candidates,
+                        asked: BTreeSet::new(),
+                        gossip: vec![gossip],
+                        key: verification_key_id,
+                        root,
+                        count,
+                    },
+                );
+                self.next_batch_candidate(batch_id);
+            }
+        }
+    }
+
+    // ----- batches -----
+
+    fn next_batch_candidate(&mut self, batch_id: ContentId) {
+        let Some(fetch) = self.batch_fetches.get_mut(&batch_id) else {
+            return;
+        };
+        let Some(peer) = fetch.candidates.pop_front() else {
+            let fetch = self.batch_fetches.remove(&batch_id).expect("present");
+            for g in fetch.gossip {
+                self.push(Output::Validate {
+                    message: g.message,
+                    acceptance: Acceptance::Ignore,
+                });
+            }
+            return;
+        };
+        fetch.asked.insert(peer);
+        self.request(peer, &Request::Batch(batch_id), Pending::Batch(batch_id));
+    }
+
+    fn on_batch(
+        &mut self,
+        peer: PeerId,
+        batch_id: ContentId,
+        response: Result<Response, String>,
+        now_ms: u64,
+    ) {
+        let encoding = match response {
+            Ok(Response::Batch(encoding)) => encoding,
+            Ok(Response::NotFound) | Err(_) => return self.next_batch_candidate(batch_id),
+            Ok(other) => {
+                self.penalize(
+                    peer,
+                    Severity::Moderate,
+                    format!("answered a batch request with {other:?}"),
+                );
+                return self.next_batch_candidate(batch_id);
+            }
+        };
+        let Some(fetch) = self.batch_fetches.get(&batch_id) else {
+            return;
+        };
+        let (key, root, count) = (fetch.key, fetch.root, fetch.count);
+        let checked = Batch::decode(&encoding, &self.config.limits)
+            .map_err(|e| e.to_string())
+            .and_then(|batch| {
+                let actual = batch.id();
+                if actual != batch_id {
+                    return Err(VerifyError::IdMismatch {
+                        what: "batch",
+                        expected: batch_id,
+                        actual,
+                    }
+                    .to_string());
+                }
+                if batch.verification_key_id != key
+                    || batch.root() != root
+                    || batch.proofs.len() != count as usize
+                {
+                    return Err(format!(
+                        "batch {batch_id} does not match its announcement (key, root or count)"
+                    ));
+                }
+                Ok(batch)
+            });
+        let batch = match checked {
+            Ok(batch) => batch,
+            Err(reason) => {
+                *self.stats.rejected.entry("id_mismatch").or_default() += 1;
+                self.penalize(peer, Severity::Severe, reason.clone());
+                self.push(Output::Event(Event::Rejected {
+                    proof_id: Some(batch_id),
+                    from: peer,
+                    reason,
+                }));
+                return self.next_batch_candidate(batch_id);
+            }
+        };
+        self.stats.batches_pulled += 1;
+        let fetch = self.batch_fetches.remove(&batch_id).expect("present");
+        self.track(
+            batch_id,
+            batch,
+            fetch.gossip,
+            Vec::new(),
+            Some(peer),
+            now_ms,
+        );
+    }
+
+    /// Judges every proof of a batch; the batch's verdict follows the last one.
+    fn track(
+        &mut self,
+        batch_id: ContentId,
+        batch: Batch,
+        gossip: Vec<GossipRef>,
+        calls: Vec<CallId>,
+        from: Option<PeerId>,
+        now_ms: u64,
+    ) {
+        let root = batch.root();
+        let count = batch.proofs.len() as u32;
+        self.trackers.insert(
+            batch_id,
+            Tracker {
+                remaining: batch.proofs.len(),
+                invalid: 0,
+                unjudged: 0,
+                gossip,
+                calls,
+                encoding: batch.encode(),
+                key: batch.verification_key_id,
+                root,
+                count,
+            },
+        );
+        for proof in batch.proofs {
+            let mut job = Job::new(proof, from);
+            job.batches.push(batch_id);
+            self.submit(job, now_ms);
+        }
+    }
+
+    fn batch_progress(&mut self, batch_id: ContentId, verdict: Verdict) {
+        let Some(tracker) = self.trackers.get_mut(&batch_id) else {
+            return;
+        };
+        tracker.remaining = tracker.remaining.saturating_sub(1);
+        match verdict {
+            Verdict::Valid => {}
+            Verdict::Invalid => tracker.invalid += 1,
+            Verdict::Unjudged => tracker.unjudged += 1,
+        }
+        if tracker.remaining > 0 {
+            return;
+        }
+        let tracker = self.trackers.remove(&batch_id).expect("present");
+        let info = BatchInfo {
+            id: batch_id,
+            root: tracker.root,
+            count: tracker.count,
+        };
+        if tracker.invalid == 0 && tracker.unjudged == 0 {
+            self.verified.insert(batch_id);
+            if let Err(e) = self.store.put_batch(&batch_id, &tracker.encoding) {
+                self.stats.store_errors += 1;
+                tracing::error!(target: "causality_proofshare", batch = %batch_id, error = %e, "storing a batch failed");
+            }
+            for g in &tracker.gossip {
+                self.push(Output::Validate {
+                    message: g.message,
+                    acceptance: Acceptance::Accept,
+                });
+            }
+            for call in tracker.calls {
+                self.reply(call, Reply::Batch(Ok(info)));
+            }
+        } else if tracker.invalid > 0 {
+            self.rejected.insert(batch_id);
+            let reason = format!(
+                "batch {batch_id}: {} of {} proofs invalid",
+                tracker.invalid, tracker.count
+            );
+            for g in &tracker.gossip {
+                self.push(Output::Validate {
+                    message: g.message,
+                    acceptance: Acceptance::Reject(reason.clone()),
+                });
+                if g.sender != g.via {
+                    self.penalize(g.sender, Severity::Severe, reason.clone());
+                }
+            }
+            for call in tracker.calls {
+                self.reply(
+                    call,
+                    Reply::Batch(Err(ProofShareError::Verify(VerifyError::Invalid))),
+                );
+            }
+        } else {
+            for g in &tracker.gossip {
+                self.push(Output::Validate {
+                    message: g.message,
+                    acceptance: Acceptance::Ignore,
+                });
+            }
+            for call in tracker.calls {
+                self.reply(
+                    call,
+                    Reply::Batch(Err(ProofShareError::UnknownKey(tracker.key))),
                 );
             }
         }
@@ -1153,6 +1484,11 @@ impl State {
                 Ok(None) => Response::NotFound,
                 Err(e) => return self.store_failed(id, &e),
             },
+            Request::Batch(batch_id) => match self.store.batch(&batch_id) {
+                Ok(Some(encoding)) => Response::Batch(encoding),
+                Ok(None) => Response::NotFound,
+                Err(e) => return self.store_failed(id, &e),
+            },
             Request::Key(key_id) => match self.store.key(&key_id) {
                 Ok(Some(k)) => Response::Key(k),
                 Ok(None) => Response::NotFound,
@@ -1217,6 +1553,7 @@ impl State {
             Pending::Key(key) => self.on_key(peer, key, decoded, now_ms),
             Pending::Proof(proof) => self.on_proof(peer, proof, decoded, now_ms),
             Pending::Inventory { key, pages } => self.on_inventory(peer, key, pages, decoded),
+            Pending::Batch(batch) => self.on_batch(peer, batch, decoded, now_ms),
             Pending::Ack => {}
         }
     }
@@ -1287,6 +1624,7 @@ impl State {
                     from: None,
                     gossip: Vec::new(),
                     calls: call.map(|c| (c, CallKind::Store)).into_iter().collect(),
+                    batches: Vec::new(),
                 };
                 self.submit_local(job, now_ms);
             }
@@ -1296,8 +1634,48 @@ impl State {
                     from: None,
                     gossip: Vec::new(),
                     calls: call.map(|c| (c, CallKind::Verify)).into_iter().collect(),
+                    batches: Vec::new(),
                 };
                 self.submit_local(job, now_ms);
+            }
+            Command::StoreBatch(proofs) => {
+                let batch = Batch::new(proofs);
+                match batch {
+                    Ok(batch) => {
+                        let id = batch.id();
+                        if self.trackers.contains_key(&id) || self.verified.contains(&id) {
+                            // Already stored (or being stored): answer from the store.
+                            let info = BatchInfo {
+                                id,
+                                root: batch.root(),
+                                count: batch.proofs.len() as u32,
+                            };
+                            if let Some(call) = call {
+                                self.reply(call, Reply::Batch(Ok(info)));
+                            }
+                        } else {
+                            self.track(
+                                id,
+                                batch,
+                                Vec::new(),
+                                call.into_iter().collect(),
+                                None,
+                                now_ms,
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(call) = call {
+                            self.reply(call, Reply::Batch(Err(e.into())));
+                        }
+                    }
+                }
+            }
+            Command::AnnounceBatch(batch_id) => {
+                let result = self.announce_batch(batch_id);
+                if let Some(call) = call {
+                    self.reply(call, Reply::Done(result));
+                }
             }
             Command::Announce(proof_id) => {
                 let result = self.announce(proof_id);
@@ -1373,6 +1751,28 @@ impl State {
         self.submit(job, now_ms);
     }
 
+    fn announce_batch(&mut self, batch_id: ContentId) -> Result<(), ProofShareError> {
+        let encoding = self
+            .store
+            .batch(&batch_id)?
+            .ok_or(ProofShareError::UnknownProof(batch_id))?;
+        let batch = Batch::decode(&encoding, &self.config.limits)?;
+        let announcement = Announcement::Batch {
+            batch_id,
+            verification_key_id: batch.verification_key_id,
+            root: batch.root(),
+            count: batch.proofs.len() as u32,
+            size: encoding.len() as u64,
+        };
+        self.verified.insert(batch_id);
+        self.push(Output::Publish {
+            topic: proof_topic(&batch.verification_key_id),
+            payload_type: ANNOUNCEMENT_TYPE.to_owned(),
+            payload: announcement.encode(),
+        });
+        Ok(())
+    }
+
     fn announce(&mut self, proof_id: ContentId) -> Result<(), ProofShareError> {
         let proof = self
             .store
@@ -1400,6 +1800,15 @@ impl State {
     }
 }
 
+/// What a proof's judgement means for the batches it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Valid,
+    Invalid,
+    /// No key, no budget: neither valid nor invalid.
+    Unjudged,
+}
+
 /// What identifies an acknowledgement for de-duplication: one per verifier per proof.
 fn ack_key(ack: &Ack) -> ContentId {
     let mut bytes = [0u8; 64];
@@ -1416,6 +1825,7 @@ fn clone_error(error: &ProofShareError, text: &str) -> ProofShareError {
         ProofShareError::NotFound(id) => ProofShareError::NotFound(*id),
         ProofShareError::Quarantined(p) => ProofShareError::Quarantined(*p),
         ProofShareError::Verify(e) => ProofShareError::Verify(e.clone()),
+        ProofShareError::Message(e) => ProofShareError::Message(e.clone()),
         ProofShareError::Net(_) | ProofShareError::Store(_) => {
             ProofShareError::Store(text.to_owned())
         }

@@ -44,6 +44,11 @@ pub trait ProofStore: Send + 'static {
     fn put_ack(&mut self, ack: &Ack) -> Result<bool, ProofShareError>;
     /// The acknowledgements of a proof.
     fn acks(&self, proof: &ContentId) -> Result<Vec<Ack>, ProofShareError>;
+    /// Stores a verified batch's canonical encoding under its id (its proofs are stored
+    /// one by one too).
+    fn put_batch(&mut self, id: &ContentId, encoding: &[u8]) -> Result<(), ProofShareError>;
+    /// A batch's encoding by id.
+    fn batch(&self, id: &ContentId) -> Result<Option<Vec<u8>>, ProofShareError>;
 }
 
 /// An in-memory store (tests, simulations, nodes that need no persistence).
@@ -53,6 +58,7 @@ pub struct MemoryStore {
     proofs: HashMap<ContentId, ProofMessage>,
     index: BTreeMap<(ContentId, u64, ContentId), ()>,
     acks: HashMap<ContentId, BTreeMap<PeerId, Ack>>,
+    batches: HashMap<ContentId, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -116,6 +122,15 @@ impl ProofStore for MemoryStore {
             .map(|a| a.values().cloned().collect())
             .unwrap_or_default())
     }
+
+    fn put_batch(&mut self, id: &ContentId, encoding: &[u8]) -> Result<(), ProofShareError> {
+        self.batches.insert(*id, encoding.to_vec());
+        Ok(())
+    }
+
+    fn batch(&self, id: &ContentId) -> Result<Option<Vec<u8>>, ProofShareError> {
+        Ok(self.batches.get(id).cloned())
+    }
 }
 
 #[cfg(feature = "rocksdb")]
@@ -139,6 +154,8 @@ mod rocks {
     const INDEX: &str = "proofshare.index";
     /// proof id ‖ verifier → ack.
     const ACKS: &str = "proofshare.acks";
+    /// batch id → canonical encoding.
+    const BATCHES: &str = "proofshare.batches";
 
     fn err(e: impl std::fmt::Display) -> ProofShareError {
         ProofShareError::Store(e.to_string())
@@ -165,7 +182,7 @@ mod rocks {
 
         /// Uses a shared database opened with [`RocksStore::column_families`] among its own.
         pub fn open_in(db: Arc<DB>) -> Result<Self, ProofShareError> {
-            for cf in [KEYS, PROOFS, INDEX, ACKS] {
+            for cf in [KEYS, PROOFS, INDEX, ACKS, BATCHES] {
                 if db.cf_handle(cf).is_none() {
                     return Err(err(format!("database lacks column family {cf}")));
                 }
@@ -178,7 +195,7 @@ mod rocks {
 
         /// The column families this store needs.
         pub fn column_families() -> Vec<ColumnFamilyDescriptor> {
-            [KEYS, PROOFS, INDEX, ACKS]
+            [KEYS, PROOFS, INDEX, ACKS, BATCHES]
                 .into_iter()
                 .map(|cf| ColumnFamilyDescriptor::new(cf, Options::default()))
                 .collect()
@@ -315,6 +332,26 @@ mod rocks {
                 acks.push(Ack::decode(&v).map_err(err)?);
             }
             Ok(acks)
+        }
+
+        fn put_batch(&mut self, id: &ContentId, encoding: &[u8]) -> Result<(), ProofShareError> {
+            self.db
+                .put_cf(self.cf(BATCHES), id.as_bytes(), encoding)
+                .map_err(err)
+        }
+
+        fn batch(&self, id: &ContentId) -> Result<Option<Vec<u8>>, ProofShareError> {
+            let Some(bytes) = self
+                .db
+                .get_cf(self.cf(BATCHES), id.as_bytes())
+                .map_err(err)?
+            else {
+                return Ok(None);
+            };
+            if ContentId::of(&bytes) != *id {
+                return Err(err(format!("stored batch {id} does not match its id")));
+            }
+            Ok(Some(bytes))
         }
     }
 }

@@ -14,8 +14,8 @@ use causality_proofshare::groth16::{self, decode_proof, proof_bytes};
 use causality_proofshare::proto::v1 as pb;
 use causality_proofshare::state::ANNOUNCEMENT_TYPE;
 use causality_proofshare::{
-    Announcement, Config, Event, MemoryStore, PROTOCOL, ProofMessage, ProofShare, ProofSystem,
-    VerificationKey, Verifiers, proof_topic,
+    Announcement, Batch, Config, Event, MemoryStore, PROTOCOL, ProofMessage, ProofShare,
+    ProofSystem, VerificationKey, Verifiers, proof_topic,
 };
 use futures::StreamExt;
 use prost::Message as _;
@@ -397,4 +397,64 @@ async fn a_batch_of_64_with_one_bad_proof_accepts_the_63() {
     good.sort();
     assert_eq!(seen, good);
     assert!(line.observer.stats().await.unwrap().rejected.is_empty());
+}
+
+/// Serves `batch` (its encoding, as is) to every request.
+async fn serve_batch(attacker: &Network, encoding: Vec<u8>) {
+    serve(attacker, move |_| {
+        pb::Response {
+            kind: Some(pb::response::Kind::Batch(pb::PackedBatch {
+                codec: 0,
+                size: encoding.len() as u64,
+                data: encoding.clone(),
+            })),
+        }
+        .encode_to_vec()
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_with_one_false_proof_keeps_the_63_and_is_not_forwarded() {
+    let mut line = line().await;
+    let mut proofs: Vec<ProofMessage> = (0..64).map(|_| line.proof(None, None)).collect();
+    proofs[20] = line.proof(Some(vec![groth16::encode_fr(2)]), None);
+    let batch = Batch::new(proofs.clone()).unwrap();
+    serve_batch(&line.attacker, batch.encode()).await;
+    let announcement = Announcement::Batch {
+        batch_id: batch.id(),
+        verification_key_id: line.key_id,
+        root: batch.root(),
+        count: 64,
+        size: batch.encode().len() as u64,
+    };
+    line.publish(announcement.encode(), line.key_id).await;
+    let stats = line.victim.stats().await.unwrap();
+    assert_eq!(stats.batches_pulled, 1);
+    assert_eq!(stats.verified, 63);
+    assert_eq!(stats.rejected.get("invalid"), Some(&1));
+    for (i, p) in proofs.iter().enumerate() {
+        let kept = line.victim.request_proof(p.proof_id, vec![]).await.is_ok();
+        assert_eq!(kept, i != 20, "proof {i}");
+    }
+    // The batch announcement went no further.
+    assert_eq!(line.observer_net.metrics().delivered, 0);
+    assert_eq!(line.observer.stats().await.unwrap().batches_pulled, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_whose_root_or_id_does_not_match_is_refused() {
+    let mut line = line().await;
+    let proofs: Vec<ProofMessage> = (0..4).map(|_| line.proof(None, None)).collect();
+    let batch = Batch::new(proofs).unwrap();
+    serve_batch(&line.attacker, batch.encode()).await;
+    let announcement = Announcement::Batch {
+        batch_id: batch.id(),
+        verification_key_id: line.key_id,
+        root: [7; 32],
+        count: 4,
+        size: 1000,
+    };
+    line.publish(announcement.encode(), line.key_id).await;
+    line.assert_refused("id_mismatch").await;
 }

@@ -199,3 +199,50 @@ fn a_node_that_missed_announcements_catches_up_when_it_reconnects() {
     sim.run_for(3000);
     assert_eq!(verified_at(&sim.take_events(), first.proof_id), vec![4]);
 }
+
+#[test]
+fn a_batch_of_64_reaches_every_follower_as_one_pull_each() {
+    let n = 12;
+    let mut sim = network(6, n, seeded);
+    let mut prover = common::Prover::new(5);
+    let key_id = store_key(&mut sim, 0, &prover);
+    for i in 1..n {
+        sim.command(i, Command::Follow(key_id));
+    }
+    sim.run_for(1000);
+    let proofs: Vec<ProofMessage> = (0..64u64)
+        .map(|i| {
+            let m = prover.prove(i + 3, 11);
+            ProofMessage::new(
+                key_id,
+                GROTH16,
+                m.public_inputs,
+                m.proof,
+                Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let call = sim.call(0, Command::StoreBatch(proofs.clone()));
+    let Reply::Batch(Ok(info)) = reply(&mut sim, call) else {
+        panic!("batch refused")
+    };
+    assert_eq!(info.count, 64);
+    sim.command(0, Command::AnnounceBatch(info.id));
+    sim.run_for(5000);
+    let events = sim.take_events();
+    for p in &proofs {
+        assert_eq!(verified_at(&events, p.proof_id), (1..n).collect::<Vec<_>>());
+    }
+    for i in 1..n {
+        let stats = sim.node(i).unwrap().stats();
+        assert_eq!(stats.batches_pulled, 1, "node {i}");
+        assert_eq!(stats.verified, 64, "node {i}");
+        assert!(
+            stats.batches <= 2,
+            "node {i}: {} verification batches",
+            stats.batches
+        );
+    }
+    assert!(sim.penalties().is_empty(), "{:?}", sim.penalties());
+}

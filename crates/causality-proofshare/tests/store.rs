@@ -80,6 +80,11 @@ fn conformance(store: &mut dyn ProofStore) {
         causality_proofshare::store::MAX_ACKS_PER_PROOF
     );
     assert!(store.acks(&proofs[0].proof_id).unwrap().is_empty());
+
+    let batch = causality_proofshare::Batch::new(proofs.clone()).unwrap();
+    assert_eq!(store.batch(&batch.id()).unwrap(), None);
+    store.put_batch(&batch.id(), &batch.encode()).unwrap();
+    assert_eq!(store.batch(&batch.id()).unwrap(), Some(batch.encode()));
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub struct Proof {
 /// What gossip carries on `register/proof/{verification_key_id}`.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Announcement {
-    #[prost(oneof = "announcement::Kind", tags = "1, 2")]
+    #[prost(oneof = "announcement::Kind", tags = "1, 2, 3")]
     pub kind: ::core::option::Option<announcement::Kind>,
 }
 /// Nested message and enum types in `Announcement`.
@@ -49,7 +49,62 @@ pub mod announcement {
         /// A proof too large to push: pull it by id from the announcer.
         #[prost(message, tag = "2")]
         Reference(super::ProofRef),
+        /// Many proofs under one key: pull the batch by id.
+        #[prost(message, tag = "3")]
+        Batch(super::BatchRef),
     }
+}
+/// Many proofs under one key, shipped as one object: the key id and system once, then each
+/// proof's own fields. Its id is the BLAKE3 of this message's encoding.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Batch {
+    #[prost(bytes = "vec", tag = "1")]
+    pub verification_key_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    pub system: u32,
+    #[prost(message, repeated, tag = "3")]
+    pub entries: ::prost::alloc::vec::Vec<BatchEntry>,
+}
+/// One proof of a batch; with the batch's key id and system it is a Proof.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BatchEntry {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub public_inputs: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub proof_data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub metadata: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+}
+/// A batch announced by id.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BatchRef {
+    #[prost(bytes = "vec", tag = "1")]
+    pub batch_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub verification_key_id: ::prost::alloc::vec::Vec<u8>,
+    /// Merkle root (RFC 9162 shape, BLAKE3) over the proof ids in order.
+    #[prost(bytes = "vec", tag = "3")]
+    pub root: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint32, tag = "4")]
+    pub count: u32,
+    /// The encoded batch's size in bytes (a hint).
+    #[prost(uint64, tag = "5")]
+    pub size: u64,
+}
+/// A batch on the wire: its encoding, compressed when that helps.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PackedBatch {
+    /// 0 = as is, 1 = LZ4 block.
+    #[prost(uint32, tag = "1")]
+    pub codec: u32,
+    /// The encoding's size before compression.
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
 }
 /// A proof announced by id.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -97,7 +152,7 @@ pub struct Inventory {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Request {
-    #[prost(oneof = "request::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "request::Kind", tags = "1, 2, 3, 4, 5")]
     pub kind: ::core::option::Option<request::Kind>,
 }
 /// Nested message and enum types in `Request`.
@@ -117,6 +172,9 @@ pub mod request {
         /// The ids held for a key (catch-up after a restart or a partition).
         #[prost(message, tag = "4")]
         Inventory(super::Inventory),
+        /// A batch by id.
+        #[prost(bytes, tag = "5")]
+        Batch(::prost::alloc::vec::Vec<u8>),
     }
 }
 /// Ids with the time the server received each, oldest first.
@@ -132,7 +190,7 @@ pub struct Ids {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Response {
-    #[prost(oneof = "response::Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "response::Kind", tags = "1, 2, 3, 4, 5, 6")]
     pub kind: ::core::option::Option<response::Kind>,
 }
 /// Nested message and enum types in `Response`.
@@ -151,5 +209,7 @@ pub mod response {
         /// The server does not hold what was asked for.
         #[prost(bool, tag = "5")]
         NotFound(bool),
+        #[prost(message, tag = "6")]
+        Batch(super::PackedBatch),
     }
 }
