@@ -148,6 +148,7 @@ async fn sharing(n: usize, count: usize, inline_max_bytes: usize, label: &str) {
     let made = proofs(&mut prover, key_id, count).await;
     let size = made[0].encoded_len();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let idle = idle_bytes(&net, Duration::from_secs(2 * count as u64)).await;
     let before = net.sim.stats();
     let mut sent = Vec::new();
     for proof in made {
@@ -160,12 +161,66 @@ async fn sharing(n: usize, count: usize, inline_max_bytes: usize, label: &str) {
     }
     let after = net.sim.stats();
     let lat = latencies(&net, &sent);
-    let per_node = (after.bytes - before.bytes) as f64 / (count * n) as f64;
+    let per_node = (after.bytes - before.bytes).saturating_sub(idle) as f64 / (count * n) as f64;
     println!(
         "FIGURE proofshare {label}, {n} nodes: {} of {} verified; {per_node:.0} B received per node per proof of {size} B ({:.2}x); announce-to-verified p50 {:?}, p99 {:?}",
         lat.len(),
         count * (n - 1),
         per_node / size as f64,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    );
+    drop(subs);
+}
+
+/// Bytes the network moves with nothing announced (heartbeats, gossip control) over
+/// `window`: subtracted so each figure counts what the object cost.
+async fn idle_bytes(net: &Net, window: Duration) -> u64 {
+    let before = net.sim.stats();
+    tokio::time::sleep(window).await;
+    net.sim.stats().bytes - before.bytes
+}
+
+/// One batch of `size` proofs announced by one node: bytes per node per batch byte.
+async fn batch(n: usize, size: usize) {
+    let net = build(n, |i| config(i, 1024)).await;
+    let mut prover = common::Prover::new(6);
+    let key = VerificationKey {
+        system: GROTH16,
+        key: prover.key.clone(),
+    };
+    let mut key_id = key.id();
+    for node in &net.nodes {
+        key_id = node.store_key(key.clone()).await.unwrap();
+    }
+    let mut subs = Vec::new();
+    for node in &net.nodes[1..] {
+        subs.push(node.subscribe_to_proofs(key_id).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let made = proofs(&mut prover, key_id, size).await;
+    let ids: Vec<ContentId> = made.iter().map(|p| p.proof_id).collect();
+    let encoding = causality_proofshare::Batch::new(made.clone())
+        .unwrap()
+        .encode();
+    let packed = lz4_flex::block::compress(&encoding).len();
+    let info = net.nodes[0].store_batch(made).await.unwrap();
+    let idle = idle_bytes(&net, Duration::from_secs(4)).await;
+    let before = net.sim.stats();
+    let t = tokio::time::Instant::now();
+    net.nodes[0].announce_batch(info.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = net.sim.stats();
+    let sent: Vec<_> = ids.iter().map(|id| (*id, t)).collect();
+    let lat = latencies(&net, &sent);
+    let per_node = (after.bytes - before.bytes).saturating_sub(idle) as f64 / n as f64;
+    println!(
+        "FIGURE proofshare batch of {size}, {n} nodes: {} of {} proofs verified; {per_node:.0} B received per node for a {} B batch ({:.2}x); LZ4 would make it {packed} B ({:.2}x, kept only when smaller); announce-to-verified p50 {:?}, p99 {:?}",
+        lat.len(),
+        size * (n - 1),
+        encoding.len(),
+        per_node / encoding.len() as f64,
+        packed as f64 / encoding.len() as f64,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
     );
@@ -194,13 +249,14 @@ async fn key_distribution(n: usize) {
     let proof = proofs(&mut prover, key_id, 1).await.remove(0);
     let size = proof.encoded_len();
     let id = net.nodes[0].store_proof(proof).await.unwrap();
+    let idle = idle_bytes(&net, Duration::from_secs(3)).await;
     let before = net.sim.stats();
     let t = tokio::time::Instant::now();
     net.nodes[0].announce_proof(id).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = net.sim.stats();
     let lat = latencies(&net, &[(id, t)]);
-    let per_node = (after.bytes - before.bytes) as f64 / n as f64;
+    let per_node = (after.bytes - before.bytes).saturating_sub(idle) as f64 / n as f64;
     println!(
         "FIGURE proofshare key fetch, {n} nodes: {} of {} verified; {per_node:.0} B received per node for a {key_size} B key and a {size} B proof ({:.2}x their sum); p50 {:?}, p99 {:?}",
         lat.len(),
@@ -302,6 +358,7 @@ fn main() {
     rt.block_on(async {
         sharing(n, count, 1024, "inline proofs").await;
         sharing(n, count, 0, "proofs pulled by id").await;
+        batch(n, if quick { 16 } else { 64 }).await;
         key_distribution(n).await;
         flood(n, count).await;
     });
