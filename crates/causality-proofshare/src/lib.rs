@@ -31,7 +31,9 @@ pub use crate::error::{ImportError, ProofShareError, VerifyError};
 pub use crate::messages::{
     Ack, Announcement, Batch, Limits, MessageError, ProofMessage, VerificationKey,
 };
-pub use crate::state::{BatchInfo, Command, Config, Event, Reply, State, Stats, proof_topic};
+pub use crate::state::{
+    AcceptPolicy, BatchInfo, Command, Config, Event, Reply, State, Stats, VerifierView, proof_topic,
+};
 pub use crate::store::{MemoryStore, ProofStore};
 pub use crate::system::{Claim, PreparedKey, ProofSystem, ProofVerifier, Verifiers};
 
@@ -115,11 +117,23 @@ impl ProofShare {
         verifiers: Verifiers,
         store: Box<dyn ProofStore>,
     ) -> Result<Self, ProofShareError> {
+        Self::start_with_view(network, config, verifiers, store, None).await
+    }
+
+    /// [`start`](Self::start), with the verifier view that [`AcceptPolicy::Attested`]
+    /// assigns batch parts over (typically discovery's members with the `verifier` role).
+    pub async fn start_with_view(
+        network: Network,
+        config: Config,
+        verifiers: Verifiers,
+        store: Box<dyn ProofStore>,
+        view: Option<tokio::sync::watch::Receiver<VerifierView>>,
+    ) -> Result<Self, ProofShareError> {
         let local = network.local_peer_id();
         let state = State::new(config, network.keypair().clone(), verifiers, store);
         let (events, _) = broadcast::channel(EVENTS);
         let sender = events.clone();
-        let service = service::spawn(network, state, None, move |event| {
+        let service = service::spawn(network, state, view, move |event| {
             let _ = sender.send(event);
         })
         .await?;

@@ -312,6 +312,25 @@ pub enum Announcement {
         /// Its encoded size (a hint).
         size: u64,
     },
+    /// A verifier's signed statement that it verified one part of a batch.
+    Attestation {
+        /// The batch.
+        batch_id: ContentId,
+        /// Its key.
+        verification_key_id: ContentId,
+        /// Which part.
+        part: u32,
+        /// Signed over [`part_id`]`(batch_id, part)`.
+        ack: Ack,
+    },
+}
+
+/// The id a part of a batch is attested under.
+pub fn part_id(batch_id: &ContentId, part: u32) -> ContentId {
+    let mut bytes = b"causality/proofshare/part/v1".to_vec();
+    bytes.extend_from_slice(batch_id.as_bytes());
+    bytes.extend_from_slice(&part.to_le_bytes());
+    ContentId::of(&bytes)
 }
 
 impl Announcement {
@@ -326,6 +345,10 @@ impl Announcement {
             | Self::Batch {
                 verification_key_id,
                 ..
+            }
+            | Self::Attestation {
+                verification_key_id,
+                ..
             } => *verification_key_id,
         }
     }
@@ -335,7 +358,7 @@ impl Announcement {
         match self {
             Self::Inline(p) => p.proof_id,
             Self::Reference { proof_id, .. } => *proof_id,
-            Self::Batch { batch_id, .. } => *batch_id,
+            Self::Batch { batch_id, .. } | Self::Attestation { batch_id, .. } => *batch_id,
         }
     }
 
@@ -365,6 +388,17 @@ impl Announcement {
                 count: *count,
                 size: *size,
             }),
+            Self::Attestation {
+                batch_id,
+                verification_key_id,
+                part,
+                ack,
+            } => pb::announcement::Kind::Attestation(pb::Attestation {
+                batch_id: batch_id.as_bytes().to_vec(),
+                verification_key_id: verification_key_id.as_bytes().to_vec(),
+                part: *part,
+                ack: Some(ack.to_proto()),
+            }),
         };
         pb::Announcement { kind: Some(kind) }.encode_to_vec()
     }
@@ -392,6 +426,22 @@ impl Announcement {
                 count: b.count,
                 size: b.size,
             }),
+            Some(pb::announcement::Kind::Attestation(a)) => {
+                let batch_id = content_id(&a.batch_id)?;
+                let ack = Ack::from_proto(
+                    a.ack
+                        .ok_or_else(|| malformed("attestation without an ack"))?,
+                )?;
+                if ack.proof_id != part_id(&batch_id, a.part) {
+                    return Err(malformed("attestation signed over another part"));
+                }
+                Ok(Self::Attestation {
+                    batch_id,
+                    verification_key_id: content_id(&a.verification_key_id)?,
+                    part: a.part,
+                    ack,
+                })
+            }
             None => Err(malformed("announcement without a kind")),
         }
     }

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha20Rng;
 use crate::error::{ProofShareError, VerifyError};
 use crate::messages::{
     Ack, Announcement, Batch, Limits, MAX_ACKS_PER_REQUEST, MessageError, ProofMessage, Request,
-    Response, VerificationKey,
+    Response, VerificationKey, part_id,
 };
 use crate::store::ProofStore;
 use crate::system::{Claim, PreparedKey, Verifiers};
@@ -43,6 +43,37 @@ pub const ANNOUNCEMENT_TYPE: &str = "causality.proofshare.v1.Announcement";
 pub fn proof_topic(key: &ContentId) -> Topic {
     Topic::new(PROOF_TOPIC, key.to_string()).expect("a content id is a valid topic id")
 }
+
+/// How a node accepts the proofs of a batch it pulls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptPolicy {
+    /// Verify every proof here (the default).
+    VerifyAll,
+    /// Split each batch into parts of `part_size` proofs. Verify here only the parts that
+    /// rendezvous hashing assigns to this node among the verifier view (top `k` per part),
+    /// publishing a signed attestation for each; accept every other part on `k` valid
+    /// attestations from distinct verifiers assigned to it, or verify it here when they
+    /// have not come within `timeout_ms`.
+    ///
+    /// Trust: a part accepted this way is only as sound as one of its `k` assigned
+    /// verifiers is honest. With a fraction `f` of the view's verifiers malicious, a part
+    /// is wrongly accepted with probability about `f^k`; Sybils in the view raise `f`, so
+    /// the view must come from a membership whose weights are local policy (discovery's)
+    /// and `k` should be at least 3. Liveness does not depend on the assignees.
+    Attested {
+        /// Attestations needed per part.
+        k: usize,
+        /// Proofs per part.
+        part_size: usize,
+        /// How long to wait for attestations before verifying a part here.
+        timeout_ms: u64,
+    },
+}
+
+/// The verifiers proof sharing assigns batch parts to (with [`AcceptPolicy::Attested`]):
+/// a set of peers, usually discovery's members with the `verifier` role. This node is
+/// counted in whether or not it is listed.
+pub type VerifierView = Arc<BTreeSet<PeerId>>;
 
 /// How a node runs proof sharing. Every field has a sane default.
 #[derive(Clone, Debug)]
@@ -87,6 +118,8 @@ pub struct Config {
     pub max_strikes: u32,
     /// See `max_strikes`.
     pub quarantine_ms: u64,
+    /// How batches are accepted (default [`AcceptPolicy::VerifyAll`]).
+    pub accept: AcceptPolicy,
     /// Seed of the batch weights' generator. Must be secret: whoever knows it can craft
     /// invalid proofs that pass a batch. The default draws it from the OS.
     pub seed: [u8; 32],
@@ -112,6 +145,7 @@ impl Default for Config {
             max_per_originator: 16,
             max_strikes: 3,
             quarantine_ms: 600_000,
+            accept: AcceptPolicy::VerifyAll,
             seed,
         }
     }
@@ -208,6 +242,8 @@ pub enum Event {
 pub enum Timer {
     /// Verify the queued batch.
     Flush,
+    /// Attestations for a part are overdue: verify it here.
+    Part(ContentId),
     /// Send the queued acknowledgements.
     Acks,
 }
@@ -229,8 +265,14 @@ pub struct Stats {
     pub keys_fetched: u64,
     /// Proof bodies pulled from peers.
     pub proofs_pulled: u64,
-    /// Batches pulled from peers, and their bytes on the wire and decoded.
+    /// Batches pulled from peers.
     pub batches_pulled: u64,
+    /// Proofs accepted on attestations instead of verified here.
+    pub attested: u64,
+    /// Attestations this node published, and valid ones it received.
+    pub attestations_sent: u64,
+    /// See `attestations_sent`.
+    pub attestations_received: u64,
     /// Acknowledgements of our own announcements received and recorded.
     pub acks_received: u64,
     /// Acknowledgements passed on towards an announcer.
@@ -271,6 +313,10 @@ struct Job {
     calls: Vec<(CallId, CallKind)>,
     /// The batches it belongs to.
     batches: Vec<ContentId>,
+    /// Accepted on attestations, not verified here.
+    attested: bool,
+    /// The part of a batch assigned to us that it belongs to.
+    part: Option<ContentId>,
 }
 
 impl Job {
@@ -281,6 +327,8 @@ impl Job {
             gossip: Vec::new(),
             calls: Vec::new(),
             batches: Vec::new(),
+            attested: false,
+            part: None,
         }
     }
 
@@ -294,6 +342,7 @@ impl Job {
         self.gossip.extend(other.gossip);
         self.calls.extend(other.calls);
         self.batches.extend(other.batches);
+        self.part = self.part.or(other.part);
         if self.from.is_none() {
             self.from = other.from;
         }
@@ -328,6 +377,25 @@ struct BatchFetch {
     key: ContentId,
     root: [u8; 32],
     count: u32,
+}
+
+/// A part of a batch waiting for attestations.
+#[derive(Debug)]
+struct Part {
+    batch: ContentId,
+    proofs: Vec<ProofMessage>,
+    from: Option<PeerId>,
+    assigned: Vec<PeerId>,
+}
+
+/// A part of a batch assigned to us, being verified.
+#[derive(Debug)]
+struct OwnPart {
+    remaining: usize,
+    failed: bool,
+    batch: ContentId,
+    key: ContentId,
+    part: u32,
 }
 
 /// A batch whose proofs are being judged.
@@ -437,6 +505,14 @@ pub struct State {
     proof_fetches: BTreeMap<ContentId, ProofFetch>,
     batch_fetches: BTreeMap<ContentId, BatchFetch>,
     trackers: HashMap<ContentId, Tracker>,
+    view: VerifierView,
+    /// Parts waiting for attestations, by part id.
+    parts: HashMap<ContentId, Part>,
+    /// Parts assigned to us, being verified, by part id.
+    own_parts: HashMap<ContentId, OwnPart>,
+    /// Valid attestations seen, by part id (bounded: oldest parts forgotten first).
+    attestations: HashMap<ContentId, BTreeMap<PeerId, Ack>>,
+    attestation_order: VecDeque<ContentId>,
     outbound: HashMap<OutboundId, Pending>,
     ids: Ids,
     following: BTreeMap<ContentId, usize>,
@@ -492,6 +568,11 @@ impl State {
             proof_fetches: BTreeMap::new(),
             batch_fetches: BTreeMap::new(),
             trackers: HashMap::new(),
+            view: Arc::new(BTreeSet::new()),
+            parts: HashMap::new(),
+            own_parts: HashMap::new(),
+            attestations: HashMap::new(),
+            attestation_order: VecDeque::new(),
             outbound: HashMap::new(),
             ids: Ids::default(),
             following: BTreeMap::new(),
@@ -830,6 +911,10 @@ impl State {
     /// Delivers a verdict to everyone waiting for it.
     fn finish(&mut self, mut job: Job, result: Result<(), VerifyError>, now_ms: u64) {
         let batches = std::mem::take(&mut job.batches);
+        let part = job.part.take();
+        if let Some(part) = part {
+            self.part_progress(part, result.is_ok(), now_ms);
+        }
         let verdict = if result.is_ok() {
             Verdict::Valid
         } else {
@@ -847,7 +932,9 @@ impl State {
             Ok(()) => {
                 let first = !self.verified.contains(&id);
                 self.verified.insert(id);
-                if first {
+                if first && job.attested {
+                    self.stats.attested += 1;
+                } else if first {
                     self.stats.verified += 1;
                 }
                 if job.keep() {
@@ -925,6 +1012,9 @@ impl State {
     /// No verdict could be reached (no key, no body): nobody is blamed; gossip does not
     /// forward what it cannot vouch for.
     fn fail_unjudged(&mut self, job: Job, error: ProofShareError) {
+        if let Some(part) = job.part {
+            self.part_progress(part, false, 0);
+        }
         for batch in &job.batches {
             self.batch_progress(*batch, Verdict::Unjudged);
         }
@@ -1058,6 +1148,8 @@ impl State {
                 .map(|c| (c, CallKind::Fetch))
                 .collect(),
             batches: Vec::new(),
+            attested: false,
+            part: None,
         };
         self.submit(job, now_ms);
     }
@@ -1113,6 +1205,8 @@ impl State {
                     gossip: vec![gossip],
                     calls: Vec::new(),
                     batches: Vec::new(),
+                    attested: false,
+                    part: None,
                 };
                 self.submit(job, now_ms);
             }
@@ -1139,6 +1233,23 @@ impl State {
                     None,
                     Some(verification_key_id),
                 );
+            }
+            Announcement::Attestation {
+                batch_id,
+                part,
+                ack,
+                ..
+            } => {
+                // Signed by its verifier, over this part: worth passing on. Whether it
+                // counts is decided against the assignment.
+                if ack.verifier != message.sender {
+                    return judge(
+                        self,
+                        Acceptance::Reject("attestation relayed under another key".into()),
+                    );
+                }
+                judge(self, Acceptance::Accept);
+                self.on_attestation(part_id(&batch_id, part), ack, now_ms);
             }
             Announcement::Batch {
                 batch_id,
@@ -1268,7 +1379,22 @@ impl State {
             }
         };
         self.stats.batches_pulled += 1;
-        let fetch = self.batch_fetches.remove(&batch_id).expect("present");
+        let mut fetch = self.batch_fetches.remove(&batch_id).expect("present");
+        if matches!(self.config.accept, AcceptPolicy::Attested { .. }) {
+            // The verifiers its parts are assigned to may be downstream of us: pass the
+            // announcement on and serve the body once it matches its id and root. Its
+            // proofs are still judged (attested or verified) before anyone accepts them.
+            for g in std::mem::take(&mut fetch.gossip) {
+                self.push(Output::Validate {
+                    message: g.message,
+                    acceptance: Acceptance::Accept,
+                });
+            }
+            if let Err(e) = self.store.put_batch(&batch_id, &batch.encode()) {
+                self.stats.store_errors += 1;
+                tracing::error!(target: "causality_proofshare", batch = %batch_id, error = %e, "storing a batch failed");
+            }
+        }
         self.track(
             batch_id,
             batch,
@@ -1305,11 +1431,161 @@ impl State {
                 count,
             },
         );
-        for proof in batch.proofs {
-            let mut job = Job::new(proof, from);
-            job.batches.push(batch_id);
+        let attested = match self.config.accept {
+            AcceptPolicy::Attested {
+                k,
+                part_size,
+                timeout_ms,
+            } if from.is_some() && part_size > 0 => Some((k.max(1), part_size, timeout_ms)),
+            _ => None,
+        };
+        let Some((k, part_size, timeout_ms)) = attested else {
+            for proof in batch.proofs {
+                let mut job = Job::new(proof, from);
+                job.batches.push(batch_id);
+                self.submit(job, now_ms);
+            }
+            return;
+        };
+        let key_id = batch.verification_key_id;
+        let mut proofs = batch.proofs;
+        let mut part = 0u32;
+        while !proofs.is_empty() {
+            let rest = proofs.split_off(part_size.min(proofs.len()));
+            let chunk = std::mem::replace(&mut proofs, rest);
+            let id = part_id(&batch_id, part);
+            let assigned = self.assigned(&id, k);
+            if assigned.contains(&self.local) {
+                self.own_parts.insert(
+                    id,
+                    OwnPart {
+                        remaining: chunk.len(),
+                        failed: false,
+                        batch: batch_id,
+                        key: key_id,
+                        part,
+                    },
+                );
+                for proof in chunk {
+                    let mut job = Job::new(proof, from);
+                    job.batches.push(batch_id);
+                    job.part = Some(id);
+                    self.submit(job, now_ms);
+                }
+            } else {
+                self.parts.insert(
+                    id,
+                    Part {
+                        batch: batch_id,
+                        proofs: chunk,
+                        from,
+                        assigned,
+                    },
+                );
+                self.push(Output::Schedule {
+                    at_ms: now_ms + timeout_ms,
+                    timer: Timer::Part(id),
+                });
+                self.try_accept_part(id, now_ms);
+            }
+            part += 1;
+        }
+    }
+
+    /// The `k` verifiers rendezvous hashing assigns a part to, among the view and us.
+    fn assigned(&self, part: &ContentId, k: usize) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self.view.iter().copied().collect();
+        if !self.view.contains(&self.local) {
+            peers.push(self.local);
+        }
+        let bytes: Vec<[u8; 32]> = peers.iter().map(|p| *p.as_bytes()).collect();
+        let hrw = causality_hash::Rendezvous::with_salt(b"causality/proofshare/parts/v1");
+        hrw.top_k(part.as_bytes(), &bytes, k)
+            .into_iter()
+            .filter_map(|b| PeerId::from_bytes(b).ok())
+            .collect()
+    }
+
+    /// One proof of a part assigned to us was judged; when all of it is valid, attest it.
+    fn part_progress(&mut self, id: ContentId, valid: bool, now_ms: u64) {
+        let Some(own) = self.own_parts.get_mut(&id) else {
+            return;
+        };
+        own.remaining = own.remaining.saturating_sub(1);
+        own.failed |= !valid;
+        if own.remaining > 0 {
+            return;
+        }
+        let own = self.own_parts.remove(&id).expect("present");
+        if own.failed {
+            return;
+        }
+        let ack = Ack::sign(&self.keypair, id, now_ms);
+        self.stats.attestations_sent += 1;
+        self.push(Output::Publish {
+            topic: proof_topic(&own.key),
+            payload_type: ANNOUNCEMENT_TYPE.to_owned(),
+            payload: Announcement::Attestation {
+                batch_id: own.batch,
+                verification_key_id: own.key,
+                part: own.part,
+                ack,
+            }
+            .encode(),
+        });
+    }
+
+    /// Accepts a waiting part once `k` of its assigned verifiers attested it.
+    fn try_accept_part(&mut self, id: ContentId, now_ms: u64) {
+        let Some(part) = self.parts.get(&id) else {
+            return;
+        };
+        let AcceptPolicy::Attested { k, .. } = self.config.accept else {
+            return;
+        };
+        let count = self.attestations.get(&id).map_or(0, |acks| {
+            acks.keys().filter(|v| part.assigned.contains(v)).count()
+        });
+        if count < k.max(1).min(part.assigned.len()) {
+            return;
+        }
+        let part = self.parts.remove(&id).expect("present");
+        for proof in part.proofs {
+            let mut job = Job::new(proof, part.from);
+            job.batches.push(part.batch);
+            job.attested = true;
+            self.finish(job, Ok(()), now_ms);
+        }
+    }
+
+    /// The attestations did not come in time: verify the part here.
+    fn part_overdue(&mut self, id: ContentId, now_ms: u64) {
+        let Some(part) = self.parts.remove(&id) else {
+            return;
+        };
+        tracing::debug!(target: "causality_proofshare", part = %id, "attestations overdue; verifying the part here");
+        for proof in part.proofs {
+            let mut job = Job::new(proof, part.from);
+            job.batches.push(part.batch);
             self.submit(job, now_ms);
         }
+    }
+
+    fn on_attestation(&mut self, id: ContentId, ack: Ack, now_ms: u64) {
+        if !self.attestations.contains_key(&id) {
+            self.attestation_order.push_back(id);
+            if self.attestation_order.len() > 4096
+                && let Some(old) = self.attestation_order.pop_front()
+            {
+                self.attestations.remove(&old);
+            }
+        }
+        let acks = self.attestations.entry(id).or_default();
+        if acks.len() < 64 && !acks.contains_key(&ack.verifier) {
+            self.stats.attestations_received += 1;
+            acks.insert(ack.verifier, ack);
+        }
+        self.try_accept_part(id, now_ms);
     }
 
     fn batch_progress(&mut self, batch_id: ContentId, verdict: Verdict) {
@@ -1625,6 +1901,8 @@ impl State {
                     gossip: Vec::new(),
                     calls: call.map(|c| (c, CallKind::Store)).into_iter().collect(),
                     batches: Vec::new(),
+                    attested: false,
+                    part: None,
                 };
                 self.submit_local(job, now_ms);
             }
@@ -1635,6 +1913,8 @@ impl State {
                     gossip: Vec::new(),
                     calls: call.map(|c| (c, CallKind::Verify)).into_iter().collect(),
                     batches: Vec::new(),
+                    attested: false,
+                    part: None,
                 };
                 self.submit_local(job, now_ms);
             }
@@ -1770,6 +2050,30 @@ impl State {
             payload_type: ANNOUNCEMENT_TYPE.to_owned(),
             payload: announcement.encode(),
         });
+        // It verified when it was stored: attest the parts assigned to us.
+        if let AcceptPolicy::Attested { k, part_size, .. } = self.config.accept
+            && part_size > 0
+        {
+            let parts = batch.proofs.len().div_ceil(part_size) as u32;
+            for part in 0..parts {
+                let id = part_id(&batch_id, part);
+                if self.assigned(&id, k.max(1)).contains(&self.local) {
+                    let ack = Ack::sign(&self.keypair, id, 0);
+                    self.stats.attestations_sent += 1;
+                    self.push(Output::Publish {
+                        topic: proof_topic(&batch.verification_key_id),
+                        payload_type: ANNOUNCEMENT_TYPE.to_owned(),
+                        payload: Announcement::Attestation {
+                            batch_id,
+                            verification_key_id: batch.verification_key_id,
+                            part,
+                            ack,
+                        }
+                        .encode(),
+                    });
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1837,7 +2141,7 @@ impl Protocol for State {
     type Reply = Reply;
     type Event = Event;
     type Timer = Timer;
-    type View = ();
+    type View = VerifierView;
 
     fn protocols(&self) -> Vec<RequestProtocol> {
         vec![crate::protocol(&self.config.limits)]
@@ -1856,6 +2160,7 @@ impl Protocol for State {
                 self.flush_scheduled = false;
                 self.flush(now_ms);
             }
+            Input::Timer(Timer::Part(id)) => self.part_overdue(id, now_ms),
             Input::Timer(Timer::Acks) => {
                 self.acks_scheduled = false;
                 self.send_acks();
@@ -1871,7 +2176,8 @@ impl Protocol for State {
             Input::PeerDisconnected(peer) => {
                 self.peers.remove(&peer);
             }
-            Input::DialFailed { .. } | Input::View(()) => {}
+            Input::View(view) => self.view = view,
+            Input::DialFailed { .. } => {}
         }
     }
 

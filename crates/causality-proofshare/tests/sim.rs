@@ -246,3 +246,99 @@ fn a_batch_of_64_reaches_every_follower_as_one_pull_each() {
     }
     assert!(sim.penalties().is_empty(), "{:?}", sim.penalties());
 }
+
+fn attested(i: usize) -> Config {
+    Config {
+        accept: causality_proofshare::AcceptPolicy::Attested {
+            k: 2,
+            part_size: 16,
+            timeout_ms: 3000,
+        },
+        ..seeded(i)
+    }
+}
+
+/// Eight verifiers, a batch of 64 in parts of 16, two attestations per part: each follower
+/// verifies only its parts and accepts the rest on attestations; crashed assignees only
+/// delay a part until the timeout, after which it is verified locally.
+fn attested_run(crash: &[usize]) -> (Sim<State>, Vec<ProofMessage>) {
+    let n = 8;
+    let mut sim = network(12, n, attested);
+    let view: causality_proofshare::VerifierView =
+        std::sync::Arc::new((0..n).map(|i| sim.peer_id(i)).collect());
+    for i in 0..n {
+        sim.set_view(i, view.clone());
+    }
+    let mut prover = common::Prover::new(5);
+    let key_id = store_key(&mut sim, 0, &prover);
+    for i in 1..n {
+        sim.command(i, Command::Follow(key_id));
+    }
+    sim.run_for(1000);
+    let proofs: Vec<ProofMessage> = (0..64u64)
+        .map(|i| {
+            let m = prover.prove(i + 3, 13);
+            ProofMessage::new(
+                key_id,
+                GROTH16,
+                m.public_inputs,
+                m.proof,
+                Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let call = sim.call(0, Command::StoreBatch(proofs.clone()));
+    let Reply::Batch(Ok(info)) = reply(&mut sim, call) else {
+        panic!("batch refused")
+    };
+    for &c in crash {
+        sim.crash(c);
+    }
+    sim.command(0, Command::AnnounceBatch(info.id));
+    sim.run_for(8000);
+    (sim, proofs)
+}
+
+#[test]
+fn attested_batches_spread_the_verification_work() {
+    let (mut sim, proofs) = attested_run(&[]);
+    let events = sim.take_events();
+    for p in &proofs {
+        assert_eq!(verified_at(&events, p.proof_id), (1..8).collect::<Vec<_>>());
+    }
+    let mut verified_here = 0;
+    for i in 1..8 {
+        let stats = sim.node(i).unwrap().stats();
+        assert_eq!(stats.verified + stats.attested, 64, "node {i}: {stats:?}");
+        verified_here += stats.verified;
+    }
+    // Four parts, two assignees each: 128 verifications of 16 proofs' worth at most
+    // (the announcer's own parts it attests without verifying again), not 7 × 64 = 448.
+    for i in 0..8 {
+        let s = sim.node(i).unwrap().stats();
+        eprintln!("node {i} {}: verified", sim.peer_id(i).short());
+        eprintln!(
+            "node {i}: verified {} attested {} sent {} received {} batches {}",
+            s.verified, s.attested, s.attestations_sent, s.attestations_received, s.batches
+        );
+    }
+    assert!(verified_here <= 128, "{verified_here} local verifications");
+    assert!(sim.penalties().is_empty(), "{:?}", sim.penalties());
+}
+
+#[test]
+fn attested_parts_whose_verifiers_are_down_are_verified_locally_after_the_timeout() {
+    // Crash two nodes: the parts they were assigned reach fewer than k attestations.
+    let (mut sim, proofs) = attested_run(&[3, 6]);
+    let events = sim.take_events();
+    let alive: Vec<usize> = [1, 2, 4, 5, 7].to_vec();
+    for p in &proofs {
+        assert_eq!(verified_at(&events, p.proof_id), alive);
+    }
+    let verified_here: u64 = alive
+        .iter()
+        .map(|i| sim.node(*i).unwrap().stats().verified)
+        .sum();
+    assert!(verified_here > 0);
+}

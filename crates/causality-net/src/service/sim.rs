@@ -417,6 +417,11 @@ impl<P: Protocol> Sim<P> {
         self.schedule(self.now, n, Delivery::Input(Input::Start));
     }
 
+    /// Hands node `n` a new membership view (as [`Input::View`]) at the next step.
+    pub fn set_view(&mut self, n: usize, view: P::View) {
+        self.schedule(self.now, n, Delivery::Input(Input::View(view)));
+    }
+
     /// Connects `a` to `b` as if `a` dialed it (the outcome arrives like a dial's: both
     /// learn of it after a link delay, unless one is down or they are separated).
     pub fn connect(&mut self, a: usize, b: usize) {

@@ -36,7 +36,7 @@ pub struct Proof {
 /// What gossip carries on `register/proof/{verification_key_id}`.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Announcement {
-    #[prost(oneof = "announcement::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "announcement::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<announcement::Kind>,
 }
 /// Nested message and enum types in `Announcement`.
@@ -52,7 +52,24 @@ pub mod announcement {
         /// Many proofs under one key: pull the batch by id.
         #[prost(message, tag = "3")]
         Batch(super::BatchRef),
+        /// A verifier's signed statement that it verified one part of a batch.
+        #[prost(message, tag = "4")]
+        Attestation(super::Attestation),
     }
+}
+/// Part `part` of batch `batch_id` (proofs part·size .. (part+1)·size) verified: `ack` is
+/// signed by the verifier over the part's id, BLAKE3("causality/proofshare/part/v1" ‖
+/// batch id ‖ part as u32 LE).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Attestation {
+    #[prost(bytes = "vec", tag = "1")]
+    pub batch_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub verification_key_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    pub part: u32,
+    #[prost(message, optional, tag = "4")]
+    pub ack: ::core::option::Option<Ack>,
 }
 /// Many proofs under one key, shipped as one object: the key id and system once, then each
 /// proof's own fields. Its id is the BLAKE3 of this message's encoding.
