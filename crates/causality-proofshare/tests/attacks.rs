@@ -458,3 +458,128 @@ async fn a_batch_whose_root_or_id_does_not_match_is_refused() {
     line.publish(announcement.encode(), line.key_id).await;
     line.assert_refused("id_mismatch").await;
 }
+
+/// Under the attested policy, attestations from a verifier the view does not assign a part
+/// to do not count: a batch with a false proof, "attested" by the attacker itself, is still
+/// judged (here, verified locally once the real assignees' attestations are overdue).
+#[tokio::test(start_paused = true)]
+async fn attestations_from_unassigned_keys_do_not_count() {
+    use causality_proofshare::messages::part_id;
+    use causality_proofshare::{AcceptPolicy, Ack};
+    let sim = MemoryNetwork::new(9);
+    // Two identities of one attacker (a Sybil pair: k = 2 attestations per part).
+    let (attacker, sybil, victim_net) = (sim.add_node(), sim.add_node(), sim.add_node());
+    for a in [&attacker, &sybil] {
+        a.dial(victim_net.listen_addresses()[0].clone())
+            .await
+            .unwrap();
+    }
+    // The victim's verifier view: itself and ten peers that are not online (so most parts
+    // are assigned to others, whose attestations never come).
+    let absent: Vec<_> = (0..10)
+        .map(|i| causality_net::Keypair::from_index(900 + i).peer_id())
+        .collect();
+    let mut view: std::collections::BTreeSet<_> = absent.iter().copied().collect();
+    view.insert(victim_net.local_peer_id());
+    let (_tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(view));
+    let victim = ProofShare::start_with_view(
+        victim_net.clone(),
+        Config {
+            accept: AcceptPolicy::Attested {
+                k: 2,
+                part_size: 2,
+                timeout_ms: 2000,
+            },
+            seed: [4; 32],
+            ..Config::default()
+        },
+        Verifiers::standard(),
+        Box::new(MemoryStore::new()),
+        Some(rx),
+    )
+    .await
+    .unwrap();
+    let mut prover = common::Prover::new(21);
+    let key_id = victim
+        .store_key(VerificationKey {
+            system: GROTH16,
+            key: prover.key.clone(),
+        })
+        .await
+        .unwrap();
+    std::mem::forget(victim.subscribe_to_proofs(key_id).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut proofs: Vec<ProofMessage> = (0..8)
+        .map(|i| {
+            let m = prover.prove(i + 2, 3);
+            ProofMessage::new(
+                key_id,
+                GROTH16,
+                m.public_inputs,
+                m.proof,
+                Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    proofs[5].public_inputs = vec![groth16::encode_fr(9)];
+    let proofs: Vec<ProofMessage> = proofs
+        .into_iter()
+        .map(|p| {
+            ProofMessage::new(
+                key_id,
+                GROTH16,
+                p.public_inputs,
+                p.proof_data,
+                Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let batch = Batch::new(proofs).unwrap();
+    serve_batch(&attacker, batch.encode()).await;
+    // Both identities "attest" every part, then one announces the batch.
+    for identity in [&attacker, &sybil] {
+        for part in 0..4u32 {
+            let ack = Ack::sign(identity.keypair(), part_id(&batch.id(), part), 0);
+            let attestation = Announcement::Attestation {
+                batch_id: batch.id(),
+                verification_key_id: key_id,
+                part,
+                ack,
+            };
+            identity
+                .publish(
+                    &proof_topic(&key_id),
+                    ANNOUNCEMENT_TYPE,
+                    attestation.encode(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let announcement = Announcement::Batch {
+        batch_id: batch.id(),
+        verification_key_id: key_id,
+        root: batch.root(),
+        count: 8,
+        size: batch.encode().len() as u64,
+    };
+    attacker
+        .publish(
+            &proof_topic(&key_id),
+            ANNOUNCEMENT_TYPE,
+            announcement.encode(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stats = victim.stats().await.unwrap();
+    assert!(stats.attestations_received >= 8, "{stats:?}");
+    assert_eq!(
+        stats.attested, 0,
+        "an unassigned attestation counted: {stats:?}"
+    );
+    assert_eq!(stats.rejected.get("invalid"), Some(&1), "{stats:?}");
+    assert_eq!(stats.verified, 7);
+}
