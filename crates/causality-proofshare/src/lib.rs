@@ -60,6 +60,71 @@ pub fn protocol(limits: &Limits) -> RequestProtocol {
 
 /// Events kept for slow subscribers before they miss some (they can still read the store).
 const EVENTS: usize = 1024;
+/// Key lookups and announcements queued for discovery.
+const KEY_WORK: usize = 256;
+/// Providers of a key dialed per lookup.
+const PROVIDERS: usize = 3;
+
+/// What [`ProofShare::start_with`] may be given beyond the basics.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The verifier view for [`AcceptPolicy::Attested`].
+    pub view: Option<tokio::sync::watch::Receiver<VerifierView>>,
+    /// Discovery, for providing keys and finding their providers.
+    pub discovery: Option<causality_discovery::Discovery>,
+}
+
+/// Provides stored keys and looks unknown keys up at their rendezvous providers, dialing
+/// those not connected, for as long as the service runs.
+async fn providers(
+    network: Network,
+    discovery: causality_discovery::Discovery,
+    service: service::WeakService<State>,
+    mut work: tokio::sync::mpsc::Receiver<Event>,
+) {
+    while let Some(event) = work.recv().await {
+        match event {
+            Event::KeyStored(key) => {
+                if let Err(e) = discovery.provide(key).await {
+                    tracing::debug!(target: "causality_proofshare", key = %key, error = %e, "providing a key failed");
+                }
+            }
+            Event::KeyWanted(key) => {
+                let records = match discovery.find_providers(key).await {
+                    Ok(records) => records,
+                    Err(e) => {
+                        tracing::debug!(target: "causality_proofshare", key = %key, error = %e, "no providers found");
+                        continue;
+                    }
+                };
+                let connected: std::collections::BTreeSet<PeerId> =
+                    network.peers().iter().map(|p| p.peer).collect();
+                let mut peers = Vec::new();
+                for record in records.into_iter().take(PROVIDERS) {
+                    if !connected.contains(&record.peer) {
+                        for address in &record.addresses {
+                            if network.dial(address.clone()).await.is_ok() {
+                                break;
+                            }
+                        }
+                    }
+                    peers.push(record.peer);
+                }
+                let Some(running) = service.upgrade() else {
+                    return;
+                };
+                if running
+                    .send(Command::KeySources { key, peers })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 /// Proof sharing over a [`Network`]: the [`State`] machine run by the shared driver, with a
 /// typed async API. Cheap to clone; the background task stops when the last clone is
@@ -117,26 +182,37 @@ impl ProofShare {
         verifiers: Verifiers,
         store: Box<dyn ProofStore>,
     ) -> Result<Self, ProofShareError> {
-        Self::start_with_view(network, config, verifiers, store, None).await
+        Self::start_with(network, config, verifiers, store, Options::default()).await
     }
 
     /// [`start`](Self::start), with the verifier view that [`AcceptPolicy::Attested`]
-    /// assigns batch parts over (typically discovery's members with the `verifier` role).
-    pub async fn start_with_view(
+    /// assigns batch parts over (typically discovery's members with the `verifier` role)
+    /// and discovery, through which stored keys are provided and unknown keys looked up at
+    /// their rendezvous providers when no connected peer has them.
+    pub async fn start_with(
         network: Network,
-        config: Config,
+        mut config: Config,
         verifiers: Verifiers,
         store: Box<dyn ProofStore>,
-        view: Option<tokio::sync::watch::Receiver<VerifierView>>,
+        options: Options,
     ) -> Result<Self, ProofShareError> {
         let local = network.local_peer_id();
+        config.ask_for_providers |= options.discovery.is_some();
         let state = State::new(config, network.keypair().clone(), verifiers, store);
         let (events, _) = broadcast::channel(EVENTS);
         let sender = events.clone();
-        let service = service::spawn(network, state, view, move |event| {
+        let (keys_tx, keys_rx) = tokio::sync::mpsc::channel(KEY_WORK);
+        let service = service::spawn(network.clone(), state, options.view, move |event| {
+            if let Event::KeyWanted(_) | Event::KeyStored(_) = event {
+                // Dropped when the lookups fall behind: the fetch then fails on time.
+                let _ = keys_tx.try_send(event.clone());
+            }
             let _ = sender.send(event);
         })
         .await?;
+        if let Some(discovery) = options.discovery {
+            tokio::spawn(providers(network, discovery, service.downgrade(), keys_rx));
+        }
         Ok(Self {
             service,
             local,

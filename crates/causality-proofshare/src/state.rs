@@ -120,6 +120,12 @@ pub struct Config {
     pub quarantine_ms: u64,
     /// How batches are accepted (default [`AcceptPolicy::VerifyAll`]).
     pub accept: AcceptPolicy,
+    /// When no connected peer has a key, ask the driver for its rendezvous providers
+    /// ([`Event::KeyWanted`]) and wait `provider_wait_ms` (default 5 s) for them. Set by
+    /// the driver when discovery is attached.
+    pub ask_for_providers: bool,
+    /// See `ask_for_providers`.
+    pub provider_wait_ms: u64,
     /// Seed of the batch weights' generator. Must be secret: whoever knows it can craft
     /// invalid proofs that pass a batch. The default draws it from the OS.
     pub seed: [u8; 32],
@@ -146,6 +152,8 @@ impl Default for Config {
             max_strikes: 3,
             quarantine_ms: 600_000,
             accept: AcceptPolicy::VerifyAll,
+            ask_for_providers: false,
+            provider_wait_ms: 5000,
             seed,
         }
     }
@@ -184,6 +192,13 @@ pub enum Command {
     Acks(ContentId),
     /// Counters. Replies [`Reply::Stats`].
     Stats,
+    /// Peers said to hold a key (its rendezvous providers, after [`Event::KeyWanted`]).
+    KeySources {
+        /// The key.
+        key: ContentId,
+        /// Who to ask (they must be connected).
+        peers: Vec<PeerId>,
+    },
 }
 
 /// Replies to commands.
@@ -235,6 +250,11 @@ pub enum Event {
     },
     /// A verifier acknowledged one of our proofs.
     Acked(Ack),
+    /// No connected peer supplied this key: look up its rendezvous providers and answer
+    /// with [`Command::KeySources`] (the driver does when discovery is attached).
+    KeyWanted(ContentId),
+    /// A key was stored (checked): the driver provides it through discovery.
+    KeyStored(ContentId),
 }
 
 /// Timers.
@@ -244,6 +264,8 @@ pub enum Timer {
     Flush,
     /// Attestations for a part are overdue: verify it here.
     Part(ContentId),
+    /// Providers for a key did not come in time.
+    KeyWanted(ContentId),
     /// Send the queued acknowledgements.
     Acks,
 }
@@ -355,6 +377,10 @@ struct KeyFetch {
     candidates: VecDeque<PeerId>,
     asked: BTreeSet<PeerId>,
     waiting: Vec<Job>,
+    /// A request for it is out.
+    in_flight: bool,
+    /// Rendezvous providers were asked for (once per fetch).
+    asked_providers: bool,
 }
 
 /// A proof body being pulled, and who waits for it.
@@ -528,6 +554,8 @@ pub struct State {
     acks_out: BTreeMap<PeerId, Vec<Ack>>,
     acks_scheduled: bool,
     rng: ChaCha20Rng,
+    /// The time of the input being handled.
+    now_ms: u64,
     stats: Stats,
     outputs: VecDeque<Output<Self>>,
 }
@@ -584,6 +612,7 @@ impl State {
             acks_out: BTreeMap::new(),
             acks_scheduled: false,
             rng: ChaCha20Rng::from_seed(config.seed),
+            now_ms: 0,
             stats: Stats::default(),
             outputs: VecDeque::new(),
             config,
@@ -755,6 +784,19 @@ impl State {
             return;
         };
         let Some(peer) = fetch.candidates.pop_front() else {
+            fetch.in_flight = false;
+            if self.config.ask_for_providers && !fetch.asked_providers {
+                // The driver looks the key's rendezvous providers up and hands them back
+                // as `Command::KeySources`; without an answer the fetch fails on time.
+                fetch.asked_providers = true;
+                self.push(Output::Event(Event::KeyWanted(key_id)));
+                let at_ms = self.now_ms + self.config.provider_wait_ms;
+                self.push(Output::Schedule {
+                    at_ms,
+                    timer: Timer::KeyWanted(key_id),
+                });
+                return;
+            }
             let fetch = self.key_fetches.remove(&key_id).expect("present");
             tracing::debug!(target: "causality_proofshare", key = %key_id, "no peer supplied the key");
             for job in fetch.waiting {
@@ -763,7 +805,39 @@ impl State {
             return;
         };
         fetch.asked.insert(peer);
+        fetch.in_flight = true;
         self.request(peer, &Request::Key(key_id), Pending::Key(key_id));
+    }
+
+    /// Peers said to hold a key (its rendezvous providers): try them.
+    fn key_sources(&mut self, key_id: ContentId, peers: Vec<PeerId>) {
+        let local = self.local;
+        let Some(fetch) = self.key_fetches.get_mut(&key_id) else {
+            return;
+        };
+        for peer in peers {
+            if peer != local && !fetch.asked.contains(&peer) && !fetch.candidates.contains(&peer) {
+                fetch.candidates.push_back(peer);
+            }
+        }
+        if !fetch.in_flight {
+            self.next_key_candidate(key_id);
+        }
+    }
+
+    /// The providers did not come in time: give up on the key.
+    fn key_wait_over(&mut self, key_id: ContentId) {
+        let stalled = self
+            .key_fetches
+            .get(&key_id)
+            .is_some_and(|f| !f.in_flight && f.candidates.is_empty());
+        if stalled {
+            let fetch = self.key_fetches.remove(&key_id).expect("present");
+            tracing::debug!(target: "causality_proofshare", key = %key_id, "no provider supplied the key");
+            for job in fetch.waiting {
+                self.fail_unjudged(job, ProofShareError::UnknownKey(key_id));
+            }
+        }
     }
 
     fn on_key(
@@ -811,6 +885,8 @@ impl State {
         if let Err(e) = self.store.put_key(&key) {
             self.stats.store_errors += 1;
             tracing::error!(target: "causality_proofshare", key = %key_id, error = %e, "storing a key failed");
+        } else {
+            self.push(Output::Event(Event::KeyStored(key_id)));
         }
         if let Some(fetch) = self.key_fetches.remove(&key_id) {
             for job in fetch.waiting {
@@ -1890,6 +1966,9 @@ impl State {
                     .prepare(&key)
                     .map_err(ProofShareError::Verify)
                     .and_then(|_| self.store.put_key(&key).map(|()| key.id()));
+                if let Ok(id) = result {
+                    self.push(Output::Event(Event::KeyStored(id)));
+                }
                 if let Some(call) = call {
                     self.reply(call, Reply::Key(result));
                 }
@@ -2002,6 +2081,7 @@ impl State {
                     self.reply(call, Reply::Acks(acks));
                 }
             }
+            Command::KeySources { key, peers } => self.key_sources(key, peers),
             Command::Stats => {
                 if let Some(call) = call {
                     self.reply(call, Reply::Stats(self.stats.clone()));
@@ -2148,6 +2228,7 @@ impl Protocol for State {
     }
 
     fn handle(&mut self, now_ms: u64, input: Input<Self>) {
+        self.now_ms = now_ms;
         match input {
             Input::Start => {}
             Input::Message(message) => self.on_message(message, now_ms),
@@ -2161,6 +2242,7 @@ impl Protocol for State {
                 self.flush(now_ms);
             }
             Input::Timer(Timer::Part(id)) => self.part_overdue(id, now_ms),
+            Input::Timer(Timer::KeyWanted(key)) => self.key_wait_over(key),
             Input::Timer(Timer::Acks) => {
                 self.acks_scheduled = false;
                 self.send_acks();

@@ -482,7 +482,7 @@ async fn attestations_from_unassigned_keys_do_not_count() {
     let mut view: std::collections::BTreeSet<_> = absent.iter().copied().collect();
     view.insert(victim_net.local_peer_id());
     let (_tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(view));
-    let victim = ProofShare::start_with_view(
+    let victim = ProofShare::start_with(
         victim_net.clone(),
         Config {
             accept: AcceptPolicy::Attested {
@@ -495,7 +495,10 @@ async fn attestations_from_unassigned_keys_do_not_count() {
         },
         Verifiers::standard(),
         Box::new(MemoryStore::new()),
-        Some(rx),
+        causality_proofshare::Options {
+            view: Some(rx),
+            discovery: None,
+        },
     )
     .await
     .unwrap();

@@ -47,7 +47,38 @@ impl<P: Protocol> fmt::Debug for Service<P> {
     }
 }
 
+/// A handle on a [`Service`] that does not keep it running (for tasks the service itself
+/// feeds, which would otherwise keep it alive forever).
+pub struct WeakService<P: Protocol> {
+    commands: mpsc::Sender<ToDriver<P>>,
+    shutdown: std::sync::Weak<oneshot::Sender<()>>,
+}
+
+impl<P: Protocol> fmt::Debug for WeakService<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakService").finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol> WeakService<P> {
+    /// The service, while some [`Service`] clone still runs it.
+    pub fn upgrade(&self) -> Option<Service<P>> {
+        Some(Service {
+            commands: self.commands.clone(),
+            _shutdown: self.shutdown.upgrade()?,
+        })
+    }
+}
+
 impl<P: Protocol> Service<P> {
+    /// A handle that does not keep the service running.
+    pub fn downgrade(&self) -> WeakService<P> {
+        WeakService {
+            commands: self.commands.clone(),
+            shutdown: std::sync::Arc::downgrade(&self._shutdown),
+        }
+    }
+
     /// Hands the protocol a command.
     pub async fn send(&self, command: P::Command) -> Result<(), NetError> {
         self.commands

@@ -17,7 +17,7 @@ pub mod sim;
 
 use std::fmt::Debug;
 
-pub use self::driver::{Service, spawn};
+pub use self::driver::{Service, WeakService, spawn};
 use crate::envelope::{Acceptance, Message};
 use crate::error::{NetError, RefusalReason};
 use crate::peer::PeerId;
