@@ -237,7 +237,7 @@ impl ProofShare {
         }
     }
 
-    /// Verifies a proof made here and keeps it, for [`announce`](Self::announce) and for
+    /// Verifies a proof made here and keeps it, for [`announce_proof`](Self::announce_proof) and for
     /// peers that ask. Its key must be stored or fetchable from a connected peer.
     pub async fn store_proof(&self, proof: ProofMessage) -> Result<ContentId, ProofShareError> {
         match self.call(Command::StoreProof(proof)).await? {
