@@ -74,7 +74,8 @@ pub struct Options {
     pub discovery: Option<causality_discovery::Discovery>,
 }
 
-/// Provides stored keys and looks unknown keys up at their rendezvous providers, dialing
+/// Provides stored keys and batches and looks what no connected peer has up at its
+/// rendezvous providers, dialing
 /// those not connected, for as long as the service runs.
 async fn providers(
     network: Network,
@@ -84,12 +85,12 @@ async fn providers(
 ) {
     while let Some(event) = work.recv().await {
         match event {
-            Event::KeyStored(key) => {
+            Event::Provide(key) => {
                 if let Err(e) = discovery.provide(key).await {
                     tracing::debug!(target: "causality_proofshare", key = %key, error = %e, "providing a key failed");
                 }
             }
-            Event::KeyWanted(key) => {
+            Event::Wanted(key) => {
                 let records = match discovery.find_providers(key).await {
                     Ok(records) => records,
                     Err(e) => {
@@ -114,7 +115,7 @@ async fn providers(
                     return;
                 };
                 if running
-                    .send(Command::KeySources { key, peers })
+                    .send(Command::Sources { id: key, peers })
                     .await
                     .is_err()
                 {
@@ -203,7 +204,7 @@ impl ProofShare {
         let sender = events.clone();
         let (keys_tx, keys_rx) = tokio::sync::mpsc::channel(KEY_WORK);
         let service = service::spawn(network.clone(), state, options.view, move |event| {
-            if let Event::KeyWanted(_) | Event::KeyStored(_) = event {
+            if let Event::Wanted(_) | Event::Provide(_) = event {
                 // Dropped when the lookups fall behind: the fetch then fails on time.
                 let _ = keys_tx.try_send(event.clone());
             }

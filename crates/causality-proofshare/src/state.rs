@@ -121,7 +121,7 @@ pub struct Config {
     /// How batches are accepted (default [`AcceptPolicy::VerifyAll`]).
     pub accept: AcceptPolicy,
     /// When no connected peer has a key, ask the driver for its rendezvous providers
-    /// ([`Event::KeyWanted`]) and wait `provider_wait_ms` (default 5 s) for them. Set by
+    /// ([`Event::Wanted`]) and wait `provider_wait_ms` (default 5 s) for them. Set by
     /// the driver when discovery is attached.
     pub ask_for_providers: bool,
     /// See `ask_for_providers`.
@@ -192,10 +192,11 @@ pub enum Command {
     Acks(ContentId),
     /// Counters. Replies [`Reply::Stats`].
     Stats,
-    /// Peers said to hold a key (its rendezvous providers, after [`Event::KeyWanted`]).
-    KeySources {
-        /// The key.
-        key: ContentId,
+    /// Peers said to hold a key, batch or proof (its rendezvous providers, after
+    /// [`Event::Wanted`]).
+    Sources {
+        /// What they hold.
+        id: ContentId,
         /// Who to ask (they must be connected).
         peers: Vec<PeerId>,
     },
@@ -250,11 +251,13 @@ pub enum Event {
     },
     /// A verifier acknowledged one of our proofs.
     Acked(Ack),
-    /// No connected peer supplied this key: look up its rendezvous providers and answer
-    /// with [`Command::KeySources`] (the driver does when discovery is attached).
-    KeyWanted(ContentId),
-    /// A key was stored (checked): the driver provides it through discovery.
-    KeyStored(ContentId),
+    /// No connected peer supplied this key, batch or proof: look up its rendezvous
+    /// providers and answer with [`Command::Sources`] (the driver does when discovery is
+    /// attached).
+    Wanted(ContentId),
+    /// A key, batch or large proof was checked and stored here: the driver provides it
+    /// through discovery.
+    Provide(ContentId),
 }
 
 /// Timers.
@@ -264,8 +267,8 @@ pub enum Timer {
     Flush,
     /// Attestations for a part are overdue: verify it here.
     Part(ContentId),
-    /// Providers for a key did not come in time.
-    KeyWanted(ContentId),
+    /// Providers of a key, batch or proof did not come in time.
+    Wanted(ContentId),
     /// Send the queued acknowledgements.
     Acks,
 }
@@ -392,6 +395,8 @@ struct ProofFetch {
     calls: Vec<CallId>,
     /// The key the announcement named, checked against the body.
     key: Option<ContentId>,
+    in_flight: bool,
+    asked_providers: bool,
 }
 
 /// A batch being pulled.
@@ -403,6 +408,8 @@ struct BatchFetch {
     key: ContentId,
     root: [u8; 32],
     count: u32,
+    in_flight: bool,
+    asked_providers: bool,
 }
 
 /// A part of a batch waiting for attestations.
@@ -785,16 +792,14 @@ impl State {
         };
         let Some(peer) = fetch.candidates.pop_front() else {
             fetch.in_flight = false;
-            if self.config.ask_for_providers && !fetch.asked_providers {
-                // The driver looks the key's rendezvous providers up and hands them back
-                // as `Command::KeySources`; without an answer the fetch fails on time.
-                fetch.asked_providers = true;
-                self.push(Output::Event(Event::KeyWanted(key_id)));
-                let at_ms = self.now_ms + self.config.provider_wait_ms;
-                self.push(Output::Schedule {
-                    at_ms,
-                    timer: Timer::KeyWanted(key_id),
-                });
+            // The driver looks the key's rendezvous providers up and hands them back as
+            // `Command::Sources`; without an answer the fetch fails on time.
+            let mut asked = fetch.asked_providers;
+            let waiting = self.ask_providers(key_id, &mut asked);
+            if let Some(fetch) = self.key_fetches.get_mut(&key_id) {
+                fetch.asked_providers = asked;
+            }
+            if waiting {
                 return;
             }
             let fetch = self.key_fetches.remove(&key_id).expect("present");
@@ -809,35 +814,60 @@ impl State {
         self.request(peer, &Request::Key(key_id), Pending::Key(key_id));
     }
 
-    /// Peers said to hold a key (its rendezvous providers): try them.
-    fn key_sources(&mut self, key_id: ContentId, peers: Vec<PeerId>) {
+    /// Peers said to hold a key, batch or proof (its rendezvous providers): try them.
+    fn sources(&mut self, id: ContentId, peers: Vec<PeerId>) {
         let local = self.local;
-        let Some(fetch) = self.key_fetches.get_mut(&key_id) else {
-            return;
-        };
-        for peer in peers {
-            if peer != local && !fetch.asked.contains(&peer) && !fetch.candidates.contains(&peer) {
-                fetch.candidates.push_back(peer);
+        let add = |candidates: &mut VecDeque<PeerId>, asked: &BTreeSet<PeerId>| {
+            for peer in &peers {
+                if *peer != local && !asked.contains(peer) && !candidates.contains(peer) {
+                    candidates.push_back(*peer);
+                }
             }
-        }
-        if !fetch.in_flight {
-            self.next_key_candidate(key_id);
+        };
+        if let Some(f) = self.key_fetches.get_mut(&id) {
+            add(&mut f.candidates, &f.asked);
+            if !f.in_flight {
+                self.next_key_candidate(id);
+            }
+        } else if let Some(f) = self.batch_fetches.get_mut(&id) {
+            add(&mut f.candidates, &f.asked);
+            if !f.in_flight {
+                self.next_batch_candidate(id);
+            }
+        } else if let Some(f) = self.proof_fetches.get_mut(&id) {
+            add(&mut f.candidates, &f.asked);
+            if !f.in_flight {
+                self.next_proof_candidate(id);
+            }
         }
     }
 
-    /// The providers did not come in time: give up on the key.
-    fn key_wait_over(&mut self, key_id: ContentId) {
-        let stalled = self
-            .key_fetches
-            .get(&key_id)
-            .is_some_and(|f| !f.in_flight && f.candidates.is_empty());
-        if stalled {
-            let fetch = self.key_fetches.remove(&key_id).expect("present");
-            tracing::debug!(target: "causality_proofshare", key = %key_id, "no provider supplied the key");
-            for job in fetch.waiting {
-                self.fail_unjudged(job, ProofShareError::UnknownKey(key_id));
-            }
+    /// The providers did not come in time: a fetch with nothing in flight gives up.
+    fn wait_over(&mut self, id: ContentId) {
+        if self.key_fetches.get(&id).is_some_and(|f| !f.in_flight) {
+            self.next_key_candidate(id);
         }
+        if self.batch_fetches.get(&id).is_some_and(|f| !f.in_flight) {
+            self.next_batch_candidate(id);
+        }
+        if self.proof_fetches.get(&id).is_some_and(|f| !f.in_flight) {
+            self.next_proof_candidate(id);
+        }
+    }
+
+    /// When a fetch ran out of peers: asks for providers once (true: wait for them).
+    fn ask_providers(&mut self, id: ContentId, asked_providers: &mut bool) -> bool {
+        if !self.config.ask_for_providers || *asked_providers {
+            return false;
+        }
+        *asked_providers = true;
+        self.push(Output::Event(Event::Wanted(id)));
+        let at_ms = self.now_ms + self.config.provider_wait_ms;
+        self.push(Output::Schedule {
+            at_ms,
+            timer: Timer::Wanted(id),
+        });
+        true
     }
 
     fn on_key(
@@ -886,7 +916,7 @@ impl State {
             self.stats.store_errors += 1;
             tracing::error!(target: "causality_proofshare", key = %key_id, error = %e, "storing a key failed");
         } else {
-            self.push(Output::Event(Event::KeyStored(key_id)));
+            self.push(Output::Event(Event::Provide(key_id)));
         }
         if let Some(fetch) = self.key_fetches.remove(&key_id) {
             for job in fetch.waiting {
@@ -1159,6 +1189,15 @@ impl State {
             return;
         };
         let Some(peer) = fetch.candidates.pop_front() else {
+            fetch.in_flight = false;
+            let mut asked = fetch.asked_providers;
+            let waiting = self.ask_providers(proof_id, &mut asked);
+            if let Some(fetch) = self.proof_fetches.get_mut(&proof_id) {
+                fetch.asked_providers = asked;
+            }
+            if waiting {
+                return;
+            }
             let fetch = self.proof_fetches.remove(&proof_id).expect("present");
             for g in fetch.gossip {
                 self.push(Output::Validate {
@@ -1172,6 +1211,7 @@ impl State {
             return;
         };
         fetch.asked.insert(peer);
+        fetch.in_flight = true;
         self.request(peer, &Request::Proof(proof_id), Pending::Proof(proof_id));
     }
 
@@ -1369,6 +1409,8 @@ impl State {
                         key: verification_key_id,
                         root,
                         count,
+                        in_flight: false,
+                        asked_providers: false,
                     },
                 );
                 self.next_batch_candidate(batch_id);
@@ -1383,6 +1425,15 @@ impl State {
             return;
         };
         let Some(peer) = fetch.candidates.pop_front() else {
+            fetch.in_flight = false;
+            let mut asked = fetch.asked_providers;
+            let waiting = self.ask_providers(batch_id, &mut asked);
+            if let Some(fetch) = self.batch_fetches.get_mut(&batch_id) {
+                fetch.asked_providers = asked;
+            }
+            if waiting {
+                return;
+            }
             let fetch = self.batch_fetches.remove(&batch_id).expect("present");
             for g in fetch.gossip {
                 self.push(Output::Validate {
@@ -1393,6 +1444,7 @@ impl State {
             return;
         };
         fetch.asked.insert(peer);
+        fetch.in_flight = true;
         self.request(peer, &Request::Batch(batch_id), Pending::Batch(batch_id));
     }
 
@@ -1688,6 +1740,8 @@ impl State {
             if let Err(e) = self.store.put_batch(&batch_id, &tracker.encoding) {
                 self.stats.store_errors += 1;
                 tracing::error!(target: "causality_proofshare", batch = %batch_id, error = %e, "storing a batch failed");
+            } else {
+                self.push(Output::Event(Event::Provide(batch_id)));
             }
             for g in &tracker.gossip {
                 self.push(Output::Validate {
@@ -1967,7 +2021,7 @@ impl State {
                     .map_err(ProofShareError::Verify)
                     .and_then(|_| self.store.put_key(&key).map(|()| key.id()));
                 if let Ok(id) = result {
-                    self.push(Output::Event(Event::KeyStored(id)));
+                    self.push(Output::Event(Event::Provide(id)));
                 }
                 if let Some(call) = call {
                     self.reply(call, Reply::Key(result));
@@ -2081,7 +2135,7 @@ impl State {
                     self.reply(call, Reply::Acks(acks));
                 }
             }
-            Command::KeySources { key, peers } => self.key_sources(key, peers),
+            Command::Sources { id, peers } => self.sources(id, peers),
             Command::Stats => {
                 if let Some(call) = call {
                     self.reply(call, Reply::Stats(self.stats.clone()));
@@ -2242,7 +2296,7 @@ impl Protocol for State {
                 self.flush(now_ms);
             }
             Input::Timer(Timer::Part(id)) => self.part_overdue(id, now_ms),
-            Input::Timer(Timer::KeyWanted(key)) => self.key_wait_over(key),
+            Input::Timer(Timer::Wanted(id)) => self.wait_over(id),
             Input::Timer(Timer::Acks) => {
                 self.acks_scheduled = false;
                 self.send_acks();

@@ -98,3 +98,65 @@ async fn an_unknown_key_is_fetched_from_its_providers() {
     let connected: Vec<_> = verifier.peers().iter().map(|p| p.peer).collect();
     assert!(connected.contains(&holder.local_peer_id()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_its_announcer_cannot_serve_is_pulled_from_its_providers() {
+    let sim = MemoryNetwork::new(22);
+    let (hub, holder, verifier) = (sim.add_node(), sim.add_node(), sim.add_node());
+    let _hub_discovery = Discovery::start(hub.clone(), DiscoveryConfig::default())
+        .await
+        .unwrap();
+    let holder_share = share(&holder, discovery(&holder, &hub).await, 1).await;
+    let verifier_share = share(&verifier, discovery(&verifier, &hub).await, 2).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let mut prover = common::Prover::new(9);
+    let key = VerificationKey {
+        system: ProofSystem::GROTH16_BN254,
+        key: prover.key.clone(),
+    };
+    let key_id = holder_share.store_key(key.clone()).await.unwrap();
+    verifier_share.store_key(key).await.unwrap();
+    let proofs: Vec<ProofMessage> = (0..8u64)
+        .map(|i| {
+            let m = prover.prove(i + 2, 7);
+            ProofMessage::new(
+                key_id,
+                ProofSystem::GROTH16_BN254,
+                m.public_inputs,
+                m.proof,
+                Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    // The holder stores (and so provides) the batch; the hub announces it without
+    // being able to serve it.
+    let info = holder_share.store_batch(proofs.clone()).await.unwrap();
+    let mut at_verifier = verifier_share.subscribe_to_proofs(key_id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    verifier.disconnect(holder.local_peer_id()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let batch = causality_proofshare::Batch::new(proofs.clone()).unwrap();
+    let announcement = Announcement::Batch {
+        batch_id: info.id,
+        verification_key_id: key_id,
+        root: batch.root(),
+        count: 8,
+        size: batch.encode().len() as u64,
+    };
+    hub.publish(
+        &proof_topic(&key_id),
+        ANNOUNCEMENT_TYPE,
+        announcement.encode(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..8 {
+        tokio::time::timeout(Duration::from_secs(30), at_verifier.next())
+            .await
+            .expect("the batch was not found at its providers")
+            .unwrap();
+    }
+    assert_eq!(verifier_share.stats().await.unwrap().batches_pulled, 1);
+}
