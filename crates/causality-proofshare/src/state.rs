@@ -292,6 +292,11 @@ pub struct Stats {
     pub proofs_pulled: u64,
     /// Batches pulled from peers.
     pub batches_pulled: u64,
+    /// Bytes of response bodies received for key pulls and batch pulls (failed and
+    /// refused attempts included): what fetching those objects cost this node.
+    pub key_bytes: u64,
+    /// See `key_bytes`.
+    pub batch_bytes: u64,
     /// Proofs accepted on attestations instead of verified here.
     pub attested: u64,
     /// Attestations this node published, and valid ones it received.
@@ -1945,6 +1950,12 @@ impl State {
         let Some(pending) = self.outbound.remove(&id) else {
             return;
         };
+        let received = result.as_ref().map_or(0, |body| body.len() as u64);
+        match pending {
+            Pending::Key(_) => self.stats.key_bytes += received,
+            Pending::Batch(_) => self.stats.batch_bytes += received,
+            _ => {}
+        }
         let decoded = match result {
             Ok(body) => match Response::decode(&body, &self.config.limits) {
                 Ok(response) => Ok(response),

@@ -12,11 +12,13 @@ use ark_std::rand::SeedableRng;
 use ark_std::rand::rngs::StdRng;
 use causality_proofshare::groth16::{fr_bytes, key_bytes_of, proof_bytes};
 
-/// `a · b = out`, `out` public.
+/// `a · b = out`, `out` public, and `extra` more public inputs `1, 2, …` (each bound by a
+/// trivial constraint): a bigger verification key for bandwidth figures.
 #[derive(Clone, Copy)]
 struct Multiply {
     a: Option<Fr>,
     b: Option<Fr>,
+    extra: u64,
 }
 
 impl ConstraintSynthesizer<Fr> for Multiply {
@@ -28,7 +30,10 @@ impl ConstraintSynthesizer<Fr> for Multiply {
                 * self.b.ok_or(SynthesisError::AssignmentMissing)?)
         })?;
         cs.enforce_constraint(lc!() + a, lc!() + b, lc!() + out)?;
-        let _ = Variable::One;
+        for i in 1..=self.extra {
+            let x = cs.new_input_variable(|| Ok(Fr::from(i)))?;
+            cs.enforce_constraint(lc!() + x, lc!() + Variable::One, lc!() + x)?;
+        }
         Ok(())
     }
 }
@@ -37,6 +42,7 @@ impl ConstraintSynthesizer<Fr> for Multiply {
 pub struct Prover {
     pk: ProvingKey<Bn254>,
     rng: StdRng,
+    extra: u64,
     /// The compressed verification key.
     pub key: Vec<u8>,
 }
@@ -51,13 +57,22 @@ pub struct Made {
 impl Prover {
     /// A fresh setup from `seed` (a different seed is a different circuit key).
     pub fn new(seed: u64) -> Self {
+        Self::with_extra_inputs(seed, 0)
+    }
+
+    /// A setup whose proofs carry `extra` more public inputs.
+    pub fn with_extra_inputs(seed: u64, extra: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let (pk, vk) =
-            Groth16::<Bn254>::circuit_specific_setup(Multiply { a: None, b: None }, &mut rng)
-                .expect("setup");
+        let circuit = Multiply {
+            a: None,
+            b: None,
+            extra,
+        };
+        let (pk, vk) = Groth16::<Bn254>::circuit_specific_setup(circuit, &mut rng).expect("setup");
         Self {
             pk,
             rng,
+            extra,
             key: key_bytes_of(&vk),
         }
     }
@@ -70,13 +85,17 @@ impl Prover {
             Multiply {
                 a: Some(a),
                 b: Some(b),
+                extra: self.extra,
             },
             &mut self.rng,
         )
         .expect("prove");
         Made {
             proof: proof_bytes(&proof),
-            public_inputs: vec![fr_bytes(&(a * b))],
+            public_inputs: std::iter::once(a * b)
+                .chain((1..=self.extra).map(Fr::from))
+                .map(|x| fr_bytes(&x))
+                .collect(),
         }
     }
 }
