@@ -2067,8 +2067,11 @@ impl State {
                 match batch {
                     Ok(batch) => {
                         let id = batch.id();
-                        if self.trackers.contains_key(&id) || self.verified.contains(&id) {
-                            // Already stored (or being stored): answer from the store.
+                        if let Some(tracker) = self.trackers.get_mut(&id) {
+                            // Being judged: answer with the verdict.
+                            tracker.calls.extend(call);
+                        } else if self.verified.contains(&id) {
+                            // Already stored.
                             let info = BatchInfo {
                                 id,
                                 root: batch.root(),

@@ -98,6 +98,34 @@ fn store_proof(
     proof
 }
 
+/// Stores a batch of 64 fresh proofs of `(i + 3) · b` at node `n`.
+fn store_batch(
+    sim: &mut Sim<State>,
+    n: usize,
+    prover: &mut common::Prover,
+    key_id: ContentId,
+    b: u64,
+) -> (causality_proofshare::BatchInfo, Vec<ProofMessage>) {
+    let proofs: Vec<ProofMessage> = (0..64u64)
+        .map(|i| {
+            let m = prover.prove(i + 3, b);
+            ProofMessage::new(
+                key_id,
+                GROTH16,
+                m.public_inputs,
+                m.proof,
+                Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let call = sim.call(n, Command::StoreBatch(proofs.clone()));
+    let Reply::Batch(Ok(info)) = reply(sim, call) else {
+        panic!("batch refused")
+    };
+    (info, proofs)
+}
+
 fn verified_at(events: &[(usize, Event)], proof: ContentId) -> Vec<usize> {
     let mut nodes: Vec<usize> = events
         .iter()
@@ -210,23 +238,7 @@ fn a_batch_of_64_reaches_every_follower_as_one_pull_each() {
         sim.command(i, Command::Follow(key_id));
     }
     sim.run_for(1000);
-    let proofs: Vec<ProofMessage> = (0..64u64)
-        .map(|i| {
-            let m = prover.prove(i + 3, 11);
-            ProofMessage::new(
-                key_id,
-                GROTH16,
-                m.public_inputs,
-                m.proof,
-                Default::default(),
-            )
-            .unwrap()
-        })
-        .collect();
-    let call = sim.call(0, Command::StoreBatch(proofs.clone()));
-    let Reply::Batch(Ok(info)) = reply(&mut sim, call) else {
-        panic!("batch refused")
-    };
+    let (info, proofs) = store_batch(&mut sim, 0, &mut prover, key_id, 11);
     assert_eq!(info.count, 64);
     sim.command(0, Command::AnnounceBatch(info.id));
     sim.run_for(5000);
@@ -275,23 +287,7 @@ fn attested_run(crash: &[usize]) -> (Sim<State>, Vec<ProofMessage>) {
         sim.command(i, Command::Follow(key_id));
     }
     sim.run_for(1000);
-    let proofs: Vec<ProofMessage> = (0..64u64)
-        .map(|i| {
-            let m = prover.prove(i + 3, 13);
-            ProofMessage::new(
-                key_id,
-                GROTH16,
-                m.public_inputs,
-                m.proof,
-                Default::default(),
-            )
-            .unwrap()
-        })
-        .collect();
-    let call = sim.call(0, Command::StoreBatch(proofs.clone()));
-    let Reply::Batch(Ok(info)) = reply(&mut sim, call) else {
-        panic!("batch refused")
-    };
+    let (info, proofs) = store_batch(&mut sim, 0, &mut prover, key_id, 13);
     for &c in crash {
         sim.crash(c);
     }
