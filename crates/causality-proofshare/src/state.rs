@@ -492,6 +492,10 @@ impl Recent {
     }
 }
 
+/// Originators whose budgets or strikes are tracked at once, at most (memory stays bounded
+/// under a flood of fresh keys).
+const MAX_TRACKED_ORIGINATORS: usize = 65_536;
+
 /// Per-originator verification budget (GCRA on the injected clock).
 #[derive(Debug)]
 struct Budget {
@@ -513,6 +517,11 @@ impl Budget {
     fn allow(&mut self, peer: PeerId, now_ms: u64) -> bool {
         if self.tat.len() > 4096 {
             self.tat.retain(|_, tat| *tat > now_ms);
+            // Still too many: more originators are busy at once than any honest network
+            // has; forgetting their budgets costs only a burst each.
+            if self.tat.len() > MAX_TRACKED_ORIGINATORS {
+                self.tat.clear();
+            }
         }
         let tat = self.tat.get(&peer).copied().unwrap_or(now_ms).max(now_ms);
         if tat > now_ms + self.tolerance_ms {
@@ -938,7 +947,15 @@ impl State {
 
     fn strike(&mut self, peer: PeerId, now_ms: u64) {
         if self.strikes.len() > 4096 {
+            let max = self.config.max_strikes;
             self.strikes.retain(|_, (_, until)| *until > now_ms);
+            if self.strikes.len() > MAX_TRACKED_ORIGINATORS {
+                // Keep the quarantined; forget those with only a strike or two.
+                self.strikes.retain(|_, (count, _)| *count >= max);
+            }
+            if self.strikes.len() > MAX_TRACKED_ORIGINATORS {
+                self.strikes.clear();
+            }
         }
         let entry = self.strikes.entry(peer).or_insert((0, 0));
         if entry.1 <= now_ms {
@@ -2333,5 +2350,48 @@ impl Protocol for State {
 
     fn poll_output(&mut self) -> Option<Output<Self>> {
         self.outputs.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_admits_a_burst_then_the_rate() {
+        let mut budget = Budget::new((10, 5));
+        let peer = Keypair::from_index(1).peer_id();
+        let admitted = (0..20).filter(|_| budget.allow(peer, 0)).count();
+        assert_eq!(admitted, 6, "the burst (and the first)");
+        assert!(!budget.allow(peer, 50));
+        assert!(budget.allow(peer, 200), "one interval later");
+    }
+
+    #[test]
+    fn budgets_of_a_key_flood_stay_bounded() {
+        let mut budget = Budget::new((100, 400));
+        for i in 0..(MAX_TRACKED_ORIGINATORS as u64 + 10_000) {
+            budget.allow(Keypair::from_index(i).peer_id(), 0);
+        }
+        assert!(budget.tat.len() <= MAX_TRACKED_ORIGINATORS + 1);
+    }
+
+    #[test]
+    fn strikes_of_a_key_flood_stay_bounded_and_keep_the_quarantined() {
+        let mut state = State::new(
+            Config::default(),
+            Keypair::from_index(0),
+            Verifiers::empty(),
+            Box::new(crate::store::MemoryStore::new()),
+        );
+        let worst = Keypair::from_index(1).peer_id();
+        for _ in 0..3 {
+            state.strike(worst, 0);
+        }
+        for i in 2..(MAX_TRACKED_ORIGINATORS as u64 + 10_000) {
+            state.strike(Keypair::from_index(i).peer_id(), 0);
+        }
+        assert!(state.strikes.len() <= MAX_TRACKED_ORIGINATORS + 1);
+        assert!(state.is_quarantined(&worst, 1), "the quarantined are kept");
     }
 }
