@@ -1080,12 +1080,7 @@ impl State {
                         }
                     }
                 }
-                for g in &job.gossip {
-                    self.push(Output::Validate {
-                        message: g.message,
-                        acceptance: Acceptance::Accept,
-                    });
-                }
+                self.judge_gossip(&job.gossip, Acceptance::Accept);
                 if first && let Some(g) = job.gossip.first() {
                     let via = g.via;
                     self.remember_upstream(id, via);
@@ -1107,16 +1102,8 @@ impl State {
                 }
                 let reason = format!("proof {id}: {error}");
                 tracing::warn!(target: "causality_proofshare", proof = %id, reason = %error, "proof rejected");
-                for g in &job.gossip {
-                    // The network penalizes the relay; the originator signed it.
-                    self.push(Output::Validate {
-                        message: g.message,
-                        acceptance: Acceptance::Reject(reason.clone()),
-                    });
-                    if g.sender != g.via {
-                        self.penalize(g.sender, Severity::Severe, reason.clone());
-                    }
-                }
+                // The network penalizes the relay; the originator signed it.
+                self.judge_gossip(&job.gossip, Acceptance::Reject(reason.clone()));
                 if let Some(from) = job.from {
                     if job.gossip.is_empty() {
                         self.penalize(from, Severity::Severe, reason.clone());
@@ -1137,6 +1124,22 @@ impl State {
         }
     }
 
+    /// Gives gossip one verdict on every message in `gossip`. Rejecting also charges each
+    /// message's originator when it was not the relay (the network charges the relay).
+    fn judge_gossip(&mut self, gossip: &[GossipRef], acceptance: Acceptance) {
+        for g in gossip {
+            self.push(Output::Validate {
+                message: g.message,
+                acceptance: acceptance.clone(),
+            });
+            if let Acceptance::Reject(reason) = &acceptance
+                && g.sender != g.via
+            {
+                self.penalize(g.sender, Severity::Severe, reason.clone());
+            }
+        }
+    }
+
     /// No verdict could be reached (no key, no body): nobody is blamed; gossip does not
     /// forward what it cannot vouch for.
     fn fail_unjudged(&mut self, job: Job, error: ProofShareError) {
@@ -1146,12 +1149,7 @@ impl State {
         for batch in &job.batches {
             self.batch_progress(*batch, Verdict::Unjudged);
         }
-        for g in &job.gossip {
-            self.push(Output::Validate {
-                message: g.message,
-                acceptance: Acceptance::Ignore,
-            });
-        }
+        self.judge_gossip(&job.gossip, Acceptance::Ignore);
         let text = error.to_string();
         for (call, _) in job.calls {
             self.reply(call, Reply::Proof(Err(clone_error(&error, &text))));
@@ -1221,12 +1219,7 @@ impl State {
                 return;
             }
             let fetch = self.proof_fetches.remove(&proof_id).expect("present");
-            for g in fetch.gossip {
-                self.push(Output::Validate {
-                    message: g.message,
-                    acceptance: Acceptance::Ignore,
-                });
-            }
+            self.judge_gossip(&fetch.gossip, Acceptance::Ignore);
             for call in fetch.calls {
                 self.reply(call, Reply::Proof(Err(ProofShareError::NotFound(proof_id))));
             }
@@ -1457,12 +1450,7 @@ impl State {
                 return;
             }
             let fetch = self.batch_fetches.remove(&batch_id).expect("present");
-            for g in fetch.gossip {
-                self.push(Output::Validate {
-                    message: g.message,
-                    acceptance: Acceptance::Ignore,
-                });
-            }
+            self.judge_gossip(&fetch.gossip, Acceptance::Ignore);
             return;
         };
         fetch.asked.insert(peer);
@@ -1534,12 +1522,7 @@ impl State {
             // The verifiers its parts are assigned to may be downstream of us: pass the
             // announcement on and serve the body once it matches its id and root. Its
             // proofs are still judged (attested or verified) before anyone accepts them.
-            for g in std::mem::take(&mut fetch.gossip) {
-                self.push(Output::Validate {
-                    message: g.message,
-                    acceptance: Acceptance::Accept,
-                });
-            }
+            self.judge_gossip(&std::mem::take(&mut fetch.gossip), Acceptance::Accept);
             if let Err(e) = self.store.put_batch(&batch_id, &batch.encode()) {
                 self.stats.store_errors += 1;
                 tracing::error!(target: "causality_proofshare", batch = %batch_id, error = %e, "storing a batch failed");
@@ -1765,12 +1748,7 @@ impl State {
             } else {
                 self.push(Output::Event(Event::Provide(batch_id)));
             }
-            for g in &tracker.gossip {
-                self.push(Output::Validate {
-                    message: g.message,
-                    acceptance: Acceptance::Accept,
-                });
-            }
+            self.judge_gossip(&tracker.gossip, Acceptance::Accept);
             for call in tracker.calls {
                 self.reply(call, Reply::Batch(Ok(info)));
             }
@@ -1780,15 +1758,8 @@ impl State {
                 "batch {batch_id}: {} of {} proofs invalid",
                 tracker.invalid, tracker.count
             );
-            for g in &tracker.gossip {
-                self.push(Output::Validate {
-                    message: g.message,
-                    acceptance: Acceptance::Reject(reason.clone()),
-                });
-                if g.sender != g.via {
-                    self.penalize(g.sender, Severity::Severe, reason.clone());
-                }
-            }
+            // The network penalizes the relay; the originator signed it.
+            self.judge_gossip(&tracker.gossip, Acceptance::Reject(reason.clone()));
             for call in tracker.calls {
                 self.reply(
                     call,
@@ -1796,12 +1767,7 @@ impl State {
                 );
             }
         } else {
-            for g in &tracker.gossip {
-                self.push(Output::Validate {
-                    message: g.message,
-                    acceptance: Acceptance::Ignore,
-                });
-            }
+            self.judge_gossip(&tracker.gossip, Acceptance::Ignore);
             for call in tracker.calls {
                 self.reply(
                     call,
