@@ -785,15 +785,13 @@ impl State {
         let max = self.config.max_candidates;
         let fetch = self.key_fetches.entry(key_id).or_default();
         let fresh = fetch.asked.is_empty() && fetch.candidates.is_empty();
-        for peer in candidates {
-            if peer != self.local
-                && !fetch.asked.contains(&peer)
-                && !fetch.candidates.contains(&peer)
-                && fetch.asked.len() + fetch.candidates.len() < max
-            {
-                fetch.candidates.push_back(peer);
-            }
-        }
+        add_candidates(
+            &mut fetch.candidates,
+            &fetch.asked,
+            candidates,
+            self.local,
+            max,
+        );
         fetch.waiting.push(job);
         if fresh {
             self.next_key_candidate(key_id);
@@ -831,12 +829,9 @@ impl State {
     /// Peers said to hold a key, batch or proof (its rendezvous providers): try them.
     fn sources(&mut self, id: ContentId, peers: Vec<PeerId>) {
         let local = self.local;
+        // Providers were looked up for this fetch: they are not held to `max_candidates`.
         let add = |candidates: &mut VecDeque<PeerId>, asked: &BTreeSet<PeerId>| {
-            for peer in &peers {
-                if *peer != local && !asked.contains(peer) && !candidates.contains(peer) {
-                    candidates.push_back(*peer);
-                }
-            }
+            add_candidates(candidates, asked, peers.iter().copied(), local, usize::MAX);
         };
         if let Some(f) = self.key_fetches.get_mut(&id) {
             add(&mut f.candidates, &f.asked);
@@ -1188,15 +1183,13 @@ impl State {
         if fetch.key.is_none() {
             fetch.key = key;
         }
-        for peer in from.into_iter().chain(peers) {
-            if peer != local
-                && !fetch.asked.contains(&peer)
-                && !fetch.candidates.contains(&peer)
-                && fetch.asked.len() + fetch.candidates.len() < max
-            {
-                fetch.candidates.push_back(peer);
-            }
-        }
+        add_candidates(
+            &mut fetch.candidates,
+            &fetch.asked,
+            from.into_iter().chain(peers),
+            local,
+            max,
+        );
         fetch.gossip.extend(gossip);
         fetch.calls.extend(call);
         if fresh {
@@ -2232,6 +2225,26 @@ impl State {
             payload: announcement.encode(),
         });
         Ok(())
+    }
+}
+
+/// Queues `peers` to be asked, skipping ourselves and peers asked or queued already, while
+/// fewer than `max` have been asked or queued.
+fn add_candidates(
+    candidates: &mut VecDeque<PeerId>,
+    asked: &BTreeSet<PeerId>,
+    peers: impl IntoIterator<Item = PeerId>,
+    local: PeerId,
+    max: usize,
+) {
+    for peer in peers {
+        if peer != local
+            && !asked.contains(&peer)
+            && !candidates.contains(&peer)
+            && asked.len() + candidates.len() < max
+        {
+            candidates.push_back(peer);
+        }
     }
 }
 
