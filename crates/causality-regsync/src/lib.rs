@@ -96,6 +96,8 @@ pub struct Options {
 /// let start = |net| RegSync::start(net, Config::default(), Box::new(MemoryStore::new()));
 /// let (ra, rb) = (start(a).await.unwrap(), start(b).await.unwrap());
 ///
+/// tokio::time::sleep(std::time::Duration::from_secs(1)).await; // connected
+///
 /// // `a` creates a balance; `b` synchronizes it, then follows its updates.
 /// let genesis = Genesis::new(owner, "payments", "token", b"first");
 /// let id = genesis.id();
