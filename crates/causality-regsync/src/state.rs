@@ -421,6 +421,8 @@ struct Job {
     last_error: Option<String>,
     /// The state whose body the last request said we hold (deltas apply to it).
     sent_have: Option<StateHash>,
+    /// The last header of the pages received so far (the next page starts after it).
+    known: Option<StateHash>,
 }
 
 #[derive(Debug)]
@@ -1327,6 +1329,7 @@ impl State {
             critical,
             last_error: None,
             sent_have: None,
+            known: None,
         });
         self.queued.insert(id);
         if critical {
@@ -1388,10 +1391,10 @@ impl State {
             .flatten()
             .map(|h| h.state_hash);
         job.sent_have = head;
-        // Ask from the newest header we hold on the way to `want`, or our head.
+        // Ask from the last page's end, or our head.
         let request = Request::Sync {
             register_id: job.register,
-            known: head,
+            known: job.known.or(head),
             have: head,
             want: job.want.unwrap_or(ContentId::from_bytes([0; 32])),
         };
@@ -1528,6 +1531,7 @@ impl State {
             if checked.is_empty() {
                 return Err("an empty page with more to come".into());
             }
+            job.known = checked.last().map(|h| h.state_hash);
             let commit = Commit {
                 headers: checked,
                 ..Commit::default()
@@ -1577,8 +1581,8 @@ impl State {
                 return bad(self, e);
             }
             if head.is_none() {
-                let creation = checked.iter().find(|h| h.epoch == 0);
-                match creation {
+                let creation = self.creation_header(&checked);
+                match creation.as_ref() {
                     Some(c) if c.owner == state.genesis.owner && state.id == id => {}
                     _ => {
                         return bad(
@@ -1679,6 +1683,19 @@ impl State {
         }
         self.finish(commit, target, domain, via, waiters);
         Ok(Absorbed::Done)
+    }
+
+    /// The creation header of the chain `checked` continues (in it, or stored: earlier
+    /// pages).
+    fn creation_header(&self, checked: &[UpdateHeader]) -> Option<UpdateHeader> {
+        let mut at = checked.first()?.clone();
+        while let Some(previous) = at.previous_state_hash {
+            at = match checked.iter().find(|h| h.state_hash == previous) {
+                Some(h) => h.clone(),
+                None => self.store.header(&previous).ok()??,
+            };
+        }
+        Some(at)
     }
 
     fn proof_checked(&mut self, proof_id: ContentId, result: Result<(), String>) {
