@@ -151,6 +151,10 @@ pub enum SyncError {
         /// The last reason.
         reason: String,
     },
+    /// A peer could not answer a request (not connected, refused, timed out, or an
+    /// answer that does not decode).
+    #[error("peer: {0}")]
+    Remote(String),
     /// The update was refused.
     #[error(transparent)]
     Update(#[from] UpdateError),

@@ -233,10 +233,44 @@ impl RegSync {
         contents: RegisterContents,
         last_updated: u64,
     ) -> Result<StateHash, SyncError> {
+        self.create_register_with_proof(genesis, contents, last_updated, None)
+            .await
+    }
+
+    /// [`create_register`](Self::create_register) for a proof-carrying class (see
+    /// [`update_register_with_proof`](Self::update_register_with_proof); the state to bind
+    /// is [`Register::created`]'s).
+    pub async fn create_register_with_proof(
+        &self,
+        genesis: Genesis,
+        contents: RegisterContents,
+        last_updated: u64,
+        proof_id: Option<ContentId>,
+    ) -> Result<StateHash, SyncError> {
         expect_reply!(
             self.call(Command::Create {
                 genesis,
                 contents,
+                last_updated,
+                proof_id
+            })
+            .await?,
+            Updated
+        )
+    }
+
+    /// The state hash an update would produce here, without applying it: what a proof
+    /// for a proof-carrying class binds ([`binding`]).
+    pub async fn preview_update(
+        &self,
+        register_id: RegisterId,
+        operations: Vec<Operation>,
+        last_updated: u64,
+    ) -> Result<StateHash, SyncError> {
+        expect_reply!(
+            self.call(Command::Preview {
+                register_id,
+                operations,
                 last_updated
             })
             .await?,
@@ -258,7 +292,8 @@ impl RegSync {
 
     /// [`update_register`](Self::update_register) for a proof-carrying class: `proof_id`
     /// names a proof stored in proof sharing whose first public input is the update's
-    /// [`binding`].
+    /// [`binding`] (of the state hash [`preview_update`](Self::preview_update) gives). The
+    /// update applies, here as everywhere, once proof sharing has verified the proof.
     pub async fn update_register_with_proof(
         &self,
         register_id: RegisterId,

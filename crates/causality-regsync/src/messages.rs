@@ -302,8 +302,8 @@ pub enum Request {
         known: Option<StateHash>,
         /// The state it holds the body of.
         have: Option<StateHash>,
-        /// The state it wants.
-        want: StateHash,
+        /// The state it wants (`None`: the answerer's head).
+        want: Option<StateHash>,
     },
     /// Chunks by id.
     Chunks(Vec<ContentId>),
@@ -351,7 +351,7 @@ impl Request {
                 register_id: register_id.as_bytes().to_vec(),
                 known: bytes(known),
                 have: bytes(have),
-                want: want.as_bytes().to_vec(),
+                want: bytes(want),
             }),
             Self::Chunks(ids) => Kind::Chunks(pb::ChunkRequest {
                 ids: ids.iter().map(|i| i.as_bytes().to_vec()).collect(),
@@ -394,7 +394,7 @@ impl Request {
                 register_id: id(&s.register_id, "register id")?,
                 known: optional_id(&s.known, "known")?,
                 have: optional_id(&s.have, "have")?,
-                want: id(&s.want, "want")?,
+                want: optional_id(&s.want, "want")?,
             },
             Kind::Chunks(c) => {
                 if c.ids.len() > MAX_CHUNKS {

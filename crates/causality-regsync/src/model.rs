@@ -370,6 +370,20 @@ impl Register {
         Ok(register)
     }
 
+    /// The state a creation makes (to compute its hash before creating it).
+    pub fn created(genesis: Genesis, contents: RegisterContents, last_updated: u64) -> Self {
+        Self {
+            id: genesis.id(),
+            owner: genesis.owner,
+            genesis,
+            contents,
+            lifecycle: Lifecycle::Active,
+            epoch: 0,
+            last_updated,
+            consumed_into: None,
+        }
+    }
+
     /// The state hash: BLAKE3 of [`encode`](Self::encode).
     pub fn state_hash(&self) -> StateHash {
         ContentId::of(&self.encode())

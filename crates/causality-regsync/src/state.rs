@@ -146,6 +146,8 @@ pub enum Command {
         contents: RegisterContents,
         /// The block height.
         last_updated: u64,
+        /// For proof-carrying classes.
+        proof_id: Option<ContentId>,
     },
     /// Applies operations to a register this node owns and announces the result.
     Update {
@@ -157,6 +159,16 @@ pub enum Command {
         last_updated: u64,
         /// For proof-carrying classes.
         proof_id: Option<ContentId>,
+    },
+    /// The state hash an update would produce (to bind a proof to it), without applying
+    /// it.
+    Preview {
+        /// The register.
+        register_id: RegisterId,
+        /// The operations.
+        operations: Vec<Operation>,
+        /// The block height.
+        last_updated: u64,
     },
     /// Announces a stored state again (its header, and its delta when small).
     Announce {
@@ -465,6 +477,17 @@ struct Parked {
     peer: PeerId,
     message: Option<ContentId>,
     waiters: Vec<CallId>,
+    /// For an update made here: what to commit and whom to answer.
+    local: Option<Box<LocalUpdate>>,
+}
+
+/// An update made here that waits for its own proof's check.
+#[derive(Debug)]
+struct LocalUpdate {
+    call: Option<CallId>,
+    delta: RegisterDelta,
+    state: Register,
+    effects: Effects,
 }
 
 /// A buffered update whose previous state is missing.
@@ -649,7 +672,9 @@ impl State {
         genesis: Genesis,
         contents: RegisterContents,
         height: u64,
-    ) -> Result<StateHash, SyncError> {
+        proof_id: Option<ContentId>,
+        call: Option<CallId>,
+    ) -> Result<Option<StateHash>, SyncError> {
         if genesis.owner != self.local {
             return Err(UpdateError::Unauthorized.into());
         }
@@ -660,7 +685,7 @@ impl State {
             operations: vec![Operation::Create { genesis, contents }],
             previous_state_hash: None,
         };
-        self.local_update(None, delta, height, None)
+        self.local_update(None, delta, height, proof_id, call)
     }
 
     fn update(
@@ -669,7 +694,8 @@ impl State {
         operations: Vec<Operation>,
         height: u64,
         proof_id: Option<ContentId>,
-    ) -> Result<StateHash, SyncError> {
+        call: Option<CallId>,
+    ) -> Result<Option<StateHash>, SyncError> {
         let head = self
             .store
             .head(&id)
@@ -687,7 +713,7 @@ impl State {
             operations,
             previous_state_hash: Some(head.state_hash),
         };
-        self.local_update(Some(previous), delta, height, proof_id)
+        self.local_update(Some(previous), delta, height, proof_id, call)
     }
 
     fn local_update(
@@ -696,7 +722,8 @@ impl State {
         delta: RegisterDelta,
         height: u64,
         proof_id: Option<ContentId>,
-    ) -> Result<StateHash, SyncError> {
+        call: Option<CallId>,
+    ) -> Result<Option<StateHash>, SyncError> {
         // What we would refuse from a peer we refuse here: the delta must survive its own
         // decoding (sizes, names) and apply.
         let encoded = delta.encode();
@@ -737,6 +764,45 @@ impl State {
             signature: [0; 64],
         }
         .sign(&self.key);
+        if let (Some(key), Some(proof_id)) = (rules.proof_key, proof_id) {
+            // Our own proof is checked like anyone's before the update applies.
+            self.event(Event::ProofNeeded {
+                proof_id,
+                key,
+                binding: binding(&next.id, &header.state_hash),
+                peer: self.local,
+            });
+            let domain = next.domain().to_owned();
+            self.parked.insert(
+                proof_id,
+                Parked {
+                    commit: Commit::default(),
+                    header,
+                    domain,
+                    via: Via::Local,
+                    peer: self.local,
+                    message: None,
+                    waiters: Vec::new(),
+                    local: Some(Box::new(LocalUpdate {
+                        call,
+                        delta,
+                        state: next,
+                        effects,
+                    })),
+                },
+            );
+            return Ok(None);
+        }
+        self.commit_local(header, delta, next, effects).map(Some)
+    }
+
+    fn commit_local(
+        &mut self,
+        header: UpdateHeader,
+        delta: RegisterDelta,
+        next: Register,
+        effects: Effects,
+    ) -> Result<StateHash, SyncError> {
         let hash = header.state_hash;
         let commit = self.commit_for(&header, Some(delta.clone()), &next, effects);
         self.store.commit(commit).map_err(store_err)?;
@@ -745,12 +811,38 @@ impl State {
         self.event(Event::Applied {
             register_id: next.id,
             state_hash: hash,
-            epoch,
+            epoch: header.epoch,
             via: Via::Local,
         });
         self.announce_header(&header, Some(&delta), Some(&next));
         self.release_buffered(next.id);
         Ok(hash)
+    }
+
+    /// The state hash an update of a register here would produce (to make its proof).
+    fn preview(
+        &self,
+        id: RegisterId,
+        operations: Vec<Operation>,
+        height: u64,
+    ) -> Result<StateHash, SyncError> {
+        let previous = self.register(&id).ok_or(SyncError::NotFound(id))?;
+        let delta = RegisterDelta {
+            operations,
+            previous_state_hash: Some(previous.state_hash()),
+        };
+        let at = At {
+            epoch: previous.epoch + 1,
+            last_updated: height,
+        };
+        let (next, _) = apply(
+            Some(&previous),
+            &delta,
+            at,
+            &StoreContext(self.store.as_ref()),
+        )
+        .map_err(UpdateError::from)?;
+        Ok(next.state_hash())
     }
 
     fn commit_for(
@@ -1060,6 +1152,7 @@ impl State {
                     peer,
                     message,
                     waiters,
+                    local: None,
                 },
             );
             return;
@@ -1396,7 +1489,7 @@ impl State {
             register_id: job.register,
             known: job.known.or(head),
             have: head,
-            want: job.want.unwrap_or(ContentId::from_bytes([0; 32])),
+            want: job.want,
         };
         let body = request.encode();
         self.stats.sync_requests += 1;
@@ -1677,6 +1770,7 @@ impl State {
                     peer,
                     message: None,
                     waiters,
+                    local: None,
                 },
             );
             return Ok(Absorbed::Done);
@@ -1699,9 +1793,29 @@ impl State {
     }
 
     fn proof_checked(&mut self, proof_id: ContentId, result: Result<(), String>) {
-        let Some(p) = self.parked.remove(&proof_id) else {
+        let Some(mut p) = self.parked.remove(&proof_id) else {
             return;
         };
+        if let Some(local) = p.local.take() {
+            let LocalUpdate {
+                call,
+                delta,
+                state,
+                effects,
+            } = *local;
+            let reply = match result {
+                Ok(()) => self.commit_local(p.header, delta, state, effects),
+                Err(reason) => {
+                    tracing::info!(target: "causality_regsync", proof = %proof_id.short(), reason = %reason, "our own update's proof does not check");
+                    Err(UpdateError::InvalidProof {
+                        proof: proof_id,
+                        reason,
+                    }
+                    .into())
+                }
+            };
+            return self.reply(call, Reply::Updated(reply));
+        }
         match result {
             Ok(()) => {
                 self.validate(p.message, Acceptance::Accept);
@@ -1780,16 +1894,12 @@ impl State {
         register: RegisterId,
         known: Option<StateHash>,
         have: Option<StateHash>,
-        want: StateHash,
+        want: Option<StateHash>,
     ) -> Response {
         let Ok(Some(head)) = self.store.head(&register) else {
             return Response::Error(UNKNOWN_REGISTER.into());
         };
-        let want = if want == ContentId::from_bytes([0; 32]) {
-            head.state_hash
-        } else {
-            want
-        };
+        let want = want.unwrap_or(head.state_hash);
         // Walk back from `want` to `known` (or the creation).
         let mut chain: Vec<UpdateHeader> = Vec::new();
         let mut at = Some(want);
@@ -2166,10 +2276,7 @@ impl State {
             }
             Err(reason) => {
                 tracing::debug!(target: "causality_regsync", peer = %session.peer.short(), domain = %session.domain, reason = %reason, "reconciliation failed");
-                Err(SyncError::Invalid {
-                    register: ContentId::from_bytes([0; 32]),
-                    reason,
-                })
+                Err(SyncError::Remote(reason))
             }
         };
         self.reply(session.call, Reply::Reconciled(reply));
@@ -2488,9 +2595,10 @@ impl State {
                 genesis,
                 contents,
                 last_updated,
+                proof_id,
             } => {
-                let r = self.create(genesis, contents, last_updated);
-                self.reply(call, Reply::Updated(r));
+                let r = self.create(genesis, contents, last_updated, proof_id, call);
+                self.reply_update(call, r);
             }
             Command::Update {
                 register_id,
@@ -2498,7 +2606,15 @@ impl State {
                 last_updated,
                 proof_id,
             } => {
-                let r = self.update(register_id, operations, last_updated, proof_id);
+                let r = self.update(register_id, operations, last_updated, proof_id, call);
+                self.reply_update(call, r);
+            }
+            Command::Preview {
+                register_id,
+                operations,
+                last_updated,
+            } => {
+                let r = self.preview(register_id, operations, last_updated);
                 self.reply(call, Reply::Updated(r));
             }
             Command::Announce {
@@ -2681,6 +2797,15 @@ impl State {
         }
     }
 
+    /// Answers a local update now, unless it waits for its proof (answered then).
+    fn reply_update(&mut self, call: Option<CallId>, result: Result<Option<StateHash>, SyncError>) {
+        match result {
+            Ok(Some(hash)) => self.reply(call, Reply::Updated(Ok(hash))),
+            Ok(None) => {}
+            Err(e) => self.reply(call, Reply::Updated(Err(e))),
+        }
+    }
+
     fn on_response(&mut self, id: OutboundId, peer: PeerId, body: Result<Vec<u8>, String>) {
         let Some(pending) = self.inflight.remove(&id) else {
             return;
@@ -2697,18 +2822,9 @@ impl State {
                 });
                 let reply = match r {
                     Ok(Response::Prove { count, root, proof }) => Ok((root, count, proof)),
-                    Ok(Response::Error(e)) => Err(SyncError::Invalid {
-                        register: ContentId::from_bytes([0; 32]),
-                        reason: e,
-                    }),
-                    Ok(_) => Err(SyncError::Invalid {
-                        register: ContentId::from_bytes([0; 32]),
-                        reason: "unexpected response".into(),
-                    }),
-                    Err(e) => Err(SyncError::Invalid {
-                        register: ContentId::from_bytes([0; 32]),
-                        reason: e,
-                    }),
+                    Ok(Response::Error(e)) => Err(SyncError::Remote(e)),
+                    Ok(_) => Err(SyncError::Remote("unexpected response".into())),
+                    Err(e) => Err(SyncError::Remote(e)),
                 };
                 self.reply(Some(call), Reply::Proof(reply));
             }

@@ -124,6 +124,7 @@ fn setup(config: Config) -> Setup {
                 genesis,
                 contents: balance(100),
                 last_updated: 1,
+                proof_id: None,
             },
             call: None,
         },
@@ -466,6 +467,7 @@ fn an_update_that_arrives_before_its_predecessor_waits_for_it() {
             genesis,
             contents: balance(9),
             last_updated: 1,
+            proof_id: None,
         },
     );
     for h in 2..5 {
@@ -523,6 +525,7 @@ fn proof_carrying_classes_need_a_checked_proof() {
             genesis: genesis.clone(),
             contents: balance(1),
             last_updated: 1,
+            proof_id: None,
         },
     );
     assert!(matches!(
@@ -703,6 +706,7 @@ fn nullifiers_are_checked_and_a_second_use_is_kept_as_evidence() {
                 genesis: other,
                 contents: balance(5),
                 last_updated: 1,
+                proof_id: None,
             },
             call: None,
         },

@@ -337,6 +337,7 @@ fn critical_registers_are_synchronized_first_under_load() {
             genesis,
             contents: balance(1),
             last_updated: 1,
+            proof_id: None,
         },
     );
     reply(&mut sim, call);
@@ -422,6 +423,7 @@ fn splits_and_merges_conserve_the_balance_across_nodes() {
             genesis: wrong,
             contents: balance(30),
             last_updated: 2,
+            proof_id: None,
         },
     );
     assert!(
@@ -434,6 +436,7 @@ fn splits_and_merges_conserve_the_balance_across_nodes() {
             genesis: child_genesis.clone(),
             contents: balance(31),
             last_updated: 2,
+            proof_id: None,
         },
     );
     assert!(
@@ -446,6 +449,7 @@ fn splits_and_merges_conserve_the_balance_across_nodes() {
             genesis: child_genesis,
             contents: balance(30),
             last_updated: 2,
+            proof_id: None,
         },
     );
     assert!(matches!(reply(&mut sim, call), Reply::Updated(Ok(_))));

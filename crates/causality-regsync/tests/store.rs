@@ -274,6 +274,7 @@ fn a_node_restarted_from_rocksdb_mid_sync_keeps_its_state_and_resumes() {
             genesis,
             contents: balance(1),
             last_updated: 1,
+            proof_id: None,
         },
     );
     common::reply(&mut sim, call);

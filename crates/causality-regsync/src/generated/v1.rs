@@ -271,7 +271,7 @@ pub struct SyncRequest {
     /// The state we hold the body of (empty: none).
     #[prost(bytes = "vec", tag = "3")]
     pub have: ::prost::alloc::vec::Vec<u8>,
-    /// The state we want.
+    /// The state we want (empty: the answerer's head).
     #[prost(bytes = "vec", tag = "4")]
     pub want: ::prost::alloc::vec::Vec<u8>,
 }

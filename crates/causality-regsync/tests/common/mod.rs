@@ -84,6 +84,7 @@ pub fn create(
             genesis,
             contents: balance(amount),
             last_updated: 1,
+            proof_id: None,
         },
     );
     let Reply::Updated(Ok(hash)) = reply(sim, call) else {
