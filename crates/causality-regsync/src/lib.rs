@@ -362,6 +362,20 @@ impl RegSync {
         ))
     }
 
+    /// A register's opaque data. Data larger than a chunk (64 KiB) is held as
+    /// content-addressed chunks, fetched here on first read from connected peers, checked
+    /// against their ids, and kept.
+    pub async fn read_data(&self, register_id: RegisterId) -> Result<Vec<u8>, SyncError> {
+        expect_reply!(
+            self.call(Command::ReadData {
+                register_id,
+                peers: Vec::new()
+            })
+            .await?,
+            Data
+        )
+    }
+
     /// Whether `state_hash` is the register's current state here, stored and checked.
     pub async fn verify_register_state(
         &self,

@@ -35,6 +35,11 @@ pub struct Limits {
     pub max_name_bytes: usize,
     /// Most parts of a split or sources of a merge (default 64).
     pub max_fanout: usize,
+    /// Size of the chunks large data is split into (default 64 KiB); data larger than
+    /// one chunk is held as [`RegisterContents::Chunked`].
+    pub chunk_bytes: usize,
+    /// Largest chunked data (default 256 MiB).
+    pub max_data_bytes: u64,
 }
 
 impl Default for Limits {
@@ -46,6 +51,8 @@ impl Default for Limits {
             max_depth: 4,
             max_name_bytes: 128,
             max_fanout: 64,
+            chunk_bytes: 64 << 10,
+            max_data_bytes: 256 << 20,
         }
     }
 }
@@ -129,6 +136,15 @@ pub enum RegisterContents {
     ResourceCommitment(ContentId),
     /// Opaque bytes.
     Data(Vec<u8>),
+    /// Large opaque bytes held as content-addressed chunks, fetched when read (see
+    /// [`RegSync::read_data`](crate::RegSync::read_data)). Updates with
+    /// [`Data`](Self::Data) larger than [`Limits::chunk_bytes`] are stored this way.
+    Chunked {
+        /// Total length.
+        len: u64,
+        /// The chunks' ids, in order.
+        chunks: Vec<ContentId>,
+    },
 }
 
 impl RegisterContents {
@@ -145,6 +161,10 @@ impl RegisterContents {
             Self::ResourceNullifier(n) => Kind::ResourceNullifier(n.to_vec()),
             Self::ResourceCommitment(id) => Kind::ResourceCommitment(id.as_bytes().to_vec()),
             Self::Data(bytes) => Kind::Data(bytes.clone()),
+            Self::Chunked { len, chunks } => Kind::Chunked(pb::ChunkedData {
+                len: *len,
+                chunks: chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
+            }),
         };
         Some(pb::Contents { kind: Some(kind) })
     }
@@ -170,6 +190,27 @@ impl RegisterContents {
             ),
             Kind::ResourceCommitment(b) => Self::ResourceCommitment(id(&b, "resource commitment")?),
             Kind::Data(b) => Self::Data(b),
+            Kind::Chunked(c) => {
+                if c.len > limits.max_data_bytes {
+                    return Err(DecodeError::TooLarge {
+                        what: "chunked data",
+                        size: usize::try_from(c.len).unwrap_or(usize::MAX),
+                        limit: usize::try_from(limits.max_data_bytes).unwrap_or(usize::MAX),
+                    });
+                }
+                let needed = c.len.div_ceil(limits.chunk_bytes as u64);
+                if c.chunks.len() as u64 != needed {
+                    return Err(DecodeError::Field("chunk count (not the length's)"));
+                }
+                Self::Chunked {
+                    len: c.len,
+                    chunks: c
+                        .chunks
+                        .iter()
+                        .map(|b| id(b, "chunk id"))
+                        .collect::<Result<_, _>>()?,
+                }
+            }
         })
     }
 }

@@ -196,6 +196,14 @@ pub enum Command {
     },
     /// A register's current state here.
     Get(RegisterId),
+    /// A register's opaque data, fetching the chunks not held here (from `peers` first,
+    /// then connected peers) and checking each against its id.
+    ReadData {
+        /// The register.
+        register_id: RegisterId,
+        /// Ask these first.
+        peers: Vec<PeerId>,
+    },
     /// Whether `state_hash` is the register's current, stored, checked state here.
     Verify {
         /// The register.
@@ -265,6 +273,8 @@ pub enum Reply {
     Register(Result<Register, SyncError>),
     /// Maybe a register.
     Found(Option<Register>),
+    /// A register's data.
+    Data(Result<Vec<u8>, SyncError>),
     /// Yes or no.
     Verified(bool),
     /// Done.
@@ -437,9 +447,21 @@ struct Job {
     known: Option<StateHash>,
 }
 
+/// A read of chunked data in progress.
+#[derive(Debug)]
+struct ChunkFetch {
+    call: Option<CallId>,
+    register: RegisterId,
+    len: u64,
+    chunks: Vec<ContentId>,
+    peers: VecDeque<PeerId>,
+    asked: Vec<ContentId>,
+}
+
 #[derive(Debug)]
 enum Pending {
     Sync(Box<Job>, PeerId),
+    Chunks(Box<ChunkFetch>, PeerId),
     Prove(CallId),
     Reconcile(Box<Session>),
     Resolve(Box<Session>),
@@ -681,6 +703,7 @@ impl State {
         if !messages::valid_domain(&genesis.domain) {
             return Err(UpdateError::Decode(DecodeError::Field("domain")).into());
         }
+        let contents = self.chunk_contents(contents, true)?;
         let delta = RegisterDelta {
             operations: vec![Operation::Create { genesis, contents }],
             previous_state_hash: None,
@@ -709,6 +732,7 @@ impl State {
         if previous.owner != self.local {
             return Err(UpdateError::Unauthorized.into());
         }
+        let operations = self.chunk_operations(operations, true)?;
         let delta = RegisterDelta {
             operations,
             previous_state_hash: Some(head.state_hash),
@@ -819,14 +843,200 @@ impl State {
         Ok(hash)
     }
 
+    /// Replaces data larger than a chunk by its chunks' ids, keeping the chunks when
+    /// `keep`.
+    fn chunk_operations(
+        &mut self,
+        ops: Vec<Operation>,
+        keep: bool,
+    ) -> Result<Vec<Operation>, SyncError> {
+        ops.into_iter()
+            .map(|op| self.chunk_operation(op, keep))
+            .collect()
+    }
+
+    fn chunk_operation(&mut self, op: Operation, keep: bool) -> Result<Operation, SyncError> {
+        Ok(match op {
+            Operation::Create { genesis, contents } => Operation::Create {
+                genesis,
+                contents: self.chunk_contents(contents, keep)?,
+            },
+            Operation::Update(contents) => Operation::Update(self.chunk_contents(contents, keep)?),
+            Operation::Composite(ops) => Operation::Composite(self.chunk_operations(ops, keep)?),
+            other => other,
+        })
+    }
+
+    fn chunk_contents(
+        &mut self,
+        contents: RegisterContents,
+        keep: bool,
+    ) -> Result<RegisterContents, SyncError> {
+        let size = self.config.limits.chunk_bytes;
+        match contents {
+            RegisterContents::Data(bytes) if bytes.len() > size => {
+                if bytes.len() as u64 > self.config.limits.max_data_bytes {
+                    return Err(UpdateError::Decode(DecodeError::TooLarge {
+                        what: "data",
+                        size: bytes.len(),
+                        limit: usize::try_from(self.config.limits.max_data_bytes)
+                            .unwrap_or(usize::MAX),
+                    })
+                    .into());
+                }
+                let mut chunks = Vec::with_capacity(bytes.len().div_ceil(size));
+                for chunk in bytes.chunks(size) {
+                    chunks.push(if keep {
+                        self.store.put_chunk(chunk).map_err(store_err)?
+                    } else {
+                        ContentId::of(chunk)
+                    });
+                }
+                Ok(RegisterContents::Chunked {
+                    len: bytes.len() as u64,
+                    chunks,
+                })
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn read_data(&mut self, id: RegisterId, peers: Vec<PeerId>, call: Option<CallId>) {
+        let Some(register) = self.register(&id) else {
+            return self.reply(call, Reply::Data(Err(SyncError::NotFound(id))));
+        };
+        match register.contents {
+            RegisterContents::Data(bytes) => self.reply(call, Reply::Data(Ok(bytes))),
+            RegisterContents::Chunked { len, chunks } => {
+                let mut candidates: VecDeque<PeerId> = VecDeque::new();
+                for p in peers.into_iter().chain(self.peers.iter().copied()) {
+                    if !candidates.contains(&p) {
+                        candidates.push_back(p);
+                    }
+                }
+                let fetch = Box::new(ChunkFetch {
+                    call,
+                    register: id,
+                    len,
+                    chunks,
+                    peers: candidates,
+                    asked: Vec::new(),
+                });
+                self.next_chunks(fetch);
+            }
+            _ => self.reply(
+                call,
+                Reply::Data(Err(SyncError::Invalid {
+                    register: id,
+                    reason: "the register holds no data".into(),
+                })),
+            ),
+        }
+    }
+
+    /// Asks for the next missing chunks, or assembles the data when none is missing.
+    fn next_chunks(&mut self, mut fetch: Box<ChunkFetch>) {
+        let mut missing = Vec::new();
+        for c in &fetch.chunks {
+            match self.store.chunk(c) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if !missing.contains(c) {
+                        missing.push(*c);
+                    }
+                }
+                Err(e) => return self.reply(fetch.call, Reply::Data(Err(store_err(e)))),
+            }
+            if missing.len() == messages::MAX_CHUNKS {
+                break;
+            }
+        }
+        if missing.is_empty() {
+            let mut data = Vec::with_capacity(usize::try_from(fetch.len).unwrap_or(0));
+            for c in &fetch.chunks {
+                match self.store.chunk(c) {
+                    Ok(Some(bytes)) => data.extend_from_slice(&bytes),
+                    Ok(None) => {
+                        return self.reply(
+                            fetch.call,
+                            Reply::Data(Err(SyncError::Store(format!("chunk {c} vanished")))),
+                        );
+                    }
+                    Err(e) => return self.reply(fetch.call, Reply::Data(Err(store_err(e)))),
+                }
+            }
+            if data.len() as u64 != fetch.len {
+                let e = SyncError::Invalid {
+                    register: fetch.register,
+                    reason: "the chunks do not add up to the data's length".into(),
+                };
+                return self.reply(fetch.call, Reply::Data(Err(e)));
+            }
+            return self.reply(fetch.call, Reply::Data(Ok(data)));
+        }
+        let Some(peer) = fetch.peers.front().copied() else {
+            let e = SyncError::Invalid {
+                register: fetch.register,
+                reason: "no peer provided the missing chunks".into(),
+            };
+            return self.reply(fetch.call, Reply::Data(Err(e)));
+        };
+        fetch.asked = missing.clone();
+        self.send(
+            peer,
+            &Request::Chunks(missing),
+            Pending::Chunks(fetch, peer),
+        );
+    }
+
+    fn on_chunks(
+        &mut self,
+        mut fetch: Box<ChunkFetch>,
+        from: PeerId,
+        body: Result<Vec<u8>, String>,
+    ) {
+        let response = body.and_then(|b| {
+            Response::decode(&b, self.max_response_bytes(), &self.config.limits)
+                .map_err(|e| e.to_string())
+        });
+        let mut progress = false;
+        match response {
+            Ok(Response::Chunks(chunks)) => {
+                for chunk in chunks {
+                    let id = ContentId::of(&chunk);
+                    if !fetch.asked.contains(&id) || chunk.len() > self.config.limits.chunk_bytes {
+                        self.penalize(
+                            from,
+                            Severity::Severe,
+                            "a chunk that was not asked for".into(),
+                        );
+                        progress = false;
+                        break;
+                    }
+                    if let Err(e) = self.store.put_chunk(&chunk) {
+                        return self.reply(fetch.call, Reply::Data(Err(store_err(e))));
+                    }
+                    progress = true;
+                }
+            }
+            Ok(_) | Err(_) => {}
+        }
+        if !progress {
+            // This peer has none of them (or lied): the next one.
+            fetch.peers.pop_front();
+        }
+        self.next_chunks(fetch);
+    }
+
     /// The state hash an update of a register here would produce (to make its proof).
     fn preview(
-        &self,
+        &mut self,
         id: RegisterId,
         operations: Vec<Operation>,
         height: u64,
     ) -> Result<StateHash, SyncError> {
         let previous = self.register(&id).ok_or(SyncError::NotFound(id))?;
+        let operations = self.chunk_operations(operations, false)?;
         let delta = RegisterDelta {
             operations,
             previous_state_hash: Some(previous.state_hash()),
@@ -2682,6 +2892,7 @@ impl State {
                 let r = self.register(&id);
                 self.reply(call, Reply::Found(r));
             }
+            Command::ReadData { register_id, peers } => self.read_data(register_id, peers, call),
             Command::Verify {
                 register_id,
                 state_hash,
@@ -2828,6 +3039,7 @@ impl State {
                 };
                 self.reply(Some(call), Reply::Proof(reply));
             }
+            Pending::Chunks(fetch, from) => self.on_chunks(fetch, from, body),
             Pending::Reconcile(session) => self.on_symbols(session, body),
             Pending::Resolve(session) => self.on_resolved(session, body),
         }

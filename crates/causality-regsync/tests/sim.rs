@@ -516,3 +516,115 @@ fn runs_replay_bit_for_bit_from_the_seed() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn large_data_travels_as_chunks_fetched_on_first_read() {
+    let mut sim = network(12, 3, |_| Config::default(), own_key);
+    follow_domain(&mut sim, "pay");
+    let owner = own_key(0);
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let genesis = causality_regsync::Genesis::new(owner.peer_id(), "pay", "blob", b"big");
+    let id = genesis.id();
+    let call = sim.call(
+        0,
+        Command::Create {
+            genesis,
+            contents: causality_regsync::RegisterContents::Data(data.clone()),
+            last_updated: 1,
+            proof_id: None,
+        },
+    );
+    let Reply::Updated(Ok(hash)) = reply(&mut sim, call) else {
+        panic!("refused")
+    };
+    let bytes_before = sim.stats().bytes;
+    assert!(sim.run_while(5_000, |s| all_at(s, 0..3, &id, hash)));
+    let moved = sim.stats().bytes - bytes_before;
+    assert!(
+        moved < 20_000,
+        "the state (chunk ids) travels, not the data: {moved} bytes"
+    );
+    let causality_regsync::RegisterContents::Chunked { len, chunks } =
+        sim.node(2).unwrap().register(&id).unwrap().contents
+    else {
+        panic!("held as chunks")
+    };
+    assert_eq!((len, chunks.len()), (300_000, 5));
+    let call = sim.call(
+        2,
+        Command::ReadData {
+            register_id: id,
+            peers: Vec::new(),
+        },
+    );
+    let Reply::Data(Ok(read)) = reply(&mut sim, call) else {
+        panic!("read failed")
+    };
+    assert_eq!(read, data);
+    // Kept: a second read asks nobody.
+    let requests = sim.stats().requests;
+    let call = sim.call(
+        2,
+        Command::ReadData {
+            register_id: id,
+            peers: Vec::new(),
+        },
+    );
+    let Reply::Data(Ok(again)) = reply(&mut sim, call) else {
+        panic!("read failed")
+    };
+    assert_eq!(again, data);
+    assert_eq!(sim.stats().requests, requests);
+}
+
+#[test]
+fn time_maps_merge_by_maximum_and_agree_on_their_commitment() {
+    let mut sim = network(13, 4, |_| Config::default(), own_key);
+    follow_domain(&mut sim, "pay");
+    let map = |entries: &[(&str, u64, u64)]| causality_regsync::TimeMap {
+        entries: entries
+            .iter()
+            .map(|(d, h, l)| ((*d).to_owned(), (*h, *l)))
+            .collect(),
+    };
+    sim.command(
+        0,
+        Command::UpdateTimeMap {
+            domain: "pay".into(),
+            map: map(&[("eth", 100, 1), ("sol", 5, 1)]),
+        },
+    );
+    sim.command(
+        2,
+        Command::UpdateTimeMap {
+            domain: "pay".into(),
+            map: map(&[("eth", 90, 2), ("btc", 7, 1)]),
+        },
+    );
+    sim.run_for(3_000);
+    let want = map(&[("eth", 100, 2), ("sol", 5, 1), ("btc", 7, 1)]);
+    for n in 0..4 {
+        let call = sim.call(n, Command::TimeMap("pay".into()));
+        let Reply::TimeMap(got) = reply(&mut sim, call) else {
+            panic!()
+        };
+        assert_eq!(got, want, "node {n}");
+        assert_eq!(got.commitment(), want.commitment());
+    }
+    // An older map changes nothing (merging is idempotent and monotone).
+    sim.command(
+        1,
+        Command::UpdateTimeMap {
+            domain: "pay".into(),
+            map: map(&[("eth", 1, 1)]),
+        },
+    );
+    sim.run_for(1_000);
+    let call = sim.call(3, Command::TimeMap("pay".into()));
+    let Reply::TimeMap(got) = reply(&mut sim, call) else {
+        panic!()
+    };
+    assert_eq!(got, want);
+}

@@ -11,7 +11,7 @@ pub struct TokenBalance {
 /// What a register holds.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Contents {
-    #[prost(oneof = "contents::Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "contents::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: ::core::option::Option<contents::Kind>,
 }
 /// Nested message and enum types in `Contents`.
@@ -30,7 +30,18 @@ pub mod contents {
         ResourceCommitment(::prost::alloc::vec::Vec<u8>),
         #[prost(bytes, tag = "6")]
         Data(::prost::alloc::vec::Vec<u8>),
+        /// Large opaque bytes, split into content-addressed chunks fetched on demand.
+        #[prost(message, tag = "7")]
+        Chunked(super::ChunkedData),
     }
+}
+/// Opaque bytes of `len` bytes: the concatenation of the chunks, by id, in order.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ChunkedData {
+    #[prost(uint64, tag = "1")]
+    pub len: u64,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub chunks: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
 }
 /// What fixes a register's identity: its id is the BLAKE3 of this message's encoding.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
