@@ -759,3 +759,134 @@ fn nullifiers_are_checked_and_a_second_use_is_kept_as_evidence() {
     let (verdict, ..) = deliver(&mut s.follower, nullifier_message(&evidence.rejected, 6));
     assert_ne!(verdict, Some(Acceptance::Accept));
 }
+
+/// Sends `follower` a sync for `id`; answers its request with `response`; returns the
+/// penalties and the reply.
+fn sync_answered(
+    follower: &mut State,
+    id: RegisterId,
+    server: PeerId,
+    response: causality_regsync::messages::Response,
+) -> (Vec<(PeerId, Severity)>, Option<Reply>, Vec<Event>) {
+    follower.handle(1, Input::PeerConnected(server));
+    drain(follower);
+    follower.handle(
+        2,
+        Input::Command {
+            command: Command::Synchronize {
+                register_id: id,
+                peers: vec![server],
+            },
+            call: Some(CallId(7)),
+        },
+    );
+    let request = drain(follower)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Request { id, .. } => Some(id),
+            _ => None,
+        })
+        .expect("a sync request");
+    follower.handle(
+        3,
+        Input::Response {
+            id: request,
+            peer: server,
+            body: response.encode(),
+        },
+    );
+    let (mut penalties, mut reply, mut events) = (Vec::new(), None, Vec::new());
+    for o in drain(follower) {
+        match o {
+            Output::Penalize { peer, severity, .. } => penalties.push((peer, severity)),
+            Output::Reply { reply: r, .. } => reply = Some(r),
+            Output::Event(e) => events.push(e),
+            _ => {}
+        }
+    }
+    (penalties, reply, events)
+}
+
+#[test]
+fn a_server_that_forges_the_chain_or_the_state_is_penalized_and_changes_nothing() {
+    let owner = Keypair::from_index(1);
+    let server = Keypair::from_index(2).peer_id();
+    let genesis = Genesis::new(owner.peer_id(), "pay", "token", b"r");
+    let id = genesis.id();
+    let state = causality_regsync::Register::created(genesis.clone(), balance(5), 1);
+    let delta = RegisterDelta {
+        operations: vec![Operation::Create {
+            genesis,
+            contents: balance(5),
+        }],
+        previous_state_hash: None,
+    };
+    let header = |signer: &Keypair, state: &causality_regsync::Register| {
+        UpdateHeader {
+            register_id: id,
+            epoch: 0,
+            previous_state_hash: None,
+            state_hash: state.state_hash(),
+            delta_id: delta.id(),
+            owner: owner.peer_id(),
+            last_updated: 1,
+            proof_id: None,
+            signature: [0; 64],
+        }
+        .sign(signer)
+    };
+    let sync = |headers, full_state| causality_regsync::messages::Response::Sync {
+        headers,
+        deltas: Vec::new(),
+        full_state,
+        more: false,
+    };
+    let mut rich = state.clone();
+    rich.contents = balance(1_000_000);
+    let cases = [
+        (
+            "a header not signed by the owner",
+            sync(
+                vec![header(&Keypair::from_index(66), &state)],
+                Some(state.clone()),
+            ),
+        ),
+        (
+            "a state that is not the header's",
+            sync(vec![header(&owner, &state)], Some(rich.clone())),
+        ),
+        (
+            "a chain that does not start at the creation",
+            sync(
+                vec![{
+                    let mut h = header(&owner, &state);
+                    h.epoch = 3;
+                    h.previous_state_hash = Some(ContentId::of(b"nowhere"));
+                    h.sign(&owner)
+                }],
+                Some(state.clone()),
+            ),
+        ),
+    ];
+    for (what, response) in cases {
+        let mut f = node(&Keypair::from_index(9), Config::default());
+        let (penalties, reply, events) = sync_answered(&mut f, id, server, response);
+        assert_eq!(penalties, vec![(server, Severity::Severe)], "{what}");
+        assert!(!rejected(&events).is_empty(), "{what}");
+        assert!(f.register(&id).is_none(), "{what}: nothing stored");
+        assert!(
+            matches!(reply, Some(Reply::Register(Err(_)))),
+            "{what}: the caller learns it failed"
+        );
+    }
+    // The honest answer is taken.
+    let mut f = node(&Keypair::from_index(9), Config::default());
+    let (penalties, reply, _) = sync_answered(
+        &mut f,
+        id,
+        server,
+        sync(vec![header(&owner, &state)], Some(state.clone())),
+    );
+    assert!(penalties.is_empty());
+    assert!(matches!(reply, Some(Reply::Register(Ok(r))) if r == state));
+}
