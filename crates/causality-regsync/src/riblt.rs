@@ -14,19 +14,32 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// Bytes of one item: 16 bytes of a BLAKE3 digest (a collision between two of a node's
-/// items needs about 2⁶⁴ of them).
-pub const ITEM_BYTES: usize = 16;
+/// Bytes of one item: 12 bytes of a BLAKE3 digest (a collision between two of a node's
+/// items needs about 2⁴⁸ of them; a reconciled set is checked against its Merkle root
+/// besides).
+pub const ITEM_BYTES: usize = 12;
 
 /// One item of a reconciled set.
 pub type Item = [u8; ITEM_BYTES];
 
-/// Bytes of one encoded symbol: the item sum, the checksum sum, the count (i32 LE).
-pub const SYMBOL_BYTES: usize = ITEM_BYTES + 8 + 4;
+/// Bytes of a checksum on the wire: 40 bits. A symbol is taken for pure when its count is
+/// ±1 and its checksum matches its sum's, so a false peel needs a 40-bit collision (about
+/// 10⁻⁷ for the ~10⁵ checks of a 2,000-item difference), and the reconciled set is checked
+/// against the answerer's Merkle root besides.
+pub const CHECKSUM_BYTES: usize = 5;
 
-fn checksum(item: &Item) -> u64 {
+/// Bytes of one encoded symbol: the item sum, the checksum sum (LE), and the count modulo
+/// 256. The receiver needs the count only after subtracting its own, where a symbol is
+/// pure at ±1 (and its checksum then confirms it), so its low byte suffices.
+pub const SYMBOL_BYTES: usize = ITEM_BYTES + CHECKSUM_BYTES + 1;
+
+/// The checksum of an item of the reconciled sets: 8 bytes of keyed BLAKE3 (items are
+/// already digests; the key keeps the checksum independent of them).
+pub fn checksum(item: &Item) -> u64 {
     let digest = blake3::keyed_hash(b"causality/regsync/riblt/v1\0\0\0\0\0\0", item);
-    u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+    let mut bytes = [0u8; 8];
+    bytes[..CHECKSUM_BYTES].copy_from_slice(&digest.as_bytes()[..CHECKSUM_BYTES]);
+    u64::from_le_bytes(bytes)
 }
 
 /// The sequence of symbol indices an item is mapped to.
@@ -60,18 +73,29 @@ impl Mapping {
 }
 
 /// A coded symbol: the XOR of the items mapped to it, of their checksums, and their count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Symbol {
+/// Items are `N` bytes (the reconciled sets' are [`ITEM_BYTES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Symbol<const N: usize = ITEM_BYTES> {
     /// XOR of the items.
-    pub sum: Item,
+    pub sum: [u8; N],
     /// XOR of their checksums.
     pub checksum: u64,
     /// How many (the sender's minus the receiver's after subtraction).
     pub count: i64,
 }
 
-impl Symbol {
-    fn add(&mut self, item: &Item, checksum: u64, sign: i64) {
+impl<const N: usize> Default for Symbol<N> {
+    fn default() -> Self {
+        Self {
+            sum: [0; N],
+            checksum: 0,
+            count: 0,
+        }
+    }
+}
+
+impl<const N: usize> Symbol<N> {
+    fn add(&mut self, item: &[u8; N], checksum: u64, sign: i64) {
         for (s, b) in self.sum.iter_mut().zip(item) {
             *s ^= b;
         }
@@ -79,13 +103,21 @@ impl Symbol {
         self.count += sign;
     }
 
+    fn is_pure(&self, hash: fn(&[u8; N]) -> u64) -> bool {
+        (self.count == 1 || self.count == -1) && hash(&self.sum) == self.checksum
+    }
+
+    fn is_zero(&self) -> bool {
+        self.count == 0 && self.checksum == 0 && self.sum == [0; N]
+    }
+}
+
+impl Symbol {
     /// The fixed-size encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.sum);
-        out.extend_from_slice(&self.checksum.to_le_bytes());
-        out.extend_from_slice(
-            &(self.count.clamp(i32::MIN.into(), i32::MAX.into()) as i32).to_le_bytes(),
-        );
+        out.extend_from_slice(&self.checksum.to_le_bytes()[..CHECKSUM_BYTES]);
+        out.push(self.count as u8);
     }
 
     /// Decodes symbols packed by [`encode`](Self::encode); `None` when the length is not a
@@ -97,42 +129,46 @@ impl Symbol {
         Some(
             bytes
                 .chunks_exact(SYMBOL_BYTES)
-                .map(|c| Symbol {
-                    sum: c[..ITEM_BYTES].try_into().expect("item"),
-                    checksum: u64::from_le_bytes(
-                        c[ITEM_BYTES..ITEM_BYTES + 8].try_into().expect("8"),
-                    ),
-                    count: i32::from_le_bytes(c[ITEM_BYTES + 8..].try_into().expect("4")).into(),
+                .map(|c| {
+                    let mut checksum = [0u8; 8];
+                    checksum[..CHECKSUM_BYTES]
+                        .copy_from_slice(&c[ITEM_BYTES..ITEM_BYTES + CHECKSUM_BYTES]);
+                    Symbol {
+                        sum: c[..ITEM_BYTES].try_into().expect("item"),
+                        checksum: u64::from_le_bytes(checksum),
+                        count: i64::from(c[ITEM_BYTES + CHECKSUM_BYTES]),
+                    }
                 })
                 .collect(),
         )
-    }
-
-    fn is_pure(&self) -> bool {
-        (self.count == 1 || self.count == -1) && checksum(&self.sum) == self.checksum
-    }
-
-    fn is_zero(&self) -> bool {
-        self.count == 0 && self.checksum == 0 && self.sum == [0; ITEM_BYTES]
     }
 }
 
 /// Produces a set's coded symbols, in order, as many as asked.
 #[derive(Debug, Clone)]
-pub struct Encoder {
+pub struct Encoder<const N: usize = ITEM_BYTES> {
     /// (next index, item position), smallest index first.
     heap: BinaryHeap<Reverse<(u64, usize)>>,
-    items: Vec<(Item, u64, Mapping)>,
+    items: Vec<([u8; N], u64, Mapping)>,
     next: u64,
+    hash: fn(&[u8; N]) -> u64,
 }
 
 impl Encoder {
     /// An encoder over `items` (duplicates must have been removed).
     pub fn new(items: impl IntoIterator<Item = Item>) -> Self {
-        let items: Vec<(Item, u64, Mapping)> = items
+        Self::with_hash(items, checksum)
+    }
+}
+
+impl<const N: usize> Encoder<N> {
+    /// An encoder over `items` of `N` bytes with the checksum `hash` (both sides must use
+    /// the same).
+    pub fn with_hash(items: impl IntoIterator<Item = [u8; N]>, hash: fn(&[u8; N]) -> u64) -> Self {
+        let items: Vec<([u8; N], u64, Mapping)> = items
             .into_iter()
             .map(|i| {
-                let c = checksum(&i);
+                let c = hash(&i);
                 (i, c, Mapping::new(c))
             })
             .collect();
@@ -141,6 +177,7 @@ impl Encoder {
             heap,
             items,
             next: 0,
+            hash,
         }
     }
 
@@ -150,7 +187,7 @@ impl Encoder {
     }
 
     /// The next coded symbol.
-    pub fn next_symbol(&mut self) -> Symbol {
+    pub fn next_symbol(&mut self) -> Symbol<N> {
         let index = self.next;
         self.next += 1;
         let mut symbol = Symbol::default();
@@ -169,7 +206,7 @@ impl Encoder {
     /// Skips to symbol `index` (used to serve a request for symbols from `index` on).
     pub fn seek(&mut self, index: u64) {
         if index < self.next {
-            *self = Self::new(self.items.iter().map(|(i, ..)| *i));
+            *self = Self::with_hash(self.items.iter().map(|(i, ..)| *i), self.hash);
         }
         while self.next < index {
             self.next_symbol();
@@ -180,25 +217,39 @@ impl Encoder {
 /// Recovers the difference between a remote set (whose symbols are fed in) and the local
 /// set (whose encoder is given).
 #[derive(Debug)]
-pub struct Decoder {
-    local: Encoder,
-    symbols: Vec<Symbol>,
-    /// Items recovered: (item, +1 remote only / −1 local only, its mapping).
-    recovered: Vec<(Item, i64)>,
+pub struct Decoder<const N: usize = ITEM_BYTES> {
+    local: Encoder<N>,
+    symbols: Vec<Symbol<N>>,
+    /// Items recovered: (item, +1 remote only / −1 local only).
+    recovered: Vec<([u8; N], i64)>,
     /// Recovered items' mappings, to peel them from symbols that arrive later.
-    peeled: Vec<(Item, u64, i64, Mapping, u64)>,
+    peeled: Vec<([u8; N], u64, i64, Mapping, u64)>,
     pure: Vec<usize>,
+    /// Whether counts arrive whole (not modulo 256).
+    exact: bool,
 }
 
 impl Decoder {
-    /// A decoder subtracting `local`'s symbols.
+    /// A decoder subtracting `local`'s symbols, for symbols that travelled encoded
+    /// ([`Symbol::encode`]: counts modulo 256).
     pub fn new(local: impl IntoIterator<Item = Item>) -> Self {
+        let mut d = Self::with_hash(local, checksum);
+        d.exact = false;
+        d
+    }
+}
+
+impl<const N: usize> Decoder<N> {
+    /// A decoder over `N`-byte items with the checksum `hash`, for symbols handed over
+    /// whole.
+    pub fn with_hash(local: impl IntoIterator<Item = [u8; N]>, hash: fn(&[u8; N]) -> u64) -> Self {
         Self {
-            local: Encoder::new(local),
+            local: Encoder::with_hash(local, hash),
             symbols: Vec::new(),
             recovered: Vec::new(),
             peeled: Vec::new(),
             pure: Vec::new(),
+            exact: true,
         }
     }
 
@@ -208,11 +259,15 @@ impl Decoder {
     }
 
     /// Adds the remote's next symbol (they must arrive in index order).
-    pub fn add_symbol(&mut self, remote: Symbol) {
+    pub fn add_symbol(&mut self, remote: Symbol<N>) {
         let index = self.symbols.len() as u64;
         let local = self.local.next_symbol();
         let mut s = remote;
         s.add(&local.sum, local.checksum, -local.count);
+        if !self.exact {
+            // The remote count came modulo 256: the difference, in −128..=127.
+            s.count = i64::from(s.count as u8 as i8);
+        }
         // Items already peeled that map here.
         for (item, c, sign, mapping, next) in &mut self.peeled {
             while *next < index {
@@ -224,7 +279,7 @@ impl Decoder {
             }
         }
         self.symbols.push(s);
-        if s.is_pure() {
+        if s.is_pure(self.local.hash) {
             self.pure.push(index as usize);
         }
         self.peel();
@@ -233,7 +288,7 @@ impl Decoder {
     fn peel(&mut self) {
         while let Some(at) = self.pure.pop() {
             let s = self.symbols[at];
-            if !s.is_pure() {
+            if !s.is_pure(self.local.hash) {
                 continue;
             }
             let item = s.sum;
@@ -245,7 +300,7 @@ impl Decoder {
             while index < len {
                 let t = &mut self.symbols[index as usize];
                 t.add(&item, c, -sign);
-                if t.is_pure() {
+                if t.is_pure(self.local.hash) {
                     self.pure.push(index as usize);
                 }
                 index = mapping.next_index();
@@ -262,7 +317,7 @@ impl Decoder {
     }
 
     /// The items only the remote has.
-    pub fn remote_only(&self) -> impl Iterator<Item = &Item> {
+    pub fn remote_only(&self) -> impl Iterator<Item = &[u8; N]> {
         self.recovered
             .iter()
             .filter(|(_, s)| *s > 0)
@@ -270,7 +325,7 @@ impl Decoder {
     }
 
     /// The items only the local set has.
-    pub fn local_only(&self) -> impl Iterator<Item = &Item> {
+    pub fn local_only(&self) -> impl Iterator<Item = &[u8; N]> {
         self.recovered
             .iter()
             .filter(|(_, s)| *s < 0)
@@ -286,6 +341,42 @@ mod tests {
         blake3::hash(&n.to_le_bytes()).as_bytes()[..ITEM_BYTES]
             .try_into()
             .unwrap()
+    }
+
+    /// The reference implementation's example (github.com/yangl1996/riblt,
+    /// `example_test.go`): 64-bit items, SipHash-2-4 with keys 123 and 456. Alice holds
+    /// 1..=10, Bob 1, 3..=11; Bob decodes from exactly 2 coded symbols that 2 is Alice's
+    /// and 11 his own.
+    #[test]
+    fn the_reference_example_decodes_from_two_symbols() {
+        #[allow(deprecated)]
+        fn siphash(item: &[u8; 8]) -> u64 {
+            use std::hash::Hasher as _;
+            let mut h = std::hash::SipHasher::new_with_keys(123, 456);
+            h.write(item);
+            h.finish()
+        }
+        let alice: Vec<[u8; 8]> = (1..=10u64).map(u64::to_le_bytes).collect();
+        let bob: Vec<[u8; 8]> = [1u64, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+            .map(u64::to_le_bytes)
+            .to_vec();
+        let mut enc = Encoder::with_hash(alice, siphash);
+        let mut dec = Decoder::with_hash(bob, siphash);
+        let mut cost = 0;
+        while !dec.is_decoded() {
+            dec.add_symbol(enc.next_symbol());
+            cost += 1;
+            assert!(cost < 100);
+        }
+        assert_eq!(cost, 2);
+        assert_eq!(
+            dec.remote_only().copied().collect::<Vec<_>>(),
+            vec![2u64.to_le_bytes()]
+        );
+        assert_eq!(
+            dec.local_only().copied().collect::<Vec<_>>(),
+            vec![11u64.to_le_bytes()]
+        );
     }
 
     fn reconcile(common: u64, a_only: u64, b_only: u64) -> (u64, Vec<Item>, Vec<Item>) {

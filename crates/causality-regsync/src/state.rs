@@ -80,7 +80,7 @@ pub struct Config {
     /// Reconcile with the signer of a differing commitment (default true).
     pub reconcile_on_mismatch: bool,
     /// Symbols asked for in a reconciliation's first request (default 64); later requests
-    /// ask for half of what was received so far (the rateless code needs about 1.35 per
+    /// ask for a quarter of what was received so far (the rateless code needs about 1.35 per
     /// difference).
     pub first_symbols: u32,
 }
@@ -543,7 +543,11 @@ pub struct State {
     ids: Ids,
     now_ms: u64,
     peers: BTreeSet<PeerId>,
+    /// Registers whose update topics we subscribe to (followed, in a followed domain, or
+    /// our own).
     registers: BTreeSet<RegisterId>,
+    /// Registers followed on their own ([`Command::Follow`]).
+    followed: BTreeSet<RegisterId>,
     domains: BTreeSet<String>,
     buffered: BTreeMap<RegisterId, Vec<Buffered>>,
     buffered_count: usize,
@@ -609,6 +613,7 @@ impl State {
             now_ms: 0,
             peers: BTreeSet::new(),
             registers: BTreeSet::new(),
+            followed: BTreeSet::new(),
             domains: BTreeSet::new(),
             buffered: BTreeMap::new(),
             buffered_count: 0,
@@ -2374,7 +2379,7 @@ impl State {
             if received > bound {
                 return self.end_session(session, Err("reconciliation did not converge".into()));
             }
-            let count = ((received / 2).max(u64::from(self.config.first_symbols)))
+            let count = ((received / 4).max(u64::from(self.config.first_symbols)))
                 .min(u64::from(MAX_SYMBOLS)) as u32;
             let request = Request::Reconcile {
                 domain: session.domain.clone(),
@@ -2835,11 +2840,13 @@ impl State {
                 self.reply(call, Reply::Done(r));
             }
             Command::Follow(id) => {
+                self.followed.insert(id);
                 self.subscribe_register(id);
                 self.enqueue(id, None, Vec::new(), None);
                 self.reply(call, Reply::Done(Ok(())));
             }
             Command::Unfollow(id) => {
+                self.followed.remove(&id);
                 if self.registers.remove(&id) {
                     self.outputs
                         .push_back(Output::Unsubscribe(update_topic(&id)));
@@ -3183,7 +3190,7 @@ impl Protocol for State {
                 }
                 // Registers followed on their own (outside followed domains) catch up.
                 let alone: Vec<RegisterId> = self
-                    .registers
+                    .followed
                     .iter()
                     .filter(|id| {
                         self.register(id)
