@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::util::{cargo, exec};
 
 /// Crates with benchmarks, by the short name accepted on the command line.
-const CRATES: &[&str] = &["hash", "log", "net", "discovery", "proofshare"];
+const CRATES: &[&str] = &["hash", "log", "net", "discovery", "proofshare", "regsync"];
 
 /// Ratios worth printing: (label, numerator benchmark id, denominator benchmark id).
 /// Both are criterion ids, `group/function[/parameter]`; a ratio of times.
@@ -54,6 +54,16 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "RocksLog / raw RocksDB, sync each",
         "append_256B/rocks_log_sync",
         "append_256B/raw_rocksdb_sync",
+    ),
+    (
+        "regsync apply / raw RocksDB write of the same bytes (time ratio)",
+        "regsync_apply/rocksdb",
+        "regsync_apply/raw_rocksdb",
+    ),
+    (
+        "regsync apply / floor (decode + one signature check + state hash + the raw write)",
+        "regsync_apply/rocksdb",
+        "regsync_apply/floor_rocksdb",
     ),
 ];
 

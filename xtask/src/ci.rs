@@ -67,6 +67,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     "groth16",
                 ])
                 .args(locked),
+        )?;
+        // Register sync without RocksDB.
+        exec(
+            cargo()
+                .args(["check", "-p", "causality-regsync", "--no-default-features"])
+                .args(locked),
         )
     })?;
     step("tests", || {
