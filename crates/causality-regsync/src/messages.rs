@@ -9,6 +9,7 @@ use crate::commitment::{MembershipProof, ProvenLeaf};
 use crate::error::DecodeError;
 use crate::model::{
     Limits, NullifierUse, Register, RegisterDelta, RegisterId, StateHash, TimeMap, UpdateHeader,
+    decode_bounded as decode, id, optional_id,
 };
 use crate::proto::v1 as pb;
 
@@ -65,36 +66,6 @@ pub fn valid_domain(domain: &str) -> bool {
     !domain.is_empty()
         && domain.len() <= 64
         && domain.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
-}
-
-fn decode<M: prost::Message + Default>(
-    bytes: &[u8],
-    what: &'static str,
-    limit: usize,
-) -> Result<M, DecodeError> {
-    if bytes.len() > limit {
-        return Err(DecodeError::TooLarge {
-            what,
-            size: bytes.len(),
-            limit,
-        });
-    }
-    M::decode(bytes).map_err(|e| DecodeError::Malformed {
-        what,
-        reason: e.to_string(),
-    })
-}
-
-fn id(bytes: &[u8], what: &'static str) -> Result<ContentId, DecodeError> {
-    ContentId::from_slice(bytes).map_err(|_| DecodeError::Field(what))
-}
-
-fn optional_id(bytes: &[u8], what: &'static str) -> Result<Option<ContentId>, DecodeError> {
-    if bytes.is_empty() {
-        Ok(None)
-    } else {
-        id(bytes, what).map(Some)
-    }
 }
 
 /// What gossip carries about a register: its signed header, and the delta or (for a

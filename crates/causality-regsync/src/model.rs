@@ -215,11 +215,14 @@ impl RegisterContents {
     }
 }
 
-fn id(bytes: &[u8], what: &'static str) -> Result<ContentId, DecodeError> {
+pub(crate) fn id(bytes: &[u8], what: &'static str) -> Result<ContentId, DecodeError> {
     ContentId::from_slice(bytes).map_err(|_| DecodeError::Field(what))
 }
 
-fn optional_id(bytes: &[u8], what: &'static str) -> Result<Option<ContentId>, DecodeError> {
+pub(crate) fn optional_id(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<Option<ContentId>, DecodeError> {
     if bytes.is_empty() {
         Ok(None)
     } else {
@@ -245,7 +248,8 @@ fn name(text: &str, what: &'static str, limits: &Limits) -> Result<(), DecodeErr
     Ok(())
 }
 
-fn decode_bounded<M: prost::Message + Default>(
+/// Decodes a protobuf message of at most `limit` bytes.
+pub(crate) fn decode_bounded<M: prost::Message + Default>(
     bytes: &[u8],
     what: &'static str,
     limit: usize,

@@ -103,6 +103,32 @@ fn rejected(events: &[Event]) -> Vec<UpdateError> {
         .collect()
 }
 
+/// What `owner` publishes on the creation topic when it creates `genesis`.
+fn creation_of(owner: &Keypair, genesis: Genesis, amount: u64, n: u64) -> Message {
+    let mut at_owner = node(owner, Config::default());
+    at_owner.handle(
+        1,
+        Input::Command {
+            command: Command::Create {
+                genesis,
+                contents: balance(amount),
+                last_updated: 1,
+                proof_id: None,
+            },
+            call: None,
+        },
+    );
+    drain(&mut at_owner)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Publish { topic, payload, .. } if topic.is(messages::CREATION_TOPIC) => {
+                Some(message(topic, payload, owner.peer_id(), n))
+            }
+            _ => None,
+        })
+        .expect("the creation is published")
+}
+
 struct Setup {
     owner: Keypair,
     id: RegisterId,
@@ -114,30 +140,9 @@ struct Setup {
 /// An owner's register, created at the owner and applied at a follower.
 fn setup(config: Config) -> Setup {
     let owner = Keypair::from_index(1);
-    let mut at_owner = node(&owner, Config::default());
     let genesis = Genesis::new(owner.peer_id(), "pay", "token", b"r");
     let id = genesis.id();
-    at_owner.handle(
-        1,
-        Input::Command {
-            command: Command::Create {
-                genesis,
-                contents: balance(100),
-                last_updated: 1,
-                proof_id: None,
-            },
-            call: None,
-        },
-    );
-    let creation = drain(&mut at_owner)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Publish { topic, payload, .. } if topic.is(messages::CREATION_TOPIC) => {
-                Some(message(topic, payload, owner.peer_id(), 1))
-            }
-            _ => None,
-        })
-        .expect("the creation is published");
+    let creation = creation_of(&owner, genesis, 100, 1);
     let mut follower = follower("pay", config);
     let (verdict, penalties, _) = deliver(&mut follower, creation.clone());
     assert_eq!(verdict, Some(Acceptance::Accept));
@@ -698,28 +703,7 @@ fn nullifiers_are_checked_and_a_second_use_is_kept_as_evidence() {
     // The same owner spends the same nullifier from a second register of theirs.
     let other = Genesis::new(owner.peer_id(), "pay", "token", b"second");
     let other_id = other.id();
-    let mut at_owner = node(&owner, Config::default());
-    at_owner.handle(
-        1,
-        Input::Command {
-            command: Command::Create {
-                genesis: other,
-                contents: balance(5),
-                last_updated: 1,
-                proof_id: None,
-            },
-            call: None,
-        },
-    );
-    let creation = drain(&mut at_owner)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Publish { topic, payload, .. } if topic.is(messages::CREATION_TOPIC) => {
-                Some(message(topic, payload, owner.peer_id(), 9))
-            }
-            _ => None,
-        })
-        .unwrap();
+    let creation = creation_of(&owner, other, 5, 9);
     deliver(&mut s.follower, creation);
     let second = NullifierUse::new("pay", [4; 32], other_id, &owner);
     let (verdict, penalties, events) = deliver(&mut s.follower, nullifier_message(&second, 5));
