@@ -628,3 +628,57 @@ fn time_maps_merge_by_maximum_and_agree_on_their_commitment() {
     };
     assert_eq!(got, want);
 }
+
+#[test]
+fn time_map_commitments_are_checked_against_ours() {
+    let cfg = Config {
+        reconcile_on_mismatch: false,
+        ..Config::default()
+    };
+    let mut sim = network(14, 3, move |_| cfg.clone(), own_key);
+    follow_domain(&mut sim, "pay");
+    let map = causality_regsync::TimeMap {
+        entries: [("eth".to_owned(), (10, 1))].into(),
+    };
+    // Partitioned: node 0's map is not node 2's; its stated commitment is found to differ.
+    sim.partition(&[vec![0, 1], vec![2]]);
+    sim.command(
+        0,
+        Command::UpdateTimeMap {
+            domain: "pay".into(),
+            map: map.clone(),
+        },
+    );
+    sim.run_for(1_000);
+    sim.heal();
+    let _ = sim.take_events();
+    sim.command(0, Command::PublishCommitment("pay".into()));
+    sim.run_for(1_000);
+    let mismatches = |events: Vec<(usize, Event)>| -> Vec<usize> {
+        events
+            .into_iter()
+            .filter_map(|(n, e)| {
+                matches!(e, Event::CommitmentMismatch { root, .. } if root == map.commitment())
+                    .then_some(n)
+            })
+            .collect()
+    };
+    assert_eq!(
+        mismatches(sim.take_events()),
+        vec![2],
+        "only the node without the map sees a different commitment"
+    );
+    // Once node 2 has merged the map, the same statement checks out everywhere.
+    sim.command(
+        0,
+        Command::UpdateTimeMap {
+            domain: "pay".into(),
+            map: map.clone(),
+        },
+    );
+    sim.run_for(1_000);
+    let _ = sim.take_events();
+    sim.command(0, Command::PublishCommitment("pay".into()));
+    sim.run_for(1_000);
+    assert!(mismatches(sim.take_events()).is_empty());
+}
