@@ -54,6 +54,15 @@ pub struct WeakService<P: Protocol> {
     shutdown: std::sync::Weak<oneshot::Sender<()>>,
 }
 
+impl<P: Protocol> Clone for WeakService<P> {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
 impl<P: Protocol> fmt::Debug for WeakService<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeakService").finish_non_exhaustive()

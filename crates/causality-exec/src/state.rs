@@ -1,0 +1,1710 @@
+//! Execution coordination as a pure state machine ([`Protocol`]): no sockets, no tasks, no
+//! clock — time comes in as an argument, randomness (retry jitter) from a seeded generator.
+//!
+//! The flow: a creator submits a sequence ([`Command::Submit`]); it goes to the sequence's
+//! replicas — the top `replicas` executors by rendezvous hashing of its id over the live
+//! executor view — and the first of them leads it in term 1. The leader leases ready nodes
+//! to executors (the rendezvous-preferred one per node with free capacity, critical path
+//! first) with signed claim tokens; the executor runs the work ([`Event::Execute`]) and
+//! hands in a signed result; the leader checks the token is the node's current one, the
+//! work's validation (agreement of several executors, or a proof verified through proof
+//! sharing), accepts it, and states the sequence's progress, signed, on
+//! `execution/sequence/{sequence_id}` (the replicas keep it). A lease that runs out is
+//! re-granted with a higher token after an exponential backoff with jitter, so a late
+//! result under the old token is refused; a node that fails `max_attempts` times fails the
+//! sequence. When the leader is lost, the next replica by rendezvous takes over in a higher
+//! term from what it kept; tokens carry the term in their high bits, so every token of the
+//! old term is stale and the old leader's statements are fenced out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use causality_hash::{ContentId, Rendezvous};
+use causality_net::service::{
+    CallId, Ids, InboundId, Input, OutboundId, Output, Protocol, Severity,
+};
+use causality_net::{
+    Acceptance, Keypair, Message, PeerId, RefusalReason, RequestProtocol, Topic, TopicKind,
+};
+use prost::Message as _;
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+
+use crate::error::{ClaimError, ExecError, SequenceError, SubmissionError};
+use crate::model::{
+    Dag, ExecutionSequence, ExecutionSequenceMessage, ExecutionStatus, FailureReason, Limits,
+    NodeClaimToken, NodeId, NodeResult, SequenceId, WorkSpec, decode_bounded,
+};
+use crate::proto::v1 as pb;
+
+/// `execution/sequence/{sequence_id}`: the leader's status statements.
+pub const SEQUENCE_TOPIC: TopicKind = TopicKind::new("execution", "sequence");
+/// `execution/node/{sequence_id}:{node}`: accepted results, one node each.
+pub const NODE_TOPIC: TopicKind = TopicKind::new("execution", "node");
+/// `execution/result/{sequence_id}`: the final statement.
+pub const RESULT_TOPIC: TopicKind = TopicKind::new("execution", "result");
+/// `execution/verification/{sequence_id}`: validation outcomes (rejected results).
+pub const VERIFICATION_TOPIC: TopicKind = TopicKind::new("execution", "verification");
+
+/// The payload type of status statements.
+pub const STATUS_TYPE: &str = "causality.exec.v1.ExecutionSequenceMessage";
+/// The payload type of results.
+pub const RESULT_TYPE: &str = "causality.exec.v1.NodeResult";
+
+fn topic(kind: TopicKind, id: String) -> Topic {
+    Topic::new(kind, id).expect("ids are content ids and numbers")
+}
+
+/// The topic of a sequence's statements.
+pub fn sequence_topic(id: &SequenceId) -> Topic {
+    topic(SEQUENCE_TOPIC, id.to_string())
+}
+
+/// What an executor offers: the work kinds it runs and how many at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecutorInfo {
+    /// Work kinds.
+    pub kinds: BTreeSet<String>,
+    /// Nodes it runs at once.
+    pub capacity: u32,
+}
+
+/// The executors a node knows of (typically discovery's members with the executor role).
+pub type ExecutorView = Arc<BTreeMap<PeerId, ExecutorInfo>>;
+
+/// How a node takes part. Every field has a sane default.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Size limits.
+    pub limits: Limits,
+    /// What this node executes (none: it coordinates and submits only).
+    pub executor: ExecutorInfo,
+    /// Lease length (default 2 s); holders renew at two thirds.
+    pub lease_ms: u64,
+    /// First retry delay (default 100 ms), doubled per attempt up to `retry_max_ms` (5 s),
+    /// with ±50 % jitter.
+    pub retry_base_ms: u64,
+    /// See `retry_base_ms`.
+    pub retry_max_ms: u64,
+    /// Replicas of a sequence, the leader included (default 3).
+    pub replicas: usize,
+    /// Accepted results are stated at most this often (default 20 ms).
+    pub status_interval_ms: u64,
+    /// Seed of the retry jitter.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            executor: ExecutorInfo::default(),
+            lease_ms: 2_000,
+            retry_base_ms: 100,
+            retry_max_ms: 5_000,
+            replicas: 3,
+            status_interval_ms: 20,
+            seed: 0,
+        }
+    }
+}
+
+/// Local commands.
+#[derive(Debug)]
+pub enum Command {
+    /// Validates a sequence and hands it to its replicas; replies with its id.
+    Submit(ExecutionSequence),
+    /// Asks the sequence's leader for a lease on a node (to run it here).
+    Claim {
+        /// The sequence.
+        sequence_id: SequenceId,
+        /// The node.
+        node: NodeId,
+    },
+    /// Hands in the result of work run here under `token`.
+    Complete {
+        /// The lease.
+        token: NodeClaimToken,
+        /// The output and, for work that needs one, its proof; or why it failed.
+        outcome: Result<(Vec<u8>, Option<ContentId>), String>,
+    },
+    /// The verdict on a proof asked for with [`Event::ProofNeeded`].
+    ProofChecked {
+        /// The result's token.
+        token: NodeClaimToken,
+        /// `Ok` when proof sharing verified it for the work.
+        result: Result<(), String>,
+    },
+    /// Follows a sequence's statements ([`Event::Status`]).
+    Monitor(SequenceId),
+    /// Stops following.
+    Unmonitor(SequenceId),
+    /// The latest statement known here.
+    Status(SequenceId),
+    /// Counters.
+    Stats,
+}
+
+/// Replies to calls.
+#[derive(Debug)]
+pub enum Reply {
+    /// The submitted sequence's id.
+    Submitted(Result<SequenceId, ExecError>),
+    /// A lease.
+    Claimed(Result<NodeClaimToken, ClaimError>),
+    /// A result handed in.
+    Completed(Result<(), SubmissionError>),
+    /// The latest statement.
+    Status(Option<ExecutionSequenceMessage>),
+    /// Counters.
+    Stats(Stats),
+    /// Done.
+    Done,
+}
+
+/// What the API reports.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Run this work (the driver calls its executor, then [`Command::Complete`]).
+    Execute {
+        /// The lease.
+        token: NodeClaimToken,
+        /// The work.
+        work: WorkSpec,
+        /// The predecessors' outputs, in predecessor id order.
+        inputs: Vec<Vec<u8>>,
+    },
+    /// A statement of a followed sequence.
+    Status(Box<ExecutionSequenceMessage>),
+    /// A result's proof must be checked before it is accepted: fetch it through proof
+    /// sharing, check it verifies under `key` and that its public inputs are the work's
+    /// input, and answer with [`Command::ProofChecked`].
+    ProofNeeded {
+        /// The result's lease.
+        token: NodeClaimToken,
+        /// The proof.
+        proof_id: ContentId,
+        /// The work's key.
+        key: ContentId,
+        /// The public inputs the proof must have (the work's input, 32 bytes each).
+        public_inputs: Vec<u8>,
+        /// Who has it.
+        peer: PeerId,
+    },
+    /// This node leads a sequence (in this term).
+    Leading {
+        /// The sequence.
+        sequence_id: SequenceId,
+        /// The term.
+        term: u64,
+    },
+}
+
+/// Counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Leases granted (as leader).
+    pub grants: u64,
+    /// Leases that ran out.
+    pub leases_expired: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Results accepted (as leader).
+    pub accepted: u64,
+    /// Results refused as stale, forged or invalid.
+    pub refused: u64,
+    /// Work run here.
+    pub executed: u64,
+    /// Terms taken over from a lost leader.
+    pub takeovers: u64,
+    /// Sequences completed (as leader).
+    pub completed: u64,
+    /// Sequences failed (as leader).
+    pub failed: u64,
+}
+
+/// Timer kinds.
+#[derive(Debug)]
+pub enum Timer {
+    /// A lease may have run out.
+    Lease(SequenceId, NodeId, u64),
+    /// A node's retry backoff is over.
+    Retry(SequenceId, NodeId),
+    /// State accepted results.
+    Status(SequenceId),
+    /// Renew a lease held here.
+    Renew(SequenceId, NodeId, u64),
+}
+
+/// The request protocol's name.
+pub const PROTOCOL_NAME: &str = "exec";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NodeState {
+    /// Predecessors unresolved.
+    Waiting,
+    /// May run.
+    Ready,
+    /// Leased.
+    Leased(NodeClaimToken),
+    /// Waiting out a backoff.
+    Backoff,
+    /// A result awaits validation (a proof check).
+    Validating(NodeClaimToken),
+    /// Done.
+    Done(Box<NodeResult>),
+    /// No taken incoming edge.
+    Skipped,
+    /// Failed for good.
+    Failed(String),
+}
+
+impl NodeState {
+    fn resolved(&self) -> bool {
+        matches!(self, Self::Done(_) | Self::Skipped)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Leader,
+    Replica,
+}
+
+/// What this node keeps of one sequence.
+#[derive(Debug)]
+struct Tracked {
+    sequence: ExecutionSequence,
+    dag: Dag,
+    role: Role,
+    term: u64,
+    leader: Option<PeerId>,
+    status: ExecutionStatus,
+    nodes: BTreeMap<NodeId, NodeState>,
+    attempts: BTreeMap<NodeId, u32>,
+    grants: BTreeMap<NodeId, u32>,
+    /// Executors that failed a node (avoided on its retries).
+    avoid: BTreeMap<NodeId, BTreeSet<PeerId>>,
+    /// Agreeing results so far, for work that needs several.
+    votes: BTreeMap<NodeId, Vec<NodeResult>>,
+    unstated: Vec<NodeResult>,
+    status_scheduled: bool,
+    statement_seq: u64,
+    last_statement: Option<ExecutionSequenceMessage>,
+    /// The last failure per node.
+    failures: BTreeMap<NodeId, String>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Submit {
+        call: Option<CallId>,
+        left: usize,
+        id: SequenceId,
+    },
+    Assign(SequenceId, NodeId, u64),
+    Claim(CallId),
+    Result(Option<CallId>),
+    Renew(SequenceId, NodeId),
+    State(SequenceId),
+}
+
+/// The execution-coordination state machine. See the [module docs](self).
+pub struct State {
+    config: Config,
+    key: Keypair,
+    local: PeerId,
+    outputs: VecDeque<Output<Self>>,
+    ids: Ids,
+    now_ms: u64,
+    rng: ChaCha20Rng,
+    view: ExecutorView,
+    connected: BTreeSet<PeerId>,
+    sequences: HashMap<SequenceId, Tracked>,
+    /// Leases held here (running work): token → when it started.
+    running: HashMap<(SequenceId, NodeId), (NodeClaimToken, u64)>,
+    /// Executors' leases in flight, per executor (as leader).
+    inflight: HashMap<PeerId, u32>,
+    /// Highest term seen per sequence (executors that are not replicas).
+    terms: HashMap<SequenceId, u64>,
+    monitored: BTreeSet<SequenceId>,
+    inflight_requests: HashMap<OutboundId, Pending>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("local", &self.local)
+            .field("sequences", &self.sequences.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_number(term: u64, grant: u32) -> u64 {
+    (term << 32) | u64::from(grant)
+}
+
+impl State {
+    /// A state machine for the node with `key`.
+    pub fn new(config: Config, key: Keypair) -> Self {
+        Self {
+            local: key.peer_id(),
+            rng: ChaCha20Rng::seed_from_u64(config.seed),
+            config,
+            key,
+            outputs: VecDeque::new(),
+            ids: Ids::default(),
+            now_ms: 0,
+            view: Arc::default(),
+            connected: BTreeSet::new(),
+            sequences: HashMap::new(),
+            running: HashMap::new(),
+            inflight: HashMap::new(),
+            terms: HashMap::new(),
+            monitored: BTreeSet::new(),
+            inflight_requests: HashMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The latest statement of a sequence known here.
+    pub fn status(&self, id: &SequenceId) -> Option<&ExecutionSequenceMessage> {
+        self.sequences.get(id)?.last_statement.as_ref()
+    }
+
+    /// Whether this node leads a sequence, and in which term.
+    pub fn leading(&self, id: &SequenceId) -> Option<u64> {
+        let t = self.sequences.get(id)?;
+        (t.role == Role::Leader).then_some(t.term)
+    }
+
+    fn reply(&mut self, call: Option<CallId>, reply: Reply) {
+        if let Some(call) = call {
+            self.outputs.push_back(Output::Reply { call, reply });
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn penalize(&mut self, peer: PeerId, severity: Severity, reason: String) {
+        if peer != self.local {
+            self.outputs.push_back(Output::Penalize {
+                peer,
+                severity,
+                reason,
+            });
+        }
+    }
+
+    fn request(&mut self, peer: PeerId, request: pb::request::Kind, pending: Pending) {
+        let id = self.ids.next_id();
+        self.inflight_requests.insert(id, pending);
+        self.outputs.push_back(Output::Request {
+            id,
+            peer,
+            protocol: PROTOCOL_NAME.into(),
+            body: pb::Request {
+                kind: Some(request),
+            }
+            .encode_to_vec(),
+        });
+    }
+
+    fn schedule(&mut self, at_ms: u64, timer: Timer) {
+        self.outputs.push_back(Output::Schedule { at_ms, timer });
+    }
+
+    // ---- who leads ----
+
+    /// Live executors (in view and connected, or this node), in rendezvous order for `id`.
+    fn candidates(&self, id: &SequenceId) -> Vec<PeerId> {
+        let live: Vec<PeerId> = self
+            .view
+            .keys()
+            .copied()
+            .filter(|p| *p == self.local || self.connected.contains(p))
+            .collect();
+        let r = Rendezvous::for_epoch(0);
+        let bytes: Vec<[u8; 32]> = live.iter().map(|p| *p.as_bytes()).collect();
+        r.top_k(id.as_bytes(), &bytes, bytes.len())
+            .into_iter()
+            .filter_map(|b| PeerId::from_bytes(b).ok())
+            .collect()
+    }
+
+    fn is_executor(&self) -> bool {
+        !self.config.executor.kinds.is_empty()
+    }
+
+    // ---- submitting ----
+
+    fn submit(&mut self, sequence: ExecutionSequence, call: Option<CallId>) {
+        let dag = match sequence.validate(&self.config.limits) {
+            Ok(d) => d,
+            Err(e) => return self.reply(call, Reply::Submitted(Err(e.into()))),
+        };
+        let bytes = sequence.encode();
+        if bytes.len() > self.config.limits.max_sequence_bytes {
+            return self.reply(
+                call,
+                Reply::Submitted(Err(SequenceError::TooLarge("bytes").into())),
+            );
+        }
+        let id = sequence.id();
+        let replicas: Vec<PeerId> = self
+            .candidates(&id)
+            .into_iter()
+            .take(self.config.replicas.max(1))
+            .collect();
+        if replicas.is_empty() {
+            return self.reply(call, Reply::Submitted(Err(ExecError::NoLeader)));
+        }
+        let remote: Vec<PeerId> = replicas
+            .iter()
+            .copied()
+            .filter(|p| *p != self.local)
+            .collect();
+        if replicas.contains(&self.local) {
+            self.accept_sequence(sequence.clone(), dag);
+        }
+        if remote.is_empty() {
+            return self.reply(call, Reply::Submitted(Ok(id)));
+        }
+        let left = remote.len();
+        for p in remote {
+            self.request(
+                p,
+                pb::request::Kind::Submit(sequence.to_proto()),
+                Pending::Submit { call, left, id },
+            );
+        }
+    }
+
+    /// Keeps a validated sequence as a replica; leads it if this node is first.
+    fn accept_sequence(&mut self, sequence: ExecutionSequence, dag: Dag) {
+        let id = sequence.id();
+        if self.sequences.contains_key(&id) {
+            return;
+        }
+        let nodes = sequence
+            .nodes
+            .keys()
+            .map(|n| {
+                let ready = dag.preds.get(n).is_none_or(Vec::is_empty);
+                (
+                    *n,
+                    if ready {
+                        NodeState::Ready
+                    } else {
+                        NodeState::Waiting
+                    },
+                )
+            })
+            .collect();
+        self.sequences.insert(
+            id,
+            Tracked {
+                sequence,
+                dag,
+                role: Role::Replica,
+                term: 0,
+                leader: None,
+                status: ExecutionStatus::Pending,
+                nodes,
+                attempts: BTreeMap::new(),
+                grants: BTreeMap::new(),
+                avoid: BTreeMap::new(),
+                votes: BTreeMap::new(),
+                unstated: Vec::new(),
+                status_scheduled: false,
+                statement_seq: 0,
+                last_statement: None,
+                failures: BTreeMap::new(),
+            },
+        );
+        self.outputs
+            .push_back(Output::Subscribe(sequence_topic(&id)));
+        self.check_leadership(id);
+    }
+
+    /// Takes the lead of `id` when this node is the first live candidate and no live
+    /// leader holds it.
+    fn check_leadership(&mut self, id: SequenceId) {
+        let candidates = self.candidates(&id);
+        let Some(t) = self.sequences.get(&id) else {
+            return;
+        };
+        if t.role == Role::Leader || t.status.is_final() {
+            return;
+        }
+        let leader_alive = t
+            .leader
+            .is_some_and(|l| l == self.local || self.connected.contains(&l));
+        if leader_alive || candidates.first() != Some(&self.local) {
+            return;
+        }
+        let took_over = t.term > 0;
+        let term = t.term + 1;
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        t.role = Role::Leader;
+        t.term = term;
+        t.leader = Some(self.local);
+        t.status = ExecutionStatus::Running;
+        t.statement_seq = 0;
+        // Leases of earlier terms are unknown here: those nodes are ready again (their
+        // old tokens are stale by their term).
+        let ids: Vec<NodeId> = t.nodes.keys().copied().collect();
+        for n in ids {
+            let state = t.nodes.get(&n).cloned().expect("node");
+            if matches!(
+                state,
+                NodeState::Leased(_) | NodeState::Validating(_) | NodeState::Backoff
+            ) {
+                t.nodes.insert(n, NodeState::Ready);
+            }
+        }
+        if took_over {
+            self.stats.takeovers += 1;
+            tracing::info!(target: "causality_exec", sequence = %id.short(), term, "took over a sequence from a lost leader");
+            // Ask the other replicas what they kept, in case a statement passed us by.
+            let others: Vec<PeerId> = candidates
+                .into_iter()
+                .skip(1)
+                .take(self.config.replicas)
+                .filter(|p| self.connected.contains(p))
+                .collect();
+            for p in others {
+                self.request(
+                    p,
+                    pb::request::Kind::State(id.as_bytes().to_vec()),
+                    Pending::State(id),
+                );
+            }
+        }
+        self.event(Event::Leading {
+            sequence_id: id,
+            term,
+        });
+        self.resolve_all(id);
+        self.state_now(id);
+        self.dispatch(id);
+    }
+
+    // ---- leading ----
+
+    /// Marks nodes ready or skipped as their predecessors resolve.
+    fn resolve_all(&mut self, id: SequenceId) {
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        for &n in &t.dag.order {
+            if !matches!(t.nodes[&n], NodeState::Waiting) {
+                continue;
+            }
+            let preds = t.dag.preds.get(&n).map_or(&[][..], Vec::as_slice);
+            if !preds
+                .iter()
+                .all(|&e| t.nodes[&t.sequence.edges[e].from].resolved())
+            {
+                continue;
+            }
+            let taken = preds.iter().any(|&e| {
+                let edge = &t.sequence.edges[e];
+                match &t.nodes[&edge.from] {
+                    NodeState::Done(r) => {
+                        edge.condition.as_ref().is_none_or(|c| c.holds(&r.output))
+                    }
+                    _ => false,
+                }
+            });
+            t.nodes.insert(
+                n,
+                if taken {
+                    NodeState::Ready
+                } else {
+                    NodeState::Skipped
+                },
+            );
+        }
+    }
+
+    /// Leases ready nodes, critical path first, to the preferred executor with capacity.
+    fn dispatch(&mut self, id: SequenceId) {
+        let Some(t) = self.sequences.get(&id) else {
+            return;
+        };
+        if t.role != Role::Leader || t.status.is_final() {
+            return;
+        }
+        let mut ready: Vec<(u64, NodeId)> = t
+            .nodes
+            .iter()
+            .filter(|(_, s)| matches!(s, NodeState::Ready))
+            .map(|(n, _)| (t.dag.rank[n], *n))
+            .collect();
+        ready.sort_by(|a, b| b.cmp(a));
+        let executors: Vec<(PeerId, ExecutorInfo)> = self
+            .view
+            .iter()
+            .filter(|(p, _)| **p == self.local || self.connected.contains(*p))
+            .map(|(p, i)| (*p, i.clone()))
+            .collect();
+        let r = Rendezvous::for_epoch(0);
+        for (_, n) in ready {
+            let t = &self.sequences[&id];
+            let work = &t.sequence.nodes[&n];
+            let avoid = t.avoid.get(&n);
+            let voted: BTreeSet<PeerId> = t
+                .votes
+                .get(&n)
+                .map(|v| v.iter().map(|r| r.token.holder).collect())
+                .unwrap_or_default();
+            let able: Vec<&(PeerId, ExecutorInfo)> = executors
+                .iter()
+                .filter(|(p, i)| i.kinds.contains(&work.kind) && !voted.contains(p))
+                .collect();
+            if able.is_empty() {
+                continue;
+            }
+            let mut key = id.as_bytes().to_vec();
+            key.extend_from_slice(&n.to_le_bytes());
+            let mut ordered: Vec<(u64, PeerId, u32)> = able
+                .iter()
+                .map(|(p, i)| (r.score(&key, p.as_bytes()), *p, i.capacity))
+                .collect();
+            ordered.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            // Preferred order, executors that failed this node last.
+            ordered.sort_by_key(|(_, p, _)| avoid.is_some_and(|a| a.contains(p)));
+            let choice = ordered
+                .iter()
+                .find(|(_, p, cap)| self.inflight.get(p).copied().unwrap_or(0) < (*cap).max(1))
+                .map(|(_, p, _)| *p);
+            let Some(holder) = choice else { continue };
+            self.grant(id, n, holder);
+        }
+    }
+
+    fn grant(&mut self, id: SequenceId, n: NodeId, holder: PeerId) -> NodeClaimToken {
+        let lease_ms = self.config.lease_ms;
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        let grant = t.grants.entry(n).or_insert(0);
+        *grant += 1;
+        let token = NodeClaimToken {
+            sequence_id: id,
+            node: n,
+            token: token_number(t.term, *grant),
+            term: t.term,
+            holder,
+            lease_until_ms: self.now_ms + lease_ms,
+            leader: self.local,
+            signature: [0; 64],
+        }
+        .sign(&self.key);
+        t.nodes.insert(n, NodeState::Leased(token.clone()));
+        let work = t.sequence.nodes[&n].clone();
+        let inputs = inputs_of(t, n);
+        *self.inflight.entry(holder).or_insert(0) += 1;
+        self.stats.grants += 1;
+        self.schedule(token.lease_until_ms + 1, Timer::Lease(id, n, token.token));
+        if holder == self.local {
+            self.start_work(token.clone(), work, inputs);
+        } else {
+            self.request(
+                holder,
+                pb::request::Kind::Assign(pb::Assignment {
+                    token: Some(token.to_proto()),
+                    work: Some(work.to_proto()),
+                    inputs,
+                }),
+                Pending::Assign(id, n, token.token),
+            );
+        }
+        token
+    }
+
+    fn release(&mut self, holder: &PeerId) {
+        if let Some(c) = self.inflight.get_mut(holder) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// A node's attempt failed: retry after a backoff, or fail the sequence.
+    fn attempt_failed(
+        &mut self,
+        id: SequenceId,
+        n: NodeId,
+        holder: Option<PeerId>,
+        reason: FailureReason,
+    ) {
+        let base = self.config.retry_base_ms;
+        let max = self.config.retry_max_ms;
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        let attempts = t.attempts.entry(n).or_insert(0);
+        *attempts += 1;
+        let attempts = *attempts;
+        if let Some(h) = holder {
+            t.avoid.entry(n).or_default().insert(h);
+        }
+        t.failures.insert(n, reason.to_string());
+        tracing::debug!(target: "causality_exec", sequence = %id.short(), node = n, attempts, reason = %reason, "attempt failed");
+        if attempts >= t.sequence.max_attempts {
+            t.nodes.insert(n, NodeState::Failed(reason.to_string()));
+            t.status = ExecutionStatus::Failed;
+            self.stats.failed += 1;
+            tracing::warn!(target: "causality_exec", sequence = %id.short(), node = n, reason = %reason, "sequence failed");
+            self.state_now(id);
+            return;
+        }
+        t.nodes.insert(n, NodeState::Backoff);
+        let exp = base.saturating_mul(1 << (attempts - 1).min(20)).min(max);
+        let jitter = self.rng.gen_range(exp / 2..=exp + exp / 2);
+        self.stats.retries += 1;
+        self.schedule(self.now_ms + jitter, Timer::Retry(id, n));
+    }
+
+    fn lease_over(&mut self, id: SequenceId, n: NodeId, token: u64) {
+        let Some(t) = self.sequences.get(&id) else {
+            return;
+        };
+        let NodeState::Leased(current) = &t.nodes[&n] else {
+            return;
+        };
+        if current.token != token || t.role != Role::Leader {
+            return;
+        }
+        if current.lease_until_ms > self.now_ms {
+            // Renewed meanwhile.
+            let at = current.lease_until_ms + 1;
+            self.schedule(at, Timer::Lease(id, n, token));
+            return;
+        }
+        let holder = current.holder;
+        self.stats.leases_expired += 1;
+        self.release(&holder);
+        self.attempt_failed(id, n, Some(holder), FailureReason::LeaseExpired);
+        self.dispatch(id);
+    }
+
+    fn retry(&mut self, id: SequenceId, n: NodeId) {
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        if t.nodes.get(&n) == Some(&NodeState::Backoff) {
+            t.nodes.insert(n, NodeState::Ready);
+            self.dispatch(id);
+        }
+    }
+
+    /// Judges a result handed to this leader.
+    fn on_result(&mut self, result: NodeResult, from: PeerId) -> Result<(), SubmissionError> {
+        if !result.verify() || result.token.holder != from && from != self.local {
+            self.stats.refused += 1;
+            return Err(SubmissionError::Forged);
+        }
+        let id = result.token.sequence_id;
+        let n = result.token.node;
+        let Some(t) = self.sequences.get(&id) else {
+            return Err(SubmissionError::UnknownSequence);
+        };
+        if t.role != Role::Leader || result.token.leader != self.local {
+            self.stats.refused += 1;
+            return Err(SubmissionError::StaleToken {
+                got: result.token.token,
+                current: token_number(t.term, 0),
+            });
+        }
+        let Some(state) = t.nodes.get(&n) else {
+            return Err(SubmissionError::Unclaimed(n));
+        };
+        match state {
+            NodeState::Leased(current)
+                if *current == result.token
+                    || current.token == result.token.token
+                        && current.holder == result.token.holder => {}
+            NodeState::Done(done) if done.token.token == result.token.token => return Ok(()),
+            NodeState::Leased(current) | NodeState::Validating(current) => {
+                self.stats.refused += 1;
+                return Err(SubmissionError::StaleToken {
+                    got: result.token.token,
+                    current: current.token,
+                });
+            }
+            NodeState::Done(done) => {
+                self.stats.refused += 1;
+                return Err(SubmissionError::StaleToken {
+                    got: result.token.token,
+                    current: done.token.token,
+                });
+            }
+            _ => {
+                self.stats.refused += 1;
+                return Err(SubmissionError::Unclaimed(n));
+            }
+        }
+        let work = t.sequence.nodes[&n].clone();
+        self.release(&result.token.holder);
+        if let Some(error) = &result.error {
+            // The executor could not run it: retry elsewhere.
+            self.attempt_failed(
+                id,
+                n,
+                Some(result.token.holder),
+                FailureReason::Executor(error.clone()),
+            );
+            self.dispatch(id);
+            return Ok(());
+        }
+        if let (Some(key), Some(proof_id)) = (work.proof_key, result.proof_id) {
+            let t = self.sequences.get_mut(&id).expect("tracked");
+            t.nodes
+                .insert(n, NodeState::Validating(result.token.clone()));
+            t.votes.insert(n, vec![result.clone()]);
+            self.event(Event::ProofNeeded {
+                token: result.token.clone(),
+                proof_id,
+                key,
+                public_inputs: work.input.clone(),
+                peer: result.token.holder,
+            });
+            return Ok(());
+        }
+        if work.proof_key.is_some() {
+            let reason = "the work needs a proof and the result has none".to_owned();
+            self.invalid(id, n, result, reason.clone());
+            return Err(SubmissionError::Invalid(reason));
+        }
+        if work.agreement > 1 {
+            return self.vote(id, n, result, work.agreement);
+        }
+        self.accept(id, n, result);
+        Ok(())
+    }
+
+    fn vote(
+        &mut self,
+        id: SequenceId,
+        n: NodeId,
+        result: NodeResult,
+        needed: u32,
+    ) -> Result<(), SubmissionError> {
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        let votes = t.votes.entry(n).or_default();
+        votes.push(result.clone());
+        let agreeing = votes.iter().filter(|v| v.output == result.output).count();
+        if agreeing as u32 >= needed {
+            t.votes.remove(&n);
+            self.accept(id, n, result);
+            return Ok(());
+        }
+        if votes.len() as u32 >= needed {
+            // They disagree: start over with other executors.
+            let holders: Vec<PeerId> = votes.iter().map(|v| v.token.holder).collect();
+            t.votes.remove(&n);
+            for h in holders {
+                t.avoid.entry(n).or_default().insert(h);
+            }
+            self.publish_verification(id, n, "executors disagree");
+            self.attempt_failed(
+                id,
+                n,
+                None,
+                FailureReason::Invalid("executors disagree".into()),
+            );
+        } else {
+            t.nodes.insert(n, NodeState::Ready);
+        }
+        self.dispatch(id);
+        Ok(())
+    }
+
+    fn invalid(&mut self, id: SequenceId, n: NodeId, result: NodeResult, reason: String) {
+        self.stats.refused += 1;
+        self.penalize(
+            result.token.holder,
+            Severity::Moderate,
+            format!("invalid result: {reason}"),
+        );
+        self.publish_verification(id, n, &reason);
+        self.attempt_failed(
+            id,
+            n,
+            Some(result.token.holder),
+            FailureReason::Invalid(reason),
+        );
+        self.dispatch(id);
+    }
+
+    fn publish_verification(&mut self, id: SequenceId, n: NodeId, reason: &str) {
+        self.outputs.push_back(Output::Publish {
+            topic: topic(VERIFICATION_TOPIC, id.to_string()),
+            payload_type: "text/plain".into(),
+            payload: format!("node {n}: {reason}").into_bytes(),
+        });
+    }
+
+    fn proof_checked(&mut self, token: NodeClaimToken, verdict: Result<(), String>) {
+        let id = token.sequence_id;
+        let n = token.node;
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        if t.nodes.get(&n) != Some(&NodeState::Validating(token.clone())) {
+            return;
+        }
+        let Some(result) = t.votes.remove(&n).and_then(|mut v| v.pop()) else {
+            return;
+        };
+        match verdict {
+            Ok(()) => self.accept(id, n, result),
+            Err(reason) => self.invalid(id, n, result, reason),
+        }
+    }
+
+    fn accept(&mut self, id: SequenceId, n: NodeId, result: NodeResult) {
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        t.nodes.insert(n, NodeState::Done(Box::new(result.clone())));
+        t.unstated.push(result.clone());
+        self.stats.accepted += 1;
+        self.outputs.push_back(Output::Publish {
+            topic: topic(NODE_TOPIC, format!("{id}:{n}")),
+            payload_type: RESULT_TYPE.into(),
+            payload: result.to_proto().encode_to_vec(),
+        });
+        self.resolve_all(id);
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        let exits_done = t.sequence.exits.iter().all(|e| t.nodes[e].resolved());
+        if exits_done {
+            t.status = ExecutionStatus::Completed;
+            self.stats.completed += 1;
+            self.state_now(id);
+            return;
+        }
+        if !t.status_scheduled {
+            t.status_scheduled = true;
+            let at = self.now_ms + self.config.status_interval_ms;
+            self.schedule(at, Timer::Status(id));
+        }
+        self.dispatch(id);
+    }
+
+    /// States the sequence's progress now (signed), and ends it on the result topic when
+    /// final.
+    fn state_now(&mut self, id: SequenceId) {
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        if t.role != Role::Leader {
+            return;
+        }
+        t.status_scheduled = false;
+        t.statement_seq += 1;
+        let mut completed = Vec::new();
+        let mut pending = Vec::new();
+        let mut failed = Vec::new();
+        let mut skipped = Vec::new();
+        for (n, s) in &t.nodes {
+            match s {
+                NodeState::Done(_) => completed.push(*n),
+                NodeState::Skipped => skipped.push(*n),
+                NodeState::Failed(r) => failed.push((*n, r.clone())),
+                _ => pending.push(*n),
+            }
+        }
+        let message = ExecutionSequenceMessage {
+            sequence_id: id,
+            status: t.status,
+            term: t.term,
+            leader: self.local,
+            completed_nodes: completed,
+            pending_nodes: pending,
+            failed_nodes: failed,
+            skipped_nodes: skipped,
+            results: std::mem::take(&mut t.unstated),
+            seq: t.statement_seq,
+            signature: [0; 64],
+        }
+        .sign(&self.key);
+        t.last_statement = Some(message.clone());
+        let payload = message.encode();
+        let status = t.status;
+        self.outputs.push_back(Output::Publish {
+            topic: sequence_topic(&id),
+            payload_type: STATUS_TYPE.into(),
+            payload: payload.clone(),
+        });
+        if status.is_final() {
+            self.outputs.push_back(Output::Publish {
+                topic: topic(RESULT_TOPIC, id.to_string()),
+                payload_type: STATUS_TYPE.into(),
+                payload,
+            });
+        }
+        if self.monitored.contains(&id) {
+            self.event(Event::Status(Box::new(message)));
+        }
+    }
+
+    // ---- following a leader ----
+
+    fn on_statement(&mut self, m: ExecutionSequenceMessage, via: PeerId) -> Acceptance {
+        if !m.verify() {
+            self.penalize(via, Severity::Severe, "forged execution statement".into());
+            return Acceptance::Reject("forged statement".into());
+        }
+        let id = m.sequence_id;
+        let local = self.local;
+        let monitored = self.monitored.contains(&id);
+        let Some(t) = self.sequences.get_mut(&id) else {
+            if monitored {
+                self.event(Event::Status(Box::new(m)));
+            }
+            return Acceptance::Accept;
+        };
+        if m.term < t.term || m.leader == local {
+            // A stale leader's statement (or our own): fenced out.
+            return Acceptance::Ignore;
+        }
+        if m.term > t.term && t.role == Role::Leader {
+            tracing::info!(target: "causality_exec", sequence = %id.short(), term = m.term, "a later term leads; stepping down");
+        }
+        if m.term > t.term || t.role != Role::Leader {
+            t.role = Role::Replica;
+            t.term = m.term;
+            t.leader = Some(m.leader);
+        }
+        for r in &m.results {
+            if r.verify() && r.token.sequence_id == id && t.nodes.contains_key(&r.token.node) {
+                t.nodes
+                    .insert(r.token.node, NodeState::Done(Box::new(r.clone())));
+            }
+        }
+        for (n, reason) in &m.failed_nodes {
+            if t.nodes.contains_key(n) {
+                t.nodes.insert(*n, NodeState::Failed(reason.clone()));
+            }
+        }
+        t.status = m.status;
+        t.last_statement = Some(m.clone());
+        self.resolve_all(id);
+        if monitored {
+            self.event(Event::Status(Box::new(m)));
+        }
+        Acceptance::Accept
+    }
+
+    // ---- executing ----
+
+    fn start_work(&mut self, token: NodeClaimToken, work: WorkSpec, inputs: Vec<Vec<u8>>) {
+        let key = (token.sequence_id, token.node);
+        self.running.insert(key, (token.clone(), self.now_ms));
+        self.stats.executed += 1;
+        let renew_at = self.now_ms + self.config.lease_ms * 2 / 3;
+        self.schedule(
+            renew_at,
+            Timer::Renew(token.sequence_id, token.node, token.token),
+        );
+        self.event(Event::Execute {
+            token,
+            work,
+            inputs,
+        });
+    }
+
+    fn on_assign(&mut self, a: pb::Assignment, from: PeerId) -> Result<(), String> {
+        let token =
+            NodeClaimToken::from_proto(a.token.ok_or("no token")?).map_err(|e| e.to_string())?;
+        if !token.verify() || token.holder != self.local || token.leader != from {
+            self.penalize(from, Severity::Severe, "forged assignment".into());
+            return Err("forged token".into());
+        }
+        let known = self.terms.get(&token.sequence_id).copied().unwrap_or(0);
+        if token.term < known {
+            return Err("stale term".into());
+        }
+        self.terms.insert(token.sequence_id, token.term);
+        if !self.is_executor() {
+            return Err("not an executor".into());
+        }
+        let work = WorkSpec::from_proto(a.work.ok_or("no work")?, &self.config.limits)
+            .map_err(|e| e.to_string())?;
+        if !self.config.executor.kinds.contains(&work.kind) {
+            return Err(format!("does not run {}", work.kind));
+        }
+        self.start_work(token, work, a.inputs);
+        Ok(())
+    }
+
+    fn complete(
+        &mut self,
+        token: NodeClaimToken,
+        outcome: Result<(Vec<u8>, Option<ContentId>), String>,
+        call: Option<CallId>,
+    ) {
+        let key = (token.sequence_id, token.node);
+        let started = match self.running.get(&key) {
+            Some((t, started)) if t.token == token.token => {
+                let s = *started;
+                self.running.remove(&key);
+                s
+            }
+            _ => self.now_ms,
+        };
+        let result = match outcome {
+            Ok((output, proof_id)) => NodeResult::new(
+                token.clone(),
+                output,
+                proof_id,
+                started,
+                self.now_ms,
+                &self.key,
+            ),
+            Err(reason) => {
+                tracing::info!(target: "causality_exec", sequence = %token.sequence_id.short(), node = token.node, reason = %reason, "work failed here");
+                NodeResult::failure(token.clone(), &reason, self.now_ms, &self.key)
+            }
+        };
+        if token.leader == self.local {
+            let r = self.on_result(result, self.local);
+            return self.reply(call, Reply::Completed(r));
+        }
+        self.request(
+            token.leader,
+            pb::request::Kind::Result(result.to_proto()),
+            Pending::Result(call),
+        );
+    }
+
+    fn renew(&mut self, id: SequenceId, n: NodeId, token: u64) {
+        let Some((held, _)) = self.running.get(&(id, n)) else {
+            return;
+        };
+        if held.token != token {
+            return;
+        }
+        let held = held.clone();
+        if held.leader == self.local {
+            if let Ok(renewed) = self.renew_here(&held)
+                && let Some((h, _)) = self.running.get_mut(&(id, n))
+            {
+                *h = renewed;
+            }
+        } else {
+            self.request(
+                held.leader,
+                pb::request::Kind::Renew(held.to_proto()),
+                Pending::Renew(id, n),
+            );
+        }
+        let at = self.now_ms + self.config.lease_ms * 2 / 3;
+        self.schedule(at, Timer::Renew(id, n, token));
+    }
+
+    /// Extends a current lease; returns the renewed token.
+    fn renew_here(&mut self, token: &NodeClaimToken) -> Result<NodeClaimToken, ClaimError> {
+        let lease_ms = self.config.lease_ms;
+        let Some(t) = self.sequences.get_mut(&token.sequence_id) else {
+            return Err(ClaimError::UnknownSequence);
+        };
+        match t.nodes.get(&token.node) {
+            Some(NodeState::Leased(current))
+                if current.token == token.token && current.holder == token.holder =>
+            {
+                let renewed = NodeClaimToken {
+                    lease_until_ms: self.now_ms + lease_ms,
+                    ..current.clone()
+                }
+                .sign(&self.key);
+                t.nodes
+                    .insert(token.node, NodeState::Leased(renewed.clone()));
+                Ok(renewed)
+            }
+            Some(s) if s.resolved() => Err(ClaimError::Resolved(token.node)),
+            _ => Err(ClaimError::Claimed(token.node)),
+        }
+    }
+
+    /// A claim asked of this leader.
+    fn claim_here(
+        &mut self,
+        id: SequenceId,
+        n: NodeId,
+        holder: PeerId,
+    ) -> Result<NodeClaimToken, ClaimError> {
+        let Some(t) = self.sequences.get(&id) else {
+            return Err(ClaimError::UnknownSequence);
+        };
+        if t.role != Role::Leader {
+            return Err(ClaimError::NotLeader);
+        }
+        match t.nodes.get(&n) {
+            None => Err(ClaimError::UnknownNode(n)),
+            Some(NodeState::Ready) => Ok(self.grant_claimed(id, n, holder)),
+            Some(NodeState::Leased(_) | NodeState::Validating(_)) => Err(ClaimError::Claimed(n)),
+            Some(NodeState::Waiting | NodeState::Backoff) => Err(ClaimError::NotReady(n)),
+            Some(_) => Err(ClaimError::Resolved(n)),
+        }
+    }
+
+    /// A lease for a claimer that runs the work itself (no assignment is sent).
+    fn grant_claimed(&mut self, id: SequenceId, n: NodeId, holder: PeerId) -> NodeClaimToken {
+        let lease_ms = self.config.lease_ms;
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        let grant = t.grants.entry(n).or_insert(0);
+        *grant += 1;
+        let token = NodeClaimToken {
+            sequence_id: id,
+            node: n,
+            token: token_number(t.term, *grant),
+            term: t.term,
+            holder,
+            lease_until_ms: self.now_ms + lease_ms,
+            leader: self.local,
+            signature: [0; 64],
+        }
+        .sign(&self.key);
+        t.nodes.insert(n, NodeState::Leased(token.clone()));
+        *self.inflight.entry(holder).or_insert(0) += 1;
+        self.stats.grants += 1;
+        self.schedule(token.lease_until_ms + 1, Timer::Lease(id, n, token.token));
+        token
+    }
+
+    fn claim(&mut self, id: SequenceId, n: NodeId, call: Option<CallId>) {
+        let Some(call) = call else { return };
+        let leader = self
+            .sequences
+            .get(&id)
+            .and_then(|t| t.leader)
+            .or_else(|| self.candidates(&id).first().copied());
+        match leader {
+            Some(l) if l == self.local => {
+                let r = self.claim_here(id, n, self.local);
+                if let Ok(token) = &r {
+                    self.running.insert((id, n), (token.clone(), self.now_ms));
+                }
+                self.reply(Some(call), Reply::Claimed(r));
+            }
+            Some(l) => self.request(
+                l,
+                pb::request::Kind::Claim(pb::ClaimRequest {
+                    sequence_id: id.as_bytes().to_vec(),
+                    node: n,
+                }),
+                Pending::Claim(call),
+            ),
+            None => self.reply(
+                Some(call),
+                Reply::Claimed(Err(ClaimError::Remote("no leader in view".into()))),
+            ),
+        }
+    }
+
+    // ---- the wire ----
+
+    fn respond(&mut self, id: InboundId, kind: pb::response::Kind) {
+        self.outputs.push_back(Output::Respond {
+            id,
+            result: Ok(pb::Response { kind: Some(kind) }.encode_to_vec()),
+        });
+    }
+
+    fn on_request(&mut self, id: InboundId, peer: PeerId, body: &[u8]) {
+        use pb::request::Kind;
+        use pb::response::Kind as R;
+        let request: pb::Request = match decode_bounded(
+            body,
+            "request",
+            self.config.limits.max_sequence_bytes + 1024,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.penalize(
+                    peer,
+                    Severity::Severe,
+                    format!("malformed exec request: {e}"),
+                );
+                self.outputs.push_back(Output::Respond {
+                    id,
+                    result: Err((RefusalReason::BadRequest, e.to_string())),
+                });
+                return;
+            }
+        };
+        let refused = |e: String| R::Refused(e);
+        match request.kind {
+            Some(Kind::Submit(s)) => {
+                let r = ExecutionSequence::from_proto(s, &self.config.limits)
+                    .map_err(SequenceError::from)
+                    .and_then(|s| s.validate(&self.config.limits).map(|d| (s, d)));
+                match r {
+                    Ok((s, d)) => {
+                        self.accept_sequence(s, d);
+                        self.respond(id, R::Accepted(true));
+                    }
+                    Err(e) => {
+                        self.penalize(peer, Severity::Moderate, format!("invalid sequence: {e}"));
+                        self.respond(id, refused(e.to_string()));
+                    }
+                }
+            }
+            Some(Kind::Assign(a)) => match self.on_assign(a, peer) {
+                Ok(()) => self.respond(id, R::Accepted(true)),
+                Err(e) => self.respond(id, refused(e)),
+            },
+            Some(Kind::Claim(c)) => {
+                let r = match ContentId::from_slice(&c.sequence_id) {
+                    Ok(seq) => self.claim_here(seq, c.node, peer),
+                    Err(_) => Err(ClaimError::UnknownSequence),
+                };
+                match r {
+                    Ok(t) => self.respond(id, R::Token(t.to_proto())),
+                    Err(e) => self.respond(id, refused(e.to_string())),
+                }
+            }
+            Some(Kind::Result(r)) => {
+                let r = NodeResult::from_proto(r, &self.config.limits)
+                    .map_err(SubmissionError::from)
+                    .and_then(|r| self.on_result(r, peer));
+                match r {
+                    Ok(()) => self.respond(id, R::Accepted(true)),
+                    Err(e) => {
+                        if matches!(e, SubmissionError::Forged) {
+                            self.penalize(peer, Severity::Severe, "forged result".into());
+                        }
+                        self.respond(id, refused(e.to_string()));
+                    }
+                }
+            }
+            Some(Kind::Renew(t)) => {
+                let r = NodeClaimToken::from_proto(t)
+                    .map_err(|e| ClaimError::Remote(e.to_string()))
+                    .and_then(|t| {
+                        if t.holder == peer && t.verify() {
+                            self.renew_here(&t)
+                        } else {
+                            Err(ClaimError::Remote("forged token".into()))
+                        }
+                    });
+                match r {
+                    Ok(t) => self.respond(id, R::Token(t.to_proto())),
+                    Err(e) => self.respond(id, refused(e.to_string())),
+                }
+            }
+            Some(Kind::State(seq)) => {
+                let statement = ContentId::from_slice(&seq)
+                    .ok()
+                    .and_then(|s| self.full_statement(&s));
+                match statement {
+                    Some(m) => self.respond(id, R::State(m.to_proto())),
+                    None => self.respond(id, refused("unknown sequence".into())),
+                }
+            }
+            None => self.respond(id, refused("empty request".into())),
+        }
+    }
+
+    /// Everything this replica holds of a sequence: every accepted result.
+    fn full_statement(&self, id: &SequenceId) -> Option<ExecutionSequenceMessage> {
+        let t = self.sequences.get(id)?;
+        let results: Vec<NodeResult> = t
+            .nodes
+            .values()
+            .filter_map(|s| match s {
+                NodeState::Done(r) => Some((**r).clone()),
+                _ => None,
+            })
+            .collect();
+        let mut m = t.last_statement.clone()?;
+        m.results = results;
+        Some(m)
+    }
+
+    fn on_response(&mut self, id: OutboundId, peer: PeerId, body: Result<Vec<u8>, String>) {
+        use pb::response::Kind as R;
+        let Some(pending) = self.inflight_requests.remove(&id) else {
+            return;
+        };
+        let response = body.and_then(|b| {
+            decode_bounded::<pb::Response>(
+                &b,
+                "response",
+                self.config.limits.max_sequence_bytes + 1024,
+            )
+            .map_err(|e| e.to_string())
+            .map(|r| r.kind)
+        });
+        match pending {
+            Pending::Submit {
+                call,
+                left,
+                id: seq,
+            } => {
+                let ok = matches!(response, Ok(Some(R::Accepted(true))));
+                if !ok {
+                    tracing::info!(target: "causality_exec", sequence = %seq.short(), peer = %peer.short(), "a replica refused the sequence");
+                }
+                // Reply once: on the first acceptance, or when the last replica refused.
+                let remaining: usize = self
+                    .inflight_requests
+                    .values()
+                    .filter(|p| matches!(p, Pending::Submit { id, .. } if *id == seq))
+                    .count();
+                let _ = left;
+                if ok {
+                    for p in self.inflight_requests.values_mut() {
+                        if let Pending::Submit { id, call: c, .. } = p
+                            && *id == seq
+                        {
+                            *c = None;
+                        }
+                    }
+                    self.reply(call, Reply::Submitted(Ok(seq)));
+                } else if remaining == 0 {
+                    let reason = match response {
+                        Ok(Some(R::Refused(e))) => e,
+                        Ok(_) => "refused".into(),
+                        Err(e) => e,
+                    };
+                    self.reply(call, Reply::Submitted(Err(ExecError::Net(reason))));
+                }
+            }
+            Pending::Assign(seq, n, token) => {
+                if !matches!(response, Ok(Some(R::Accepted(true)))) {
+                    // The executor would not (or could not) take it: another one.
+                    let current = self.sequences.get(&seq).map(|t| t.nodes[&n].clone());
+                    if let Some(NodeState::Leased(t)) = current
+                        && t.token == token
+                    {
+                        self.release(&t.holder);
+                        self.attempt_failed(
+                            seq,
+                            n,
+                            Some(t.holder),
+                            FailureReason::Executor(format!("{response:?}")),
+                        );
+                        self.dispatch(seq);
+                    }
+                }
+            }
+            Pending::Claim(call) => {
+                let r = match response {
+                    Ok(Some(R::Token(t))) => NodeClaimToken::from_proto(t)
+                        .map_err(|e| ClaimError::Remote(e.to_string()))
+                        .and_then(|t| {
+                            if t.verify() && t.holder == self.local {
+                                Ok(t)
+                            } else {
+                                Err(ClaimError::Remote("a forged token".into()))
+                            }
+                        }),
+                    Ok(Some(R::Refused(e))) => Err(ClaimError::Remote(e)),
+                    Ok(_) => Err(ClaimError::Remote("unexpected answer".into())),
+                    Err(e) => Err(ClaimError::Remote(e)),
+                };
+                if let Ok(t) = &r {
+                    self.running
+                        .insert((t.sequence_id, t.node), (t.clone(), self.now_ms));
+                    let at = self.now_ms + self.config.lease_ms * 2 / 3;
+                    self.schedule(at, Timer::Renew(t.sequence_id, t.node, t.token));
+                }
+                self.reply(Some(call), Reply::Claimed(r));
+            }
+            Pending::Result(call) => {
+                let r = match response {
+                    Ok(Some(R::Accepted(true))) => Ok(()),
+                    Ok(Some(R::Refused(e))) => Err(SubmissionError::Remote(e)),
+                    Ok(_) => Err(SubmissionError::Remote("unexpected answer".into())),
+                    Err(e) => Err(SubmissionError::Remote(e)),
+                };
+                self.reply(call, Reply::Completed(r));
+            }
+            Pending::Renew(seq, n) => {
+                if let Ok(Some(R::Token(t))) = response
+                    && let Ok(t) = NodeClaimToken::from_proto(t)
+                    && t.verify()
+                    && let Some((held, _)) = self.running.get_mut(&(seq, n))
+                    && held.token == t.token
+                {
+                    *held = t;
+                }
+            }
+            Pending::State(seq) => {
+                if let Ok(Some(R::State(m))) = response
+                    && let Ok(m) = ExecutionSequenceMessage::from_proto(m, &self.config.limits)
+                    && m.verify()
+                {
+                    self.merge_results(seq, m.results);
+                }
+            }
+        }
+    }
+
+    /// Adopts results another replica kept (a new leader catching up).
+    fn merge_results(&mut self, id: SequenceId, results: Vec<NodeResult>) {
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        let mut changed = false;
+        for r in results {
+            if !r.verify() || r.token.sequence_id != id {
+                continue;
+            }
+            if let Some(s) = t.nodes.get(&r.token.node)
+                && !s.resolved()
+            {
+                t.nodes
+                    .insert(r.token.node, NodeState::Done(Box::new(r.clone())));
+                t.unstated.push(r);
+                changed = true;
+            }
+        }
+        if changed {
+            self.resolve_all(id);
+            self.state_now(id);
+            self.dispatch(id);
+        }
+    }
+
+    fn on_command(&mut self, command: Command, call: Option<CallId>) {
+        match command {
+            Command::Submit(s) => self.submit(s, call),
+            Command::Claim { sequence_id, node } => self.claim(sequence_id, node, call),
+            Command::Complete { token, outcome } => self.complete(token, outcome, call),
+            Command::ProofChecked { token, result } => {
+                self.proof_checked(token, result);
+                self.reply(call, Reply::Done);
+            }
+            Command::Monitor(id) => {
+                if self.monitored.insert(id) && !self.sequences.contains_key(&id) {
+                    self.outputs
+                        .push_back(Output::Subscribe(sequence_topic(&id)));
+                }
+                if let Some(m) = self.status(&id).cloned() {
+                    self.event(Event::Status(Box::new(m)));
+                }
+                self.reply(call, Reply::Done);
+            }
+            Command::Unmonitor(id) => {
+                if self.monitored.remove(&id) && !self.sequences.contains_key(&id) {
+                    self.outputs
+                        .push_back(Output::Unsubscribe(sequence_topic(&id)));
+                }
+                self.reply(call, Reply::Done);
+            }
+            Command::Status(id) => {
+                let s = self.status(&id).cloned();
+                self.reply(call, Reply::Status(s));
+            }
+            Command::Stats => {
+                let s = self.stats.clone();
+                self.reply(call, Reply::Stats(s));
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        if !message.topic.is(SEQUENCE_TOPIC) {
+            return;
+        }
+        let m = match ExecutionSequenceMessage::decode(
+            &message.payload,
+            self.config.limits.max_sequence_bytes,
+            &self.config.limits,
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(target: "causality_exec", error = %e, "malformed statement");
+                return;
+            }
+        };
+        if message.topic.id() != m.sequence_id.to_string() {
+            return;
+        }
+        self.on_statement(m, message.via);
+    }
+
+    /// Leadership may have moved: a peer left or the view changed.
+    fn membership_changed(&mut self) {
+        let ids: Vec<SequenceId> = self.sequences.keys().copied().collect();
+        for id in ids {
+            self.check_leadership(id);
+            self.dispatch(id);
+        }
+    }
+}
+
+/// The outputs of a node's predecessors, in predecessor id order.
+fn inputs_of(t: &Tracked, n: NodeId) -> Vec<Vec<u8>> {
+    let mut preds: Vec<NodeId> = t
+        .dag
+        .preds
+        .get(&n)
+        .map(|es| es.iter().map(|&e| t.sequence.edges[e].from).collect())
+        .unwrap_or_default();
+    preds.sort_unstable();
+    preds
+        .into_iter()
+        .filter_map(|p| match &t.nodes[&p] {
+            NodeState::Done(r) => Some(r.output.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Protocol for State {
+    type Command = Command;
+    type Reply = Reply;
+    type Event = Event;
+    type Timer = Timer;
+    type View = ExecutorView;
+
+    fn protocols(&self) -> Vec<RequestProtocol> {
+        vec![crate::protocol(&self.config.limits)]
+    }
+
+    fn handle(&mut self, now_ms: u64, input: Input<Self>) {
+        self.now_ms = now_ms;
+        match input {
+            Input::Start => {}
+            Input::Message(message) => self.on_message(message),
+            Input::Request { id, peer, body, .. } => self.on_request(id, peer, &body),
+            Input::Response { id, peer, body } => self.on_response(id, peer, Ok(body)),
+            Input::RequestFailed { id, peer, error } => {
+                self.on_response(id, peer, Err(error.to_string()));
+            }
+            Input::Timer(Timer::Lease(id, n, token)) => self.lease_over(id, n, token),
+            Input::Timer(Timer::Retry(id, n)) => self.retry(id, n),
+            Input::Timer(Timer::Status(id)) => self.state_now(id),
+            Input::Timer(Timer::Renew(id, n, token)) => self.renew(id, n, token),
+            Input::Command { command, call } => self.on_command(command, call),
+            Input::PeerConnected(peer) => {
+                self.connected.insert(peer);
+                self.membership_changed();
+            }
+            Input::PeerDisconnected(peer) => {
+                self.connected.remove(&peer);
+                self.membership_changed();
+            }
+            Input::View(view) => {
+                self.view = view;
+                self.membership_changed();
+            }
+            Input::DialFailed { .. } => {}
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<Self>> {
+        self.outputs.pop_front()
+    }
+}

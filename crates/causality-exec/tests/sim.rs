@@ -1,0 +1,612 @@
+//! Execution coordination under the tokio-free simulation runner: whole networks from a
+//! seed, on virtual time. The test plays the executors' drivers: it runs the work each
+//! `Event::Execute` names (a hash of the work's input and its predecessors' outputs) and
+//! hands the outcome back, unless the scenario says otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use causality_exec::{
+    ClaimError, Command, Condition, Config, Edge, Event, ExecError, ExecutionSequence,
+    ExecutionStatus, ExecutorInfo, ExecutorView, NodeClaimToken, NodeId, NodeResult, Reply,
+    SequenceError, State, SubmissionError, WorkSpec,
+};
+use causality_net::service::CallId;
+use causality_net::service::sim::{Sim, SimConfig};
+use rand::{Rng as _, SeedableRng as _};
+
+fn config(seed: u64) -> Config {
+    Config {
+        executor: ExecutorInfo {
+            kinds: ["hash".to_owned()].into(),
+            capacity: 4,
+        },
+        seed,
+        ..Config::default()
+    }
+}
+
+/// `n` nodes, all connected, all executors, each seeing all.
+fn network(seed: u64, n: usize) -> Sim<State> {
+    let mut sim = Sim::new(
+        seed,
+        SimConfig {
+            latency_ms: 5,
+            jitter_ms: 3,
+            keep_events: true,
+            ..SimConfig::default()
+        },
+    );
+    for i in 0..n {
+        sim.add_node(|k| State::new(config(seed + i as u64), k.clone()));
+    }
+    for i in 0..n {
+        for j in i + 1..n {
+            sim.connect(i, j);
+        }
+    }
+    let view: ExecutorView = Arc::new(
+        (0..n)
+            .map(|i| (sim.peer_id(i), config(0).executor))
+            .collect(),
+    );
+    for i in 0..n {
+        sim.set_view(i, view.clone());
+    }
+    sim.run_for(500);
+    sim
+}
+
+/// The work's output: a hash of its input and its predecessors' outputs.
+fn run(work: &WorkSpec, inputs: &[Vec<u8>]) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    h.update(&work.input);
+    for i in inputs {
+        h.update(i);
+    }
+    h.finalize().as_bytes()[..8].to_vec()
+}
+
+/// Runs the simulation, executing what is leased (except where `hold` says to keep a
+/// node's work back, or `wrong` to answer it wrongly), until `done` or `limit_ms`.
+struct Driver {
+    /// (executor index, token) of work not handed back yet.
+    held: Vec<(usize, NodeClaimToken, Vec<u8>)>,
+    /// Executions per (sequence node).
+    executions: BTreeMap<NodeId, u32>,
+    statements: Vec<(usize, causality_exec::ExecutionSequenceMessage)>,
+}
+
+impl Driver {
+    fn new() -> Self {
+        Self {
+            held: Vec::new(),
+            executions: BTreeMap::new(),
+            statements: Vec::new(),
+        }
+    }
+
+    fn step(
+        &mut self,
+        sim: &mut Sim<State>,
+        hold: &dyn Fn(usize, &NodeClaimToken) -> bool,
+        wrong: &dyn Fn(usize) -> bool,
+    ) {
+        sim.run_for(10);
+        for (n, e) in sim.take_events() {
+            match e {
+                Event::Execute {
+                    token,
+                    work,
+                    inputs,
+                } => {
+                    *self.executions.entry(token.node).or_insert(0) += 1;
+                    let mut output = run(&work, &inputs);
+                    if wrong(n) {
+                        output = b"wrong".to_vec();
+                    }
+                    if hold(n, &token) {
+                        self.held.push((n, token, output));
+                    } else {
+                        sim.command(
+                            n,
+                            Command::Complete {
+                                token,
+                                outcome: Ok((output, None)),
+                            },
+                        );
+                    }
+                }
+                Event::Status(m) => self.statements.push((n, *m)),
+                _ => {}
+            }
+        }
+    }
+
+    fn run_until(
+        &mut self,
+        sim: &mut Sim<State>,
+        limit_ms: u64,
+        hold: &dyn Fn(usize, &NodeClaimToken) -> bool,
+        wrong: &dyn Fn(usize) -> bool,
+        mut done: impl FnMut(&Sim<State>) -> bool,
+    ) -> bool {
+        let until = sim.now_ms() + limit_ms;
+        while sim.now_ms() < until {
+            if done(sim) {
+                return true;
+            }
+            self.step(sim, hold, wrong);
+        }
+        done(sim)
+    }
+}
+
+fn never(_: usize, _: &NodeClaimToken) -> bool {
+    false
+}
+
+fn honest(_: usize) -> bool {
+    false
+}
+
+fn reply(sim: &mut Sim<State>, call: CallId) -> Reply {
+    for _ in 0..200 {
+        sim.run_for(10);
+        if let Some((_, _, r)) = sim.take_replies().into_iter().find(|(_, c, _)| *c == call) {
+            return r;
+        }
+    }
+    panic!("call {call:?} was not answered");
+}
+
+/// A layered DAG of `n` nodes: fan-out, fan-in and diamonds between layers of `width`,
+/// a few conditional edges (some never taken, so some nodes are skipped).
+fn dag(creator: causality_net::PeerId, n: u32, width: u32, seed: u64) -> ExecutionSequence {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let nodes = (0..n).map(|i| (i, WorkSpec::new("hash", i.to_le_bytes().to_vec())));
+    let mut edges = Vec::new();
+    let mut seen = BTreeSet::new();
+    for i in width..n {
+        let layer = i / width;
+        let below = (layer - 1) * width..layer * width;
+        let preds = rng.gen_range(1..=3);
+        for _ in 0..preds {
+            let from = rng.gen_range(below.clone());
+            if seen.insert((from, i)) {
+                let condition = match rng.gen_range(0..40) {
+                    0 => Some(Condition::Equals(b"never".to_vec())),
+                    1..=3 => Some(Condition::NonEmpty),
+                    _ => None,
+                };
+                edges.push(Edge {
+                    from,
+                    to: i,
+                    condition,
+                    weight: 0,
+                });
+            }
+        }
+    }
+    ExecutionSequence::new(creator, &seed.to_le_bytes(), nodes, edges)
+}
+
+fn submit(
+    sim: &mut Sim<State>,
+    at: usize,
+    sequence: ExecutionSequence,
+) -> causality_exec::SequenceId {
+    let call = sim.call(at, Command::Submit(sequence));
+    match reply(sim, call) {
+        Reply::Submitted(Ok(id)) => id,
+        other => panic!("submission refused: {other:?}"),
+    }
+}
+
+fn leader_of(sim: &Sim<State>, id: &causality_exec::SequenceId) -> Option<(usize, u64)> {
+    (0..sim.len()).find_map(|n| sim.node(n)?.leading(id).map(|t| (n, t)))
+}
+
+fn final_status(sim: &Sim<State>, id: &causality_exec::SequenceId) -> Option<ExecutionStatus> {
+    let (l, _) = leader_of(sim, id)?;
+    sim.node(l)?.status(id).map(|s| s.status)
+}
+
+/// Every node's accepted result, from the statements the replicas kept.
+fn accepted(
+    statements: &[(usize, causality_exec::ExecutionSequenceMessage)],
+) -> BTreeMap<NodeId, BTreeSet<Vec<u8>>> {
+    let mut out: BTreeMap<NodeId, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for (_, m) in statements {
+        for r in &m.results {
+            out.entry(r.token.node)
+                .or_default()
+                .insert(r.output.clone());
+        }
+    }
+    out
+}
+
+/// The outputs an honest run gives, and which nodes are skipped.
+fn expected(sequence: &ExecutionSequence) -> (BTreeMap<NodeId, Vec<u8>>, BTreeSet<NodeId>) {
+    let dag = sequence.validate(&Default::default()).unwrap();
+    let mut outputs: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
+    let mut skipped = BTreeSet::new();
+    for &n in &dag.order {
+        let preds = dag.preds.get(&n).cloned().unwrap_or_default();
+        if preds.iter().any(|&e| {
+            !outputs.contains_key(&sequence.edges[e].from)
+                && !skipped.contains(&sequence.edges[e].from)
+        }) {
+            unreachable!("topological order");
+        }
+        let taken = preds.is_empty()
+            || preds.iter().any(|&e| {
+                let edge = &sequence.edges[e];
+                outputs
+                    .get(&edge.from)
+                    .is_some_and(|o| edge.condition.as_ref().is_none_or(|c| c.holds(o)))
+            });
+        if !taken {
+            skipped.insert(n);
+            continue;
+        }
+        let mut from: Vec<NodeId> = preds.iter().map(|&e| sequence.edges[e].from).collect();
+        from.sort_unstable();
+        let inputs: Vec<Vec<u8>> = from
+            .iter()
+            .filter_map(|p| outputs.get(p).cloned())
+            .collect();
+        outputs.insert(n, run(&sequence.nodes[&n], &inputs));
+    }
+    (outputs, skipped)
+}
+
+#[test]
+fn a_thousand_node_dag_completes_across_ten_nodes_each_node_accepted_once() {
+    let mut sim = network(1, 10);
+    for n in 0..10 {
+        sim.command(
+            n,
+            Command::Monitor(causality_hash::ContentId::of(b"placeholder")),
+        );
+    }
+    let sequence = dag(sim.peer_id(0), 1000, 20, 7);
+    let (want, skipped) = expected(&sequence);
+    assert!(!skipped.is_empty(), "the DAG has skipped branches");
+    let id = sequence.id();
+    for n in 0..10 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence);
+    let mut d = Driver::new();
+    let done = d.run_until(&mut sim, 60_000, &never, &honest, |s| {
+        final_status(s, &id) == Some(ExecutionStatus::Completed)
+    });
+    assert!(
+        done,
+        "completed; stats {:?}",
+        leader_of(&sim, &id).map(|(l, _)| sim.node(l).unwrap().stats().clone())
+    );
+    let got = accepted(&d.statements);
+    assert_eq!(got.len(), want.len(), "every node that runs is accepted");
+    for (n, outputs) in &got {
+        assert_eq!(outputs.len(), 1, "node {n} accepted once");
+        assert_eq!(outputs.first(), want.get(n), "node {n} got its inputs");
+    }
+    for n in &skipped {
+        assert!(!got.contains_key(n));
+        assert_eq!(d.executions.get(n), None, "skipped node {n} never ran");
+    }
+    let executed: u32 = d.executions.values().sum();
+    assert_eq!(
+        executed as usize,
+        want.len(),
+        "no node ran twice without a fault"
+    );
+    let per_executor: BTreeSet<usize> = d.statements.iter().map(|(n, _)| *n).collect();
+    assert_eq!(per_executor.len(), 10, "everyone followed");
+    assert!(sim.penalties().is_empty(), "{:?}", sim.penalties());
+}
+
+#[test]
+fn a_stalled_claimer_is_fenced_out_and_its_node_completes_elsewhere() {
+    let mut sim = network(2, 5);
+    let sequence = ExecutionSequence::new(
+        sim.peer_id(0),
+        b"one",
+        [(0, WorkSpec::new("hash", b"x".to_vec()))],
+        Vec::new(),
+    );
+    let id = sequence.id();
+    for n in 0..5 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence.clone());
+    let (leader, _) = leader_of(&sim, &id).unwrap();
+    // Whoever is leased the node first stalls: cut off from the leader, it cannot renew.
+    let mut d = Driver::new();
+    let first = std::cell::Cell::new(None);
+    let hold = |n: usize, t: &NodeClaimToken| {
+        if first.get().is_none() {
+            first.set(Some((n, t.token)));
+        }
+        first
+            .get()
+            .is_some_and(|(m, token)| m == n && token == t.token)
+    };
+    d.run_until(&mut sim, 100, &hold, &honest, |_| first.get().is_some());
+    let (stalled, old_token) = first.get().expect("leased");
+    assert_ne!(
+        stalled, leader,
+        "the preferred executor is not the leader here (seeded)"
+    );
+    let others: Vec<usize> = (0..5).filter(|n| *n != stalled).collect();
+    sim.partition(&[others, vec![stalled]]);
+    let done = d.run_until(&mut sim, 20_000, &hold, &honest, |s| {
+        final_status(s, &id) == Some(ExecutionStatus::Completed)
+    });
+    assert!(done);
+    let stats = sim.node(leader).unwrap().stats().clone();
+    assert!(stats.leases_expired >= 1 && stats.grants >= 2, "{stats:?}");
+    // The zombie comes back with its old token: refused.
+    sim.heal();
+    let (n, token, output) = d.held.pop().unwrap();
+    assert_eq!(token.token, old_token);
+    let call = sim.call(
+        n,
+        Command::Complete {
+            token,
+            outcome: Ok((output, None)),
+        },
+    );
+    let Reply::Completed(Err(e)) = reply(&mut sim, call) else {
+        panic!("the zombie's result was taken")
+    };
+    assert!(e.to_string().contains("stale token"), "{e}");
+    let got = accepted(&d.statements);
+    assert_eq!(got[&0].len(), 1, "accepted once");
+}
+
+#[test]
+fn a_lost_leader_is_replaced_in_a_higher_term_without_duplicate_completion() {
+    let mut sim = network(3, 6);
+    let sequence = dag(sim.peer_id(0), 200, 10, 3);
+    let (want, _) = expected(&sequence);
+    let id = sequence.id();
+    for n in 0..6 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence);
+    let (leader, term) = leader_of(&sim, &id).unwrap();
+    assert_eq!(term, 1);
+    let mut d = Driver::new();
+    // Half way, the leader crashes.
+    d.run_until(&mut sim, 30_000, &never, &honest, |s| {
+        s.node(leader)
+            .unwrap()
+            .status(&id)
+            .is_some_and(|m| m.completed_nodes.len() > 60)
+    });
+    sim.crash(leader);
+    let done = d.run_until(&mut sim, 60_000, &never, &honest, |s| {
+        final_status(s, &id) == Some(ExecutionStatus::Completed)
+    });
+    assert!(done, "a new leader finished");
+    let (new_leader, new_term) = leader_of(&sim, &id).unwrap();
+    assert_ne!(new_leader, leader);
+    assert_eq!(new_term, 2);
+    assert_eq!(sim.node(new_leader).unwrap().stats().takeovers, 1);
+    let got = accepted(&d.statements);
+    for (n, outputs) in &got {
+        assert_eq!(outputs.len(), 1, "node {n} completed once");
+        assert_eq!(outputs.first(), want.get(n));
+    }
+    assert_eq!(got.len(), want.len());
+    // One final statement.
+    let finals: BTreeSet<(u64, u64)> = d
+        .statements
+        .iter()
+        .filter(|(_, m)| m.status.is_final())
+        .map(|(_, m)| (m.term, m.seq))
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:?}");
+}
+
+#[test]
+fn a_wrong_result_is_outvoted_and_the_node_re_executed_elsewhere() {
+    let mut sim = network(4, 5);
+    let mut work = WorkSpec::new("hash", b"agree".to_vec());
+    work.agreement = 2;
+    let sequence = ExecutionSequence::new(sim.peer_id(0), b"vote", [(0, work.clone())], Vec::new());
+    let id = sequence.id();
+    for n in 0..5 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence);
+    // Node 2 answers everything wrongly.
+    let wrong = |n: usize| n == 2;
+    let mut d = Driver::new();
+    let done = d.run_until(&mut sim, 30_000, &never, &wrong, |s| {
+        final_status(s, &id) == Some(ExecutionStatus::Completed)
+    });
+    assert!(done);
+    let got = accepted(&d.statements);
+    assert_eq!(
+        got[&0].first(),
+        Some(&run(&work, &[])),
+        "the honest output won"
+    );
+    assert!(d.executions[&0] >= 2);
+}
+
+#[test]
+fn failing_work_is_retried_with_backoff_then_fails_the_sequence_with_its_reason() {
+    let mut sim = network(5, 3);
+    let sequence = ExecutionSequence::new(
+        sim.peer_id(0),
+        b"doomed",
+        [(0, WorkSpec::new("hash", b"x".to_vec()))],
+        Vec::new(),
+    );
+    let id = sequence.id();
+    for n in 0..3 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence);
+    let start = sim.now_ms();
+    let mut failures = 0;
+    let mut end = None;
+    for _ in 0..2000 {
+        sim.run_for(10);
+        for (n, e) in sim.take_events() {
+            match e {
+                Event::Execute { token, .. } => {
+                    failures += 1;
+                    sim.command(
+                        n,
+                        Command::Complete {
+                            token,
+                            outcome: Err("out of memory".into()),
+                        },
+                    );
+                }
+                Event::Status(m) if m.status == ExecutionStatus::Failed => {
+                    end = Some((sim.now_ms(), m))
+                }
+                _ => {}
+            }
+        }
+        if end.is_some() {
+            break;
+        }
+    }
+    let (at, m) = end.expect("the sequence failed");
+    assert_eq!(failures, 3, "max_attempts");
+    assert!(
+        m.failed_nodes[0].1.contains("out of memory"),
+        "{:?}",
+        m.failed_nodes
+    );
+    assert!(
+        at - start >= 150,
+        "two backoffs of about 100 and 200 ms (±50%)"
+    );
+}
+
+#[test]
+fn bad_sequences_and_bad_claims_get_typed_errors() {
+    let mut sim = network(6, 3);
+    let creator = sim.peer_id(0);
+    let work = || WorkSpec::new("hash", Vec::new());
+    let mut cyclic = ExecutionSequence::new(
+        creator,
+        b"c",
+        [(0, work()), (1, work()), (2, work())],
+        vec![Edge::new(0, 1), Edge::new(1, 2), Edge::new(2, 1)],
+    );
+    cyclic.entries = vec![0];
+    cyclic.exits = vec![];
+    let cases: Vec<(ExecutionSequence, fn(&SequenceError) -> bool)> = vec![
+        (cyclic, |e| {
+            matches!(e, SequenceError::Cycle(_) | SequenceError::Exits)
+        }),
+        (
+            ExecutionSequence::new(creator, b"u", [(0, work())], vec![Edge::new(0, 9)]),
+            |e| matches!(e, SequenceError::UnknownNode(9)),
+        ),
+        (
+            {
+                let mut s = ExecutionSequence::new(
+                    creator,
+                    b"e",
+                    [(0, work()), (1, work())],
+                    vec![Edge::new(0, 1)],
+                );
+                s.entries = vec![0, 1];
+                s
+            },
+            |e| matches!(e, SequenceError::Entries),
+        ),
+        (
+            ExecutionSequence::new(creator, b"empty", [], Vec::new()),
+            |e| matches!(e, SequenceError::Empty),
+        ),
+        (
+            ExecutionSequence::new(
+                creator,
+                b"big",
+                (0..70_000).map(|i| (i, work())),
+                Vec::new(),
+            ),
+            |e| matches!(e, SequenceError::TooLarge(_)),
+        ),
+    ];
+    for (sequence, want) in cases {
+        let call = sim.call(0, Command::Submit(sequence));
+        match reply(&mut sim, call) {
+            Reply::Submitted(Err(ExecError::Sequence(e))) => assert!(want(&e), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A good sequence; claims of an unknown node and of a node not ready.
+    let good = ExecutionSequence::new(
+        creator,
+        b"good",
+        [(0, work()), (1, work())],
+        vec![Edge::new(0, 1)],
+    );
+    let id = submit(&mut sim, 0, good);
+    let (leader, _) = leader_of(&sim, &id).unwrap();
+    let other = (leader + 1) % 3;
+    for (node, want) in [(7, "unknown node 7"), (1, "not ready")] {
+        let call = sim.call(
+            other,
+            Command::Claim {
+                sequence_id: id,
+                node,
+            },
+        );
+        match reply(&mut sim, call) {
+            Reply::Claimed(Err(ClaimError::Remote(e))) => assert!(e.contains(want), "{e}"),
+            r => panic!("{r:?}"),
+        }
+    }
+    // A result under a token the leader never granted (signed by someone else).
+    let forged = NodeClaimToken {
+        sequence_id: id,
+        node: 0,
+        token: 1 << 32 | 1,
+        term: 1,
+        holder: sim.peer_id(other),
+        lease_until_ms: u64::MAX,
+        leader: sim.peer_id(leader),
+        signature: [0; 64],
+    }
+    .sign(&Sim::<State>::keypair(other));
+    let call = sim.call(
+        other,
+        Command::Complete {
+            token: forged,
+            outcome: Ok((b"x".to_vec(), None)),
+        },
+    );
+    match reply(&mut sim, call) {
+        Reply::Completed(Err(SubmissionError::Remote(e))) => assert!(e.contains("forged"), "{e}"),
+        r => panic!("{r:?}"),
+    }
+    let _ = NodeResult::new;
+}
+
+#[test]
+fn runs_replay_bit_for_bit_from_the_seed() {
+    let run_once = || {
+        let mut sim = network(8, 4);
+        let sequence = dag(sim.peer_id(0), 60, 6, 8);
+        submit(&mut sim, 0, sequence);
+        let mut d = Driver::new();
+        d.run_until(&mut sim, 3_000, &never, &honest, |_| false);
+        sim.trace_hash()
+    };
+    assert_eq!(run_once(), run_once());
+}
