@@ -49,6 +49,7 @@ fn deltas_against_states() {
                 owner: next.owner,
                 last_updated: next.last_updated,
                 proof_id: None,
+                fence: None,
                 signature: [0; 64],
             },
             delta: None,

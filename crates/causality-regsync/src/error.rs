@@ -124,6 +124,14 @@ pub enum UpdateError {
     /// The operations are invalid.
     #[error(transparent)]
     Op(#[from] OpError),
+    /// The write carries a lower fencing token than one already accepted for its key.
+    #[error("stale fencing token {got} (already accepted {seen})")]
+    StaleFence {
+        /// The highest accepted.
+        seen: u64,
+        /// The update's.
+        got: u64,
+    },
     /// The class requires a proof and the update carries none.
     #[error("class `{0}` requires a proof and the update has none")]
     MissingProof(String),

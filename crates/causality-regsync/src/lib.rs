@@ -30,8 +30,8 @@ pub use crate::commitment::{MembershipProof, ProofError, SetCommitment};
 pub use crate::error::{DecodeError, OpError, SyncError, UpdateError};
 pub use crate::messages::RegisterStateMessage;
 pub use crate::model::{
-    Genesis, Lifecycle, Limits, NullifierUse, Operation, Register, RegisterContents, RegisterDelta,
-    RegisterId, StateHash, TimeMap, UpdateHeader,
+    Fence, Genesis, Lifecycle, Limits, NullifierUse, Operation, Register, RegisterContents,
+    RegisterDelta, RegisterId, StateHash, TimeMap, UpdateHeader,
 };
 pub use crate::state::{
     ClassRules, Command, Config, Event, ReconcileReport, Reply, State, Stats, Via, binding,
@@ -307,6 +307,29 @@ impl RegSync {
                 operations,
                 last_updated,
                 proof_id
+            })
+            .await?,
+            Updated
+        )
+    }
+
+    /// [`update_register`](Self::update_register) carrying a fencing token (e.g. an
+    /// execution lease's): refused here and at every follower once a higher token for the
+    /// same key was accepted for the register, so a writer whose lease was taken over
+    /// cannot overwrite its successor.
+    pub async fn update_register_fenced(
+        &self,
+        register_id: RegisterId,
+        operations: Vec<Operation>,
+        last_updated: u64,
+        fence: Fence,
+    ) -> Result<StateHash, SyncError> {
+        expect_reply!(
+            self.call(Command::UpdateFenced {
+                register_id,
+                operations,
+                last_updated,
+                fence
             })
             .await?,
             Updated

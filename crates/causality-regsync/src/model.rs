@@ -922,8 +922,21 @@ pub struct UpdateHeader {
     pub last_updated: u64,
     /// For proof-carrying classes: the proof that the update is valid.
     pub proof_id: Option<ContentId>,
+    /// The fencing token the write carries, if any.
+    pub fence: Option<Fence>,
     /// ed25519 by the previous state's owner (the creator for a creation).
     pub signature: [u8; 64],
+}
+
+/// A fencing token on a register write: per register and `key` (e.g. an execution node),
+/// a write with a lower `token` than one already accepted is refused, so a writer whose
+/// lease was taken over cannot overwrite its successor's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// What the token fences (e.g. the id of an execution node).
+    pub key: ContentId,
+    /// The token (monotonic per key).
+    pub token: u64,
 }
 
 const UPDATE_CONTEXT: &[u8] = b"causality/regsync/update/v1";
@@ -947,6 +960,11 @@ impl UpdateHeader {
                 .map(|p| p.as_bytes().to_vec())
                 .unwrap_or_default(),
             signature: self.signature.to_vec(),
+            fence_key: self
+                .fence
+                .map(|f| f.key.as_bytes().to_vec())
+                .unwrap_or_default(),
+            fence_token: self.fence.map_or(0, |f| f.token),
         }
     }
 
@@ -960,6 +978,10 @@ impl UpdateHeader {
             owner: peer(&h.owner, "header owner")?,
             last_updated: h.last_updated,
             proof_id: optional_id(&h.proof_id, "header proof id")?,
+            fence: optional_id(&h.fence_key, "fence key")?.map(|key| Fence {
+                key,
+                token: h.fence_token,
+            }),
             signature: h
                 .signature
                 .try_into()

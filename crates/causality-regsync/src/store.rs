@@ -63,6 +63,8 @@ pub struct Commit {
     pub merged: Vec<RegisterId>,
     /// Fork evidence.
     pub forks: Vec<Fork>,
+    /// Fencing tokens accepted: register, key, token (the store keeps the highest).
+    pub fences: Vec<(RegisterId, ContentId, u64)>,
 }
 
 /// Storage for register sync. Implementations must be durable once a call returns `Ok`
@@ -82,6 +84,8 @@ pub trait RegisterStore: Send + 'static {
     fn credit(&self, child: &RegisterId) -> Result<Option<(String, u64)>, StoreError>;
     /// Whether a source was merged.
     fn merged(&self, source: &RegisterId) -> Result<bool, StoreError>;
+    /// The highest fencing token accepted for a register and key.
+    fn fence(&self, register: &RegisterId, key: &ContentId) -> Result<Option<u64>, StoreError>;
     /// Every register of a domain with its head state hash, sorted by id.
     fn domain_heads(&self, domain: &str) -> Result<Vec<(RegisterId, StateHash)>, StoreError>;
     /// The domains with registers.
@@ -130,6 +134,7 @@ pub struct MemoryStore {
     domains: BTreeMap<String, BTreeMap<RegisterId, StateHash>>,
     credits: HashMap<RegisterId, (String, u64)>,
     merged: HashSet<RegisterId>,
+    fences: HashMap<(RegisterId, ContentId), u64>,
     forks: HashMap<RegisterId, Vec<Fork>>,
     nullifiers: BTreeMap<(String, [u8; 32]), NullifierUse>,
     double_uses: BTreeMap<String, Vec<DoubleUse>>,
@@ -169,6 +174,10 @@ impl RegisterStore for MemoryStore {
             self.credits.remove(&child);
         }
         self.merged.extend(commit.merged);
+        for (register, key, token) in commit.fences {
+            let seen = self.fences.entry((register, key)).or_insert(token);
+            *seen = (*seen).max(token);
+        }
         for f in commit.forks {
             let list = self.forks.entry(f.register_id).or_default();
             if !list.contains(&f) {
@@ -200,6 +209,10 @@ impl RegisterStore for MemoryStore {
 
     fn merged(&self, source: &RegisterId) -> Result<bool, StoreError> {
         Ok(self.merged.contains(source))
+    }
+
+    fn fence(&self, register: &RegisterId, key: &ContentId) -> Result<Option<u64>, StoreError> {
+        Ok(self.fences.get(&(*register, *key)).copied())
     }
 
     fn domain_heads(&self, domain: &str) -> Result<Vec<(RegisterId, StateHash)>, StoreError> {
@@ -309,7 +322,8 @@ mod rocks {
     const HEADS: &str = "regsync.heads";
     /// domain ‖ 0 ‖ register id → state hash.
     const DOMAINS: &str = "regsync.domains";
-    /// child → amount BE ‖ token; source → () under prefix `m`.
+    /// child → amount BE ‖ token; source → () under prefix `m`; register ‖ fence key →
+    /// highest token (BE) under prefix `f`.
     const CREDITS: &str = "regsync.credits";
     /// register id ‖ loser update id → winner header len BE ‖ winner ‖ loser.
     const FORKS: &str = "regsync.forks";
@@ -411,6 +425,13 @@ mod rocks {
         k
     }
 
+    fn fence_key(register: &RegisterId, key: &ContentId) -> Vec<u8> {
+        let mut k = b"f".to_vec();
+        k.extend_from_slice(register.as_bytes());
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
     fn use_key(domain: &str, nullifier: &[u8]) -> Vec<u8> {
         let mut k = b"u".to_vec();
         k.extend_from_slice(&domain_key(domain, nullifier));
@@ -482,6 +503,22 @@ mod rocks {
                 k.extend_from_slice(source.as_bytes());
                 batch.put_cf(self.cf(CREDITS), k, []);
             }
+            // The highest token per key in this commit, then only if above the stored.
+            let mut fences: std::collections::BTreeMap<(RegisterId, ContentId), u64> =
+                std::collections::BTreeMap::new();
+            for (register, key, token) in &commit.fences {
+                let highest = fences.entry((*register, *key)).or_insert(*token);
+                *highest = (*highest).max(*token);
+            }
+            for ((register, key), token) in fences {
+                if self.fence(&register, &key)?.is_none_or(|seen| seen < token) {
+                    batch.put_cf(
+                        self.cf(CREDITS),
+                        fence_key(&register, &key),
+                        token.to_be_bytes(),
+                    );
+                }
+            }
             for f in &commit.forks {
                 let mut k = f.register_id.as_bytes().to_vec();
                 k.extend_from_slice(f.loser.id().as_bytes());
@@ -548,6 +585,17 @@ mod rocks {
             let mut k = b"m".to_vec();
             k.extend_from_slice(source.as_bytes());
             Ok(self.get(CREDITS, &k)?.is_some())
+        }
+
+        fn fence(&self, register: &RegisterId, key: &ContentId) -> Result<Option<u64>, StoreError> {
+            let Some(v) = self.get(CREDITS, &fence_key(register, key))? else {
+                return Ok(None);
+            };
+            let bytes: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| err("stored fence is not 8 bytes"))?;
+            Ok(Some(u64::from_be_bytes(bytes)))
         }
 
         fn domain_heads(&self, domain: &str) -> Result<Vec<(RegisterId, StateHash)>, StoreError> {

@@ -196,6 +196,7 @@ fn update(
         owner: next.owner,
         last_updated: 2,
         proof_id: None,
+        fence: None,
         signature: [0; 64],
     };
     tamper(&mut header);
@@ -570,6 +571,7 @@ fn proof_carrying_classes_need_a_checked_proof() {
             owner: owner_key.peer_id(),
             last_updated: 1,
             proof_id,
+            fence: None,
             signature: [0; 64],
         }
         .sign(&owner_key);
@@ -815,6 +817,7 @@ fn a_server_that_forges_the_chain_or_the_state_is_penalized_and_changes_nothing(
             owner: owner.peer_id(),
             last_updated: 1,
             proof_id: None,
+            fence: None,
             signature: [0; 64],
         }
         .sign(signer)
@@ -873,4 +876,58 @@ fn a_server_that_forges_the_chain_or_the_state_is_penalized_and_changes_nothing(
     );
     assert!(penalties.is_empty());
     assert!(matches!(reply, Some(Reply::Register(Ok(r))) if r == state));
+}
+
+#[test]
+fn a_write_with_a_lower_fencing_token_is_refused_without_blame() {
+    let mut s = setup(Config::default());
+    let owner = s.owner.clone();
+    let key = ContentId::of(b"execution node 7");
+    let fenced =
+        |token| move |h: &mut UpdateHeader| h.fence = Some(causality_regsync::Fence { key, token });
+    let m = update(
+        &s,
+        &owner,
+        vec![Operation::Update(balance(50))],
+        |_| {},
+        fenced(5 << 32 | 1),
+    );
+    let (verdict, ..) = deliver(&mut s.follower, m);
+    assert_eq!(verdict, Some(Acceptance::Accept));
+    s.head = s.follower.register(&s.id).unwrap().state_hash();
+    assert_eq!(
+        s.follower.store().fence(&s.id, &key).unwrap(),
+        Some(5 << 32 | 1)
+    );
+    // The zombie of an earlier lease writes on top: refused, and nobody is penalized.
+    let zombie = update(
+        &s,
+        &owner,
+        vec![Operation::Update(balance(1))],
+        |_| {},
+        fenced(4 << 32 | 9),
+    );
+    let (verdict, penalties, events) = deliver(&mut s.follower, zombie);
+    assert_eq!(verdict, Some(Acceptance::Ignore));
+    assert!(penalties.is_empty());
+    assert!(
+        rejected(&events)
+            .iter()
+            .any(|e| matches!(e, UpdateError::StaleFence { .. }))
+    );
+    assert_eq!(
+        s.follower.register(&s.id).unwrap().state_hash(),
+        s.head,
+        "unchanged"
+    );
+    // A later lease's write goes through.
+    let next = update(
+        &s,
+        &owner,
+        vec![Operation::Update(balance(2))],
+        |_| {},
+        fenced(6 << 32 | 1),
+    );
+    let (verdict, ..) = deliver(&mut s.follower, next);
+    assert_eq!(verdict, Some(Acceptance::Accept));
 }

@@ -37,6 +37,7 @@ fn header(owner: &Keypair, state: &Register, previous: Option<&Register>) -> Upd
         owner: state.owner,
         last_updated: state.last_updated,
         proof_id: None,
+        fence: None,
         signature: [0; 64],
     }
     .sign(owner)
@@ -88,6 +89,7 @@ fn conformance(store: &mut dyn RegisterStore) {
                 winner: h1.clone(),
                 loser: h0.clone(),
             }],
+            fences: vec![(a1.id, child, 7), (a1.id, child, 5)],
         })
         .unwrap();
     assert_eq!(
@@ -112,6 +114,18 @@ fn conformance(store: &mut dyn RegisterStore) {
     assert_eq!(store.credit(&child).unwrap(), Some(("CAU".into(), 3)));
     assert!(store.merged(&b0.id).unwrap() && !store.merged(&a1.id).unwrap());
     assert_eq!(store.forks(&a1.id).unwrap().len(), 1);
+    assert_eq!(
+        store.fence(&a1.id, &child).unwrap(),
+        Some(7),
+        "the highest token is kept"
+    );
+    assert_eq!(store.fence(&b0.id, &child).unwrap(), None);
+    assert_eq!(
+        store.fence(&a1.id, &child).unwrap(),
+        Some(7),
+        "the highest token is kept"
+    );
+    assert_eq!(store.fence(&b0.id, &child).unwrap(), None);
     // A used credit goes; a header is never replaced.
     let mut other = h1.clone();
     other.last_updated += 1;

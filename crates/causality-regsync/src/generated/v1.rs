@@ -202,6 +202,12 @@ pub struct UpdateHeader {
     /// "causality/regsync/update/v1" ‖ this message's encoding with `signature` empty.
     #[prost(bytes = "vec", tag = "9")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// A fencing token the write carries (e.g. an execution lease's): per register and key,
+    /// a write with a lower token than one already accepted is refused.
+    #[prost(bytes = "vec", tag = "10")]
+    pub fence_key: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "11")]
+    pub fence_token: u64,
 }
 /// What gossip carries on `register/update/{register_id}` and
 /// `register/creation/{domain_id}`: the signed header, and the delta (or, for a creation,

@@ -378,6 +378,10 @@ impl State {
             used_credits: effects.used_credit.into_iter().collect(),
             merged: effects.merged,
             forks: Vec::new(),
+            fences: checked
+                .iter()
+                .filter_map(|h| h.fence.map(|f| (id, f.key, f.token)))
+                .collect(),
         };
         let waiters: Vec<CallId> = job.waiters.drain(..).collect();
         if let Some(key) = self.class(state.class()).proof_key {

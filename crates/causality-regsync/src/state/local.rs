@@ -22,15 +22,17 @@ impl State {
             operations: vec![Operation::Create { genesis, contents }],
             previous_state_hash: None,
         };
-        self.local_update(None, delta, height, proof_id, call)
+        self.local_update(None, delta, height, proof_id, None, call)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn update(
         &mut self,
         id: RegisterId,
         operations: Vec<Operation>,
         height: u64,
         proof_id: Option<ContentId>,
+        fence: Option<Fence>,
         call: Option<CallId>,
     ) -> Result<Option<StateHash>, SyncError> {
         let head = self
@@ -51,7 +53,7 @@ impl State {
             operations,
             previous_state_hash: Some(head.state_hash),
         };
-        self.local_update(Some(previous), delta, height, proof_id, call)
+        self.local_update(Some(previous), delta, height, proof_id, fence, call)
     }
 
     pub(super) fn local_update(
@@ -60,6 +62,7 @@ impl State {
         delta: RegisterDelta,
         height: u64,
         proof_id: Option<ContentId>,
+        fence: Option<Fence>,
         call: Option<CallId>,
     ) -> Result<Option<StateHash>, SyncError> {
         // What we would refuse from a peer we refuse here: the delta must survive its own
@@ -99,9 +102,13 @@ impl State {
             owner: next.owner,
             last_updated: height,
             proof_id,
+            fence,
             signature: [0; 64],
         }
         .sign(&self.key);
+        if let Some(e) = self.stale_fence(&header) {
+            return Err(e.into());
+        }
         if let (Some(key), Some(proof_id)) = (rules.proof_key, proof_id) {
             // Our own proof is checked like anyone's before the update applies.
             self.event(Event::ProofNeeded {
@@ -155,6 +162,16 @@ impl State {
         self.announce_header(&header, Some(&delta), Some(&next));
         self.release_buffered(next.id);
         Ok(hash)
+    }
+
+    /// Why a write's fencing token is refused: lower than one accepted for its key.
+    pub(super) fn stale_fence(&self, header: &UpdateHeader) -> Option<UpdateError> {
+        let fence = header.fence?;
+        let seen = self.store.fence(&header.register_id, &fence.key).ok()??;
+        (fence.token < seen).then_some(UpdateError::StaleFence {
+            seen,
+            got: fence.token,
+        })
     }
 
     /// Replaces data larger than a chunk by its chunks' ids, keeping the chunks when
@@ -269,6 +286,11 @@ impl State {
             used_credits: effects.used_credit.into_iter().collect(),
             merged: effects.merged,
             forks: Vec::new(),
+            fences: header
+                .fence
+                .map(|f| (state.id, f.key, f.token))
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -37,8 +37,8 @@ use crate::messages::{
     TIMEMAP_UPDATE_TOPIC, TIMEMAP_VERIFICATION_TOPIC, UPDATE_TOPIC, domain_topic, update_topic,
 };
 use crate::model::{
-    At, Context, Effects, Genesis, Limits, NullifierUse, Operation, Register, RegisterContents,
-    RegisterDelta, RegisterId, StateHash, TimeMap, UpdateHeader, apply,
+    At, Context, Effects, Fence, Genesis, Limits, NullifierUse, Operation, Register,
+    RegisterContents, RegisterDelta, RegisterId, StateHash, TimeMap, UpdateHeader, apply,
 };
 use crate::riblt::{Decoder, Encoder, ITEM_BYTES, Item, Symbol};
 use crate::store::{Commit, DoubleUse, Fork, Head, RegisterStore, StoreError};
@@ -165,6 +165,18 @@ pub enum Command {
         last_updated: u64,
         /// For proof-carrying classes.
         proof_id: Option<ContentId>,
+    },
+    /// [`Update`](Self::Update) carrying a fencing token: refused here and everywhere
+    /// when a higher token for the same key was accepted for the register.
+    UpdateFenced {
+        /// The register.
+        register_id: RegisterId,
+        /// The operations.
+        operations: Vec<Operation>,
+        /// The block height.
+        last_updated: u64,
+        /// The fence.
+        fence: Fence,
     },
     /// The state hash an update would produce (to bind a proof to it), without applying
     /// it.
@@ -715,7 +727,23 @@ impl State {
                 last_updated,
                 proof_id,
             } => {
-                let r = self.update(register_id, operations, last_updated, proof_id, call);
+                let r = self.update(register_id, operations, last_updated, proof_id, None, call);
+                self.reply_update(call, r);
+            }
+            Command::UpdateFenced {
+                register_id,
+                operations,
+                last_updated,
+                fence,
+            } => {
+                let r = self.update(
+                    register_id,
+                    operations,
+                    last_updated,
+                    None,
+                    Some(fence),
+                    call,
+                );
                 self.reply_update(call, r);
             }
             Command::Preview {

@@ -112,6 +112,17 @@ impl State {
         if let Err(e) = link {
             return self.reject(id, originator, e, message);
         }
+        if let Some(e) = self.stale_fence(&header) {
+            // A late writer (a lease taken over): refused, not forwarded, not blamed.
+            tracing::info!(target: "causality_regsync", register = %id.short(), error = %e, "fenced write refused");
+            self.stats.rejected += 1;
+            self.validate(message, Acceptance::Ignore);
+            return self.event(Event::Rejected {
+                register_id: id,
+                peer: originator,
+                error: e,
+            });
+        }
         // The state, from the inline delta on the previous body or the inline state.
         let previous = match header.previous_state_hash {
             Some(p) => self.store.state(&p).unwrap_or_default(),
@@ -285,6 +296,7 @@ impl State {
             commit.credits.clear();
             commit.used_credits.clear();
             commit.merged.clear();
+            commit.fences.clear();
         }
         if let Err(e) = self.store.commit(commit) {
             tracing::error!(target: "causality_regsync", register = %id.short(), error = %e, "storing an update failed");
