@@ -83,6 +83,32 @@ const EVENTS: usize = 4096;
 
 /// Execution coordination over a network: the [`State`] machine run by the shared driver,
 /// an [`Executor`] for the work leased here, and a typed async API. Cheap to clone.
+///
+/// ```no_run
+/// # async fn run(network: causality_net::Network, view: tokio::sync::watch::Receiver<causality_exec::ExecutorView>) -> Result<(), causality_exec::ExecError> {
+/// use std::sync::Arc;
+/// use causality_exec::{Config, Coordinator, Edge, ExecOutput, ExecutionSequence, Executor, ExecutorInfo, WorkSpec};
+///
+/// struct Echo;
+/// #[async_trait::async_trait]
+/// impl Executor for Echo {
+///     async fn execute(&self, work: &WorkSpec, _inputs: &[Vec<u8>]) -> Result<ExecOutput, String> {
+///         Ok(ExecOutput { output: work.input.clone(), proof_id: None })
+///     }
+/// }
+///
+/// let config = Config { executor: ExecutorInfo { kinds: ["echo".into()].into(), capacity: 4 }, ..Config::default() };
+/// let me = network.local_peer_id();
+/// let node = Coordinator::start(network, config, view, Arc::new(Echo)).await?;
+/// let work = |s: &str| WorkSpec::new("echo", s.as_bytes().to_vec());
+/// let sequence = ExecutionSequence::new(me, b"hello", [(0, work("a")), (1, work("b"))], vec![Edge::new(0, 1)]);
+/// let id = node.announce_sequence(sequence).await?;
+/// let mut monitor = node.monitor_sequence(id).await?;
+/// while let Some(statement) = monitor.next().await {
+///     println!("{:?}: {} done", statement.status, statement.completed_nodes.len());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Coordinator {
     service: Service<State>,

@@ -472,7 +472,7 @@ fn failing_work_is_retried_with_backoff_then_fails_the_sequence_with_its_reason(
                     );
                 }
                 Event::Status(m) if m.status == ExecutionStatus::Failed => {
-                    end = Some((sim.now_ms(), m))
+                    end = Some((sim.now_ms(), m));
                 }
                 _ => {}
             }
@@ -507,7 +507,8 @@ fn bad_sequences_and_bad_claims_get_typed_errors() {
     );
     cyclic.entries = vec![0];
     cyclic.exits = vec![];
-    let cases: Vec<(ExecutionSequence, fn(&SequenceError) -> bool)> = vec![
+    type Case = (ExecutionSequence, fn(&SequenceError) -> bool);
+    let cases: Vec<Case> = vec![
         (cyclic, |e| {
             matches!(e, SequenceError::Cycle(_) | SequenceError::Exits)
         }),
