@@ -3,7 +3,7 @@
 //! retries with backoff, validation by agreement or by proof, and a status stream.
 //!
 //! The protocol is the sans-IO [`State`] machine; [`Coordinator`] runs it on a
-//! [`Network`](causality_net::Network) with the shared driver and calls an [`Executor`]
+//! [`Network`] with the shared driver and calls an [`Executor`]
 //! for the work leased to this node.
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
