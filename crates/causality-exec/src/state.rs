@@ -92,6 +92,15 @@ pub struct Config {
     pub status_interval_ms: u64,
     /// Seed of the retry jitter.
     pub seed: u64,
+    /// Place work where it is estimated to finish first, from observed run times per
+    /// executor and kind (default true); otherwise with the rendezvous-preferred executor
+    /// that has a free slot.
+    pub predictive: bool,
+    /// Re-issue a node to a second executor when it runs past this many times its
+    /// estimate (default 3; 0 disables hedging) ...
+    pub hedge_factor: u64,
+    /// ... within this share of extra executions (default 5 %).
+    pub hedge_budget: f64,
 }
 
 impl Default for Config {
@@ -105,6 +114,9 @@ impl Default for Config {
             replicas: 3,
             status_interval_ms: 20,
             seed: 0,
+            predictive: true,
+            hedge_factor: 3,
+            hedge_budget: 0.05,
         }
     }
 }
@@ -217,6 +229,8 @@ pub struct Stats {
     pub executed: u64,
     /// Terms taken over from a lost leader.
     pub takeovers: u64,
+    /// Stragglers re-issued to a second executor.
+    pub hedges: u64,
     /// Sequences completed (as leader).
     pub completed: u64,
     /// Sequences failed (as leader).
@@ -234,6 +248,8 @@ pub enum Timer {
     Status(SequenceId),
     /// Renew a lease held here.
     Renew(SequenceId, NodeId, u64),
+    /// A lease may be running past its estimate.
+    Hedge(SequenceId, NodeId, u64),
 }
 
 /// The request protocol's name.
@@ -265,6 +281,75 @@ impl NodeState {
     }
 }
 
+/// The nodes' states, with an index of the ready ones by rank (highest first).
+#[derive(Debug)]
+struct Nodes {
+    states: BTreeMap<NodeId, NodeState>,
+    ready: BTreeSet<(std::cmp::Reverse<u64>, NodeId)>,
+    rank: BTreeMap<NodeId, u64>,
+}
+
+impl Nodes {
+    fn new(states: BTreeMap<NodeId, NodeState>, rank: BTreeMap<NodeId, u64>) -> Self {
+        let ready = states
+            .iter()
+            .filter(|(_, s)| matches!(s, NodeState::Ready))
+            .map(|(n, _)| (std::cmp::Reverse(rank[n]), *n))
+            .collect();
+        Self {
+            states,
+            ready,
+            rank,
+        }
+    }
+
+    fn insert(&mut self, n: NodeId, state: NodeState) {
+        let key = (
+            std::cmp::Reverse(self.rank.get(&n).copied().unwrap_or(0)),
+            n,
+        );
+        if matches!(state, NodeState::Ready) {
+            self.ready.insert(key);
+        } else {
+            self.ready.remove(&key);
+        }
+        self.states.insert(n, state);
+    }
+
+    fn get(&self, n: &NodeId) -> Option<&NodeState> {
+        self.states.get(n)
+    }
+
+    fn contains_key(&self, n: &NodeId) -> bool {
+        self.states.contains_key(n)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&NodeId, &NodeState)> {
+        self.states.iter()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &NodeId> {
+        self.states.keys()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &NodeState> {
+        self.states.values()
+    }
+
+    /// Ready nodes, critical path first.
+    fn ready(&self) -> Vec<NodeId> {
+        self.ready.iter().map(|(_, n)| *n).collect()
+    }
+}
+
+impl std::ops::Index<&NodeId> for Nodes {
+    type Output = NodeState;
+
+    fn index(&self, n: &NodeId) -> &NodeState {
+        &self.states[n]
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     Leader,
@@ -280,11 +365,13 @@ struct Tracked {
     term: u64,
     leader: Option<PeerId>,
     status: ExecutionStatus,
-    nodes: BTreeMap<NodeId, NodeState>,
+    nodes: Nodes,
     attempts: BTreeMap<NodeId, u32>,
     grants: BTreeMap<NodeId, u32>,
     /// Executors that failed a node (avoided on its retries).
     avoid: BTreeMap<NodeId, BTreeSet<PeerId>>,
+    /// Second leases of stragglers.
+    hedges: BTreeMap<NodeId, NodeClaimToken>,
     /// Agreeing results so far, for work that needs several.
     votes: BTreeMap<NodeId, Vec<NodeResult>>,
     unstated: Vec<NodeResult>,
@@ -309,6 +396,9 @@ enum Pending {
     State(SequenceId),
 }
 
+/// One executor's leases: (sequence, node, token) → (granted at, expected end).
+type Leases = BTreeMap<(SequenceId, NodeId, u64), (u64, u64)>;
+
 /// The execution-coordination state machine. See the [module docs](self).
 pub struct State {
     config: Config,
@@ -323,10 +413,14 @@ pub struct State {
     sequences: HashMap<SequenceId, Tracked>,
     /// Leases held here (running work): token → when it started.
     running: HashMap<(SequenceId, NodeId), (NodeClaimToken, u64)>,
-    /// Executors' leases in flight, per executor (as leader).
-    inflight: HashMap<PeerId, u32>,
+    /// Executors' leases in flight, per executor (as leader): (sequence, node, token) →
+    /// (granted at, expected end).
+    leases_of: HashMap<PeerId, Leases>,
     /// Highest term seen per sequence (executors that are not replicas).
     terms: HashMap<SequenceId, u64>,
+    /// Observed run times (grant to result, ms), averaged, per executor and work kind.
+    durations: HashMap<(PeerId, String), f64>,
+
     monitored: BTreeSet<SequenceId>,
     inflight_requests: HashMap<OutboundId, Pending>,
     stats: Stats,
@@ -361,8 +455,10 @@ impl State {
             connected: BTreeSet::new(),
             sequences: HashMap::new(),
             running: HashMap::new(),
-            inflight: HashMap::new(),
+            leases_of: HashMap::new(),
             terms: HashMap::new(),
+            durations: HashMap::new(),
+
             monitored: BTreeSet::new(),
             inflight_requests: HashMap::new(),
             stats: Stats::default(),
@@ -510,6 +606,7 @@ impl State {
                 )
             })
             .collect();
+        let nodes = Nodes::new(nodes, dag.rank.clone());
         self.sequences.insert(
             id,
             Tracked {
@@ -523,6 +620,7 @@ impl State {
                 attempts: BTreeMap::new(),
                 grants: BTreeMap::new(),
                 avoid: BTreeMap::new(),
+                hedges: BTreeMap::new(),
                 votes: BTreeMap::new(),
                 unstated: Vec::new(),
                 status_scheduled: false,
@@ -601,12 +699,35 @@ impl State {
 
     // ---- leading ----
 
-    /// Marks nodes ready or skipped as their predecessors resolve.
+    /// Marks nodes ready or skipped as their predecessors resolve (all of them).
     fn resolve_all(&mut self, id: SequenceId) {
+        let Some(t) = self.sequences.get(&id) else {
+            return;
+        };
+        let all: Vec<NodeId> = t.dag.order.clone();
+        self.resolve(id, all);
+    }
+
+    /// Marks the successors of newly resolved nodes ready or skipped, transitively.
+    fn resolve_after(&mut self, id: SequenceId, resolved: NodeId) {
+        let Some(t) = self.sequences.get(&id) else {
+            return;
+        };
+        let next: Vec<NodeId> = t
+            .dag
+            .succs
+            .get(&resolved)
+            .map(|es| es.iter().map(|&e| t.sequence.edges[e].to).collect())
+            .unwrap_or_default();
+        self.resolve(id, next);
+    }
+
+    fn resolve(&mut self, id: SequenceId, candidates: Vec<NodeId>) {
         let Some(t) = self.sequences.get_mut(&id) else {
             return;
         };
-        for &n in &t.dag.order {
+        let mut work: VecDeque<NodeId> = candidates.into();
+        while let Some(n) = work.pop_front() {
             if !matches!(t.nodes[&n], NodeState::Waiting) {
                 continue;
             }
@@ -626,18 +747,49 @@ impl State {
                     _ => false,
                 }
             });
-            t.nodes.insert(
-                n,
-                if taken {
-                    NodeState::Ready
-                } else {
-                    NodeState::Skipped
-                },
-            );
+            if taken {
+                t.nodes.insert(n, NodeState::Ready);
+            } else {
+                t.nodes.insert(n, NodeState::Skipped);
+                // A skipped node resolves its successors too.
+                if let Some(es) = t.dag.succs.get(&n) {
+                    work.extend(es.iter().map(|&e| t.sequence.edges[e].to));
+                }
+            }
         }
     }
 
-    /// Leases ready nodes, critical path first, to the preferred executor with capacity.
+    /// The estimated run time of `kind` on `executor`: its own average, else the kind's,
+    /// else the creator's estimate.
+    fn estimate(&self, executor: &PeerId, kind: &str, work: &WorkSpec) -> u64 {
+        if let Some(e) = self.durations.get(&(*executor, kind.to_owned())) {
+            return e.round() as u64;
+        }
+        let known: Vec<f64> = self
+            .durations
+            .iter()
+            .filter(|((_, k), _)| k == kind)
+            .map(|(_, d)| *d)
+            .collect();
+        if known.is_empty() {
+            work.estimate_ms.max(1)
+        } else {
+            (known.iter().sum::<f64>() / known.len() as f64).round() as u64
+        }
+    }
+
+    fn observe(&mut self, executor: PeerId, kind: &str, ms: u64) {
+        let e = self
+            .durations
+            .entry((executor, kind.to_owned()))
+            .or_insert(ms as f64);
+        *e = 0.7 * *e + 0.3 * ms as f64;
+    }
+
+    /// Leases ready nodes, critical path first. With predictive scheduling each goes where
+    /// it is estimated to finish first (an executor busy now may be the better choice, and
+    /// the node then waits for it); otherwise to the rendezvous-preferred executor with
+    /// free capacity.
     fn dispatch(&mut self, id: SequenceId) {
         let Some(t) = self.sequences.get(&id) else {
             return;
@@ -645,13 +797,10 @@ impl State {
         if t.role != Role::Leader || t.status.is_final() {
             return;
         }
-        let mut ready: Vec<(u64, NodeId)> = t
-            .nodes
-            .iter()
-            .filter(|(_, s)| matches!(s, NodeState::Ready))
-            .map(|(n, _)| (t.dag.rank[n], *n))
-            .collect();
-        ready.sort_by(|a, b| b.cmp(a));
+        let ready = t.nodes.ready();
+        if ready.is_empty() {
+            return;
+        }
         let executors: Vec<(PeerId, ExecutorInfo)> = self
             .view
             .iter()
@@ -659,7 +808,14 @@ impl State {
             .map(|(p, i)| (*p, i.clone()))
             .collect();
         let r = Rendezvous::for_epoch(0);
-        for (_, n) in ready {
+        for n in ready {
+            // Stop early when nobody has a free slot.
+            if executors
+                .iter()
+                .all(|(p, i)| self.inflight(p) >= i.capacity.max(1))
+            {
+                return;
+            }
             let t = &self.sequences[&id];
             let work = &t.sequence.nodes[&n];
             let avoid = t.avoid.get(&n);
@@ -675,19 +831,40 @@ impl State {
             if able.is_empty() {
                 continue;
             }
-            let mut key = id.as_bytes().to_vec();
-            key.extend_from_slice(&n.to_le_bytes());
-            let mut ordered: Vec<(u64, PeerId, u32)> = able
-                .iter()
-                .map(|(p, i)| (r.score(&key, p.as_bytes()), *p, i.capacity))
-                .collect();
-            ordered.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            // Preferred order, executors that failed this node last.
-            ordered.sort_by_key(|(_, p, _)| avoid.is_some_and(|a| a.contains(p)));
-            let choice = ordered
-                .iter()
-                .find(|(_, p, cap)| self.inflight.get(p).copied().unwrap_or(0) < (*cap).max(1))
-                .map(|(_, p, _)| *p);
+            let free = |p: &PeerId, cap: u32| self.inflight(p) < cap.max(1);
+            let choice = if self.config.predictive {
+                // Earliest estimated finish: free now, or when its soonest lease ends.
+                let mut best: Option<(u64, bool, PeerId)> = None;
+                for (p, i) in &able {
+                    let avoided = avoid.is_some_and(|a| a.contains(p));
+                    let start = if free(p, i.capacity) {
+                        self.now_ms
+                    } else {
+                        self.busy_until(p).max(self.now_ms)
+                    };
+                    let finish = start + self.estimate(p, &work.kind, work);
+                    let key = (finish, avoided, *p);
+                    if best.is_none_or(|b| (key.1, key.0, key.2) < (b.1, b.0, b.2)) {
+                        best = Some(key);
+                    }
+                }
+                best.map(|(_, _, p)| p)
+                    .filter(|p| able.iter().any(|(q, i)| q == p && free(q, i.capacity)))
+            } else {
+                let mut key = id.as_bytes().to_vec();
+                key.extend_from_slice(&n.to_le_bytes());
+                let mut ordered: Vec<(u64, PeerId, u32)> = able
+                    .iter()
+                    .map(|(p, i)| (r.score(&key, p.as_bytes()), *p, i.capacity))
+                    .collect();
+                ordered.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                // Preferred order, executors that failed this node last.
+                ordered.sort_by_key(|(_, p, _)| avoid.is_some_and(|a| a.contains(p)));
+                ordered
+                    .iter()
+                    .find(|(_, p, cap)| free(p, *cap))
+                    .map(|(_, p, _)| *p)
+            };
             let Some(holder) = choice else { continue };
             self.grant(id, n, holder);
         }
@@ -712,12 +889,25 @@ impl State {
         t.nodes.insert(n, NodeState::Leased(token.clone()));
         let work = t.sequence.nodes[&n].clone();
         let inputs = inputs_of(t, n);
-        *self.inflight.entry(holder).or_insert(0) += 1;
         self.stats.grants += 1;
+        let estimate = self.estimate(&holder, &work.kind, &work);
+        self.hold(&token, estimate);
         self.schedule(token.lease_until_ms + 1, Timer::Lease(id, n, token.token));
+        if self.config.hedge_factor > 0 {
+            let at = self.now_ms + self.config.hedge_factor * estimate.max(1);
+            self.schedule(at, Timer::Hedge(id, n, token.token));
+        }
+        self.send_work(token.clone(), work, inputs);
+        token
+    }
+
+    /// Hands leased work to its holder (or runs it here).
+    fn send_work(&mut self, token: NodeClaimToken, work: WorkSpec, inputs: Vec<Vec<u8>>) {
+        let (id, n, holder) = (token.sequence_id, token.node, token.holder);
         if holder == self.local {
-            self.start_work(token.clone(), work, inputs);
+            self.start_work(token, work, inputs);
         } else {
+            let number = token.token;
             self.request(
                 holder,
                 pb::request::Kind::Assign(pb::Assignment {
@@ -725,16 +915,92 @@ impl State {
                     work: Some(work.to_proto()),
                     inputs,
                 }),
-                Pending::Assign(id, n, token.token),
+                Pending::Assign(id, n, number),
             );
         }
-        token
     }
 
-    fn release(&mut self, holder: &PeerId) {
-        if let Some(c) = self.inflight.get_mut(holder) {
-            *c = c.saturating_sub(1);
+    fn inflight(&self, executor: &PeerId) -> u32 {
+        self.leases_of.get(executor).map_or(0, |l| l.len() as u32)
+    }
+
+    /// When an executor's soonest lease is estimated to end.
+    fn busy_until(&self, executor: &PeerId) -> u64 {
+        self.leases_of
+            .get(executor)
+            .and_then(|l| l.values().map(|(_, end)| *end).min())
+            .unwrap_or(self.now_ms)
+    }
+
+    fn hold(&mut self, token: &NodeClaimToken, estimate: u64) {
+        self.leases_of.entry(token.holder).or_default().insert(
+            (token.sequence_id, token.node, token.token),
+            (self.now_ms, self.now_ms + estimate),
+        );
+    }
+
+    /// Frees a lease's slot; returns when it was granted.
+    fn release(&mut self, token: &NodeClaimToken) -> Option<u64> {
+        let leases = self.leases_of.get_mut(&token.holder)?;
+        leases
+            .remove(&(token.sequence_id, token.node, token.token))
+            .map(|(at, _)| at)
+    }
+
+    /// A node ran past its estimate: lease it to a second executor too, within the hedging
+    /// budget; the first valid result wins.
+    fn hedge(&mut self, id: SequenceId, n: NodeId, token: u64) {
+        let Some(t) = self.sequences.get(&id) else {
+            return;
+        };
+        let NodeState::Leased(current) = &t.nodes[&n] else {
+            return;
+        };
+        if current.token != token || t.hedges.contains_key(&n) || t.role != Role::Leader {
+            return;
         }
+        if (self.stats.hedges + 1) as f64 > self.config.hedge_budget * self.stats.grants as f64 {
+            return;
+        }
+        let first = current.holder;
+        let work = t.sequence.nodes[&n].clone();
+        let choice = self
+            .view
+            .iter()
+            .filter(|(p, i)| {
+                **p != first
+                    && (**p == self.local || self.connected.contains(*p))
+                    && i.kinds.contains(&work.kind)
+                    && self.inflight(p) < i.capacity.max(1)
+            })
+            .map(|(p, _)| (self.estimate(p, &work.kind, &work), *p))
+            .min();
+        let Some((estimate, holder)) = choice else {
+            return;
+        };
+        let lease_ms = self.config.lease_ms;
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        let grant = t.grants.entry(n).or_insert(0);
+        *grant += 1;
+        let second = NodeClaimToken {
+            sequence_id: id,
+            node: n,
+            token: token_number(t.term, *grant),
+            term: t.term,
+            holder,
+            lease_until_ms: self.now_ms + lease_ms,
+            leader: self.local,
+            signature: [0; 64],
+        }
+        .sign(&self.key);
+        t.hedges.insert(n, second.clone());
+        let inputs = inputs_of(t, n);
+        self.stats.hedges += 1;
+        self.stats.grants += 1;
+        tracing::debug!(target: "causality_exec", sequence = %id.short(), node = n, "hedged a straggler");
+        self.hold(&second, estimate);
+        self.schedule(second.lease_until_ms + 1, Timer::Lease(id, n, second.token));
+        self.send_work(second, work, inputs);
     }
 
     /// A node's attempt failed: retry after a backoff, or fail the sequence.
@@ -766,6 +1032,12 @@ impl State {
             self.state_now(id);
             return;
         }
+        if reason == FailureReason::LeaseExpired {
+            // The lease already waited: re-grant at once, elsewhere.
+            t.nodes.insert(n, NodeState::Ready);
+            self.stats.retries += 1;
+            return;
+        }
         t.nodes.insert(n, NodeState::Backoff);
         let exp = base.saturating_mul(1 << (attempts - 1).min(20)).min(max);
         let jitter = self.rng.gen_range(exp / 2..=exp + exp / 2);
@@ -774,25 +1046,50 @@ impl State {
     }
 
     fn lease_over(&mut self, id: SequenceId, n: NodeId, token: u64) {
-        let Some(t) = self.sequences.get(&id) else {
+        let Some(t) = self.sequences.get_mut(&id) else {
             return;
         };
+        if let Some(h) = t.hedges.get(&n).cloned()
+            && h.token == token
+        {
+            if h.lease_until_ms > self.now_ms {
+                self.schedule(h.lease_until_ms + 1, Timer::Lease(id, n, token));
+            } else {
+                t.hedges.remove(&n);
+                self.release(&h);
+            }
+            return;
+        }
         let NodeState::Leased(current) = &t.nodes[&n] else {
             return;
         };
         if current.token != token || t.role != Role::Leader {
             return;
         }
+        if current.lease_until_ms <= self.now_ms
+            && let Some(h) = t.hedges.remove(&n)
+        {
+            // The first lease ran out; its hedge carries on as the lease.
+            let old = current.clone();
+            t.nodes.insert(n, NodeState::Leased(h));
+            self.stats.leases_expired += 1;
+            self.release(&old);
+            return;
+        }
+        let t = &self.sequences[&id];
+        let NodeState::Leased(current) = &t.nodes[&n] else {
+            return;
+        };
         if current.lease_until_ms > self.now_ms {
             // Renewed meanwhile.
             let at = current.lease_until_ms + 1;
             self.schedule(at, Timer::Lease(id, n, token));
             return;
         }
-        let holder = current.holder;
+        let expired = current.clone();
         self.stats.leases_expired += 1;
-        self.release(&holder);
-        self.attempt_failed(id, n, Some(holder), FailureReason::LeaseExpired);
+        self.release(&expired);
+        self.attempt_failed(id, n, Some(expired.holder), FailureReason::LeaseExpired);
         self.dispatch(id);
     }
 
@@ -827,11 +1124,11 @@ impl State {
         let Some(state) = t.nodes.get(&n) else {
             return Err(SubmissionError::Unclaimed(n));
         };
+        let hedge = t.hedges.get(&n);
+        let live =
+            |c: &NodeClaimToken| c.token == result.token.token && c.holder == result.token.holder;
         match state {
-            NodeState::Leased(current)
-                if *current == result.token
-                    || current.token == result.token.token
-                        && current.holder == result.token.holder => {}
+            NodeState::Leased(current) if live(current) || hedge.is_some_and(live) => {}
             NodeState::Done(done) if done.token.token == result.token.token => return Ok(()),
             NodeState::Leased(current) | NodeState::Validating(current) => {
                 self.stats.refused += 1;
@@ -853,7 +1150,35 @@ impl State {
             }
         }
         let work = t.sequence.nodes[&n].clone();
-        self.release(&result.token.holder);
+        // The race is over for this node: free the other lease too (a hedge, or the first).
+        let other = match (&t.nodes[&n], t.hedges.get(&n)) {
+            (NodeState::Leased(c), Some(h)) => Some(if c.token == result.token.token {
+                h.clone()
+            } else {
+                c.clone()
+            }),
+            _ => None,
+        };
+        let granted = self.release(&result.token);
+        if let Some(other) = other
+            && result.error.is_none()
+        {
+            self.release(&other);
+            self.sequences
+                .get_mut(&id)
+                .expect("tracked")
+                .hedges
+                .remove(&n);
+        }
+        if result.error.is_none()
+            && let Some(at) = granted
+        {
+            self.observe(
+                result.token.holder,
+                &work.kind,
+                self.now_ms.saturating_sub(at),
+            );
+        }
         if let Some(error) = &result.error {
             // The executor could not run it: retry elsewhere.
             self.attempt_failed(
@@ -981,7 +1306,7 @@ impl State {
             payload_type: RESULT_TYPE.into(),
             payload: result.to_proto().encode_to_vec(),
         });
-        self.resolve_all(id);
+        self.resolve_after(id, n);
         let t = self.sequences.get_mut(&id).expect("tracked");
         let exits_done = t.sequence.exits.iter().all(|e| t.nodes[e].resolved());
         if exits_done {
@@ -1013,7 +1338,7 @@ impl State {
         let mut pending = Vec::new();
         let mut failed = Vec::new();
         let mut skipped = Vec::new();
-        for (n, s) in &t.nodes {
+        for (n, s) in t.nodes.iter() {
             match s {
                 NodeState::Done(_) => completed.push(*n),
                 NodeState::Skipped => skipped.push(*n),
@@ -1216,6 +1541,18 @@ impl State {
         let Some(t) = self.sequences.get_mut(&token.sequence_id) else {
             return Err(ClaimError::UnknownSequence);
         };
+        if let Some(h) = t.hedges.get(&token.node)
+            && h.token == token.token
+            && h.holder == token.holder
+        {
+            let renewed = NodeClaimToken {
+                lease_until_ms: self.now_ms + lease_ms,
+                ..h.clone()
+            }
+            .sign(&self.key);
+            t.hedges.insert(token.node, renewed.clone());
+            return Ok(renewed);
+        }
         match t.nodes.get(&token.node) {
             Some(NodeState::Leased(current))
                 if current.token == token.token && current.holder == token.holder =>
@@ -1274,8 +1611,8 @@ impl State {
         }
         .sign(&self.key);
         t.nodes.insert(n, NodeState::Leased(token.clone()));
-        *self.inflight.entry(holder).or_insert(0) += 1;
         self.stats.grants += 1;
+        self.hold(&token, lease_ms);
         self.schedule(token.lease_until_ms + 1, Timer::Lease(id, n, token.token));
         token
     }
@@ -1486,7 +1823,7 @@ impl State {
                     if let Some(NodeState::Leased(t)) = current
                         && t.token == token
                     {
-                        self.release(&t.holder);
+                        self.release(&t);
                         self.attempt_failed(
                             seq,
                             n,
@@ -1687,6 +2024,7 @@ impl Protocol for State {
             Input::Timer(Timer::Retry(id, n)) => self.retry(id, n),
             Input::Timer(Timer::Status(id)) => self.state_now(id),
             Input::Timer(Timer::Renew(id, n, token)) => self.renew(id, n, token),
+            Input::Timer(Timer::Hedge(id, n, token)) => self.hedge(id, n, token),
             Input::Command { command, call } => self.on_command(command, call),
             Input::PeerConnected(peer) => {
                 self.connected.insert(peer);

@@ -22,12 +22,22 @@ fn config(seed: u64) -> Config {
             capacity: 4,
         },
         seed,
+        hedge_factor: std::env::var("HEDGE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        predictive: std::env::var("PREDICTIVE").map_or(true, |v| v == "1"),
         ..Config::default()
     }
 }
 
 /// `n` nodes, all connected, all executors, each seeing all.
 fn network(seed: u64, n: usize) -> Sim<State> {
+    network_with(seed, n, |_| {})
+}
+
+/// [`network`] with each node's configuration adjusted by `adjust`.
+fn network_with(seed: u64, n: usize, adjust: impl Fn(&mut Config)) -> Sim<State> {
     let mut sim = Sim::new(
         seed,
         SimConfig {
@@ -38,7 +48,9 @@ fn network(seed: u64, n: usize) -> Sim<State> {
         },
     );
     for i in 0..n {
-        sim.add_node(|k| State::new(config(seed + i as u64), k.clone()));
+        let mut c = config(seed + i as u64);
+        adjust(&mut c);
+        sim.add_node(|k| State::new(c, k.clone()));
     }
     for i in 0..n {
         for j in i + 1..n {
@@ -72,6 +84,9 @@ fn run(work: &WorkSpec, inputs: &[Vec<u8>]) -> Vec<u8> {
 struct Driver {
     /// (executor index, token) of work not handed back yet.
     held: Vec<(usize, NodeClaimToken, Vec<u8>)>,
+    /// Work running: (due, executor, token, output); every run takes `run_ms`.
+    running: Vec<(u64, usize, NodeClaimToken, Vec<u8>)>,
+    run_ms: u64,
     /// Executions per (sequence node).
     executions: BTreeMap<NodeId, u32>,
     statements: Vec<(usize, causality_exec::ExecutionSequenceMessage)>,
@@ -81,6 +96,8 @@ impl Driver {
     fn new() -> Self {
         Self {
             held: Vec::new(),
+            running: Vec::new(),
+            run_ms: 5,
             executions: BTreeMap::new(),
             statements: Vec::new(),
         }
@@ -92,33 +109,47 @@ impl Driver {
         hold: &dyn Fn(usize, &NodeClaimToken) -> bool,
         wrong: &dyn Fn(usize) -> bool,
     ) {
-        sim.run_for(10);
-        for (n, e) in sim.take_events() {
-            match e {
-                Event::Execute {
+        sim.run_for(5);
+        let now = sim.now_ms();
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.running.drain(..).partition(|(at, ..)| *at <= now);
+        self.running = later;
+        for (_, n, token, output) in due {
+            sim.command(
+                n,
+                Command::Complete {
                     token,
-                    work,
-                    inputs,
-                } => {
-                    *self.executions.entry(token.node).or_insert(0) += 1;
-                    let mut output = run(&work, &inputs);
-                    if wrong(n) {
-                        output = b"wrong".to_vec();
+                    outcome: Ok((output, None)),
+                },
+            );
+        }
+        loop {
+            let events = sim.take_events();
+            if events.is_empty() {
+                break;
+            }
+            for (n, e) in events {
+                match e {
+                    Event::Execute {
+                        token,
+                        work,
+                        inputs,
+                    } => {
+                        *self.executions.entry(token.node).or_insert(0) += 1;
+                        let mut output = run(&work, &inputs);
+                        if wrong(n) {
+                            output = b"wrong".to_vec();
+                        }
+                        if hold(n, &token) {
+                            self.held.push((n, token, output));
+                        } else {
+                            self.running
+                                .push((sim.now_ms() + self.run_ms, n, token, output));
+                        }
                     }
-                    if hold(n, &token) {
-                        self.held.push((n, token, output));
-                    } else {
-                        sim.command(
-                            n,
-                            Command::Complete {
-                                token,
-                                outcome: Ok((output, None)),
-                            },
-                        );
-                    }
+                    Event::Status(m) => self.statements.push((n, *m)),
+                    _ => {}
                 }
-                Event::Status(m) => self.statements.push((n, *m)),
-                _ => {}
             }
         }
     }
@@ -264,7 +295,18 @@ fn expected(sequence: &ExecutionSequence) -> (BTreeMap<NodeId, Vec<u8>>, BTreeSe
 
 #[test]
 fn a_thousand_node_dag_completes_across_ten_nodes_each_node_accepted_once() {
-    let mut sim = network(1, 10);
+    thousand_nodes(network(1, 10));
+}
+
+#[test]
+fn the_same_with_rendezvous_placement_and_no_hedging() {
+    thousand_nodes(network_with(1, 10, |c| {
+        c.predictive = false;
+        c.hedge_factor = 0;
+    }));
+}
+
+fn thousand_nodes(mut sim: Sim<State>) {
     for n in 0..10 {
         sim.command(
             n,
@@ -299,10 +341,16 @@ fn a_thousand_node_dag_completes_across_ten_nodes_each_node_accepted_once() {
         assert_eq!(d.executions.get(n), None, "skipped node {n} never ran");
     }
     let executed: u32 = d.executions.values().sum();
+    let (leader, _) = leader_of(&sim, &id).unwrap();
+    let hedges = sim.node(leader).unwrap().stats().hedges;
     assert_eq!(
-        executed as usize,
-        want.len(),
-        "no node ran twice without a fault"
+        executed as u64,
+        want.len() as u64 + hedges,
+        "no node ran twice but for hedged stragglers"
+    );
+    assert!(
+        hedges as f64 <= 0.05 * want.len() as f64,
+        "within the hedging budget: {hedges}"
     );
     let per_executor: BTreeSet<usize> = d.statements.iter().map(|(n, _)| *n).collect();
     assert_eq!(per_executor.len(), 10, "everyone followed");
