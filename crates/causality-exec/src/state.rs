@@ -336,9 +336,9 @@ impl Nodes {
         self.states.values()
     }
 
-    /// Ready nodes, critical path first.
-    fn ready(&self) -> Vec<NodeId> {
-        self.ready.iter().map(|(_, n)| *n).collect()
+    /// Up to `limit` ready nodes, critical path first.
+    fn ready(&self, limit: usize) -> Vec<NodeId> {
+        self.ready.iter().take(limit).map(|(_, n)| *n).collect()
     }
 }
 
@@ -420,6 +420,8 @@ pub struct State {
     terms: HashMap<SequenceId, u64>,
     /// Observed run times (grant to result, ms), averaged, per executor and work kind.
     durations: HashMap<(PeerId, String), f64>,
+    /// The same per work kind, over all executors.
+    kind_durations: HashMap<String, f64>,
 
     monitored: BTreeSet<SequenceId>,
     inflight_requests: HashMap<OutboundId, Pending>,
@@ -458,6 +460,7 @@ impl State {
             leases_of: HashMap::new(),
             terms: HashMap::new(),
             durations: HashMap::new(),
+            kind_durations: HashMap::new(),
 
             monitored: BTreeSet::new(),
             inflight_requests: HashMap::new(),
@@ -765,25 +768,23 @@ impl State {
         if let Some(e) = self.durations.get(&(*executor, kind.to_owned())) {
             return e.round() as u64;
         }
-        let known: Vec<f64> = self
-            .durations
-            .iter()
-            .filter(|((_, k), _)| k == kind)
-            .map(|(_, d)| *d)
-            .collect();
-        if known.is_empty() {
-            work.estimate_ms.max(1)
-        } else {
-            (known.iter().sum::<f64>() / known.len() as f64).round() as u64
+        match self.kind_durations.get(kind) {
+            Some(e) => e.round() as u64,
+            None => work.estimate_ms.max(1),
         }
     }
 
     fn observe(&mut self, executor: PeerId, kind: &str, ms: u64) {
-        let e = self
-            .durations
-            .entry((executor, kind.to_owned()))
-            .or_insert(ms as f64);
-        *e = 0.7 * *e + 0.3 * ms as f64;
+        for e in [
+            self.durations
+                .entry((executor, kind.to_owned()))
+                .or_insert(ms as f64),
+            self.kind_durations
+                .entry(kind.to_owned())
+                .or_insert(ms as f64),
+        ] {
+            *e = 0.7 * *e + 0.3 * ms as f64;
+        }
     }
 
     /// Leases ready nodes, critical path first. With predictive scheduling each goes where
@@ -797,16 +798,21 @@ impl State {
         if t.role != Role::Leader || t.status.is_final() {
             return;
         }
-        let ready = t.nodes.ready();
-        if ready.is_empty() {
-            return;
-        }
         let executors: Vec<(PeerId, ExecutorInfo)> = self
             .view
             .iter()
             .filter(|(p, _)| **p == self.local || self.connected.contains(*p))
             .map(|(p, i)| (*p, i.clone()))
             .collect();
+        // At most as many nodes as there are free slots can be leased now.
+        let free_slots: usize = executors
+            .iter()
+            .map(|(p, i)| i.capacity.max(1).saturating_sub(self.inflight(p)) as usize)
+            .sum();
+        let ready = t.nodes.ready(free_slots.max(1) * 4);
+        if ready.is_empty() {
+            return;
+        }
         let r = Rendezvous::for_epoch(0);
         for n in ready {
             // Stop early when nobody has a free slot.
@@ -1105,7 +1111,9 @@ impl State {
 
     /// Judges a result handed to this leader.
     fn on_result(&mut self, result: NodeResult, from: PeerId) -> Result<(), SubmissionError> {
-        if !result.verify() || result.token.holder != from && from != self.local {
+        // The token is checked against the one this leader granted (below); only the
+        // holder's signature needs checking here.
+        if !result.verify_holder() || result.token.holder != from && from != self.local {
             self.stats.refused += 1;
             return Err(SubmissionError::Forged);
         }
