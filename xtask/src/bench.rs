@@ -10,7 +10,15 @@ use serde_json::Value;
 use crate::util::{cargo, exec};
 
 /// Crates with benchmarks, by the short name accepted on the command line.
-const CRATES: &[&str] = &["hash", "log", "net", "discovery", "proofshare", "regsync"];
+const CRATES: &[&str] = &[
+    "hash",
+    "log",
+    "net",
+    "discovery",
+    "proofshare",
+    "regsync",
+    "exec",
+];
 
 /// Ratios worth printing: (label, numerator benchmark id, denominator benchmark id).
 /// Both are criterion ids, `group/function[/parameter]`; a ratio of times.

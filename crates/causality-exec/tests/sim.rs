@@ -363,7 +363,7 @@ fn bad_sequences_and_bad_claims_get_typed_errors() {
     );
     match reply(&mut sim, call) {
         Reply::Completed(Err(SubmissionError::Remote(e))) => {
-            assert!(e.contains("stale token"), "{e}")
+            assert!(e.contains("stale token"), "{e}");
         }
         r => panic!("{r:?}"),
     }
