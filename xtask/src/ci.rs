@@ -68,10 +68,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 ])
                 .args(locked),
         )?;
-        // Register sync without RocksDB.
+        // Register sync and execution coordination without RocksDB.
         exec(
             cargo()
                 .args(["check", "-p", "causality-regsync", "--no-default-features"])
+                .args(locked),
+        )?;
+        exec(
+            cargo()
+                .args(["check", "-p", "causality-exec", "--no-default-features"])
                 .args(locked),
         )
     })?;

@@ -10,6 +10,7 @@
 mod error;
 pub mod model;
 pub mod state;
+pub mod store;
 
 /// Raw protobuf wire types generated from `proto/causality/exec/`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -37,6 +38,9 @@ pub use crate::model::{
 pub use crate::state::{
     Command, Config, Event, ExecutorInfo, ExecutorView, Reply, State, Stats, sequence_topic,
 };
+#[cfg(feature = "rocksdb")]
+pub use crate::store::RocksStore;
+pub use crate::store::{ExecStore, MemoryStore, StoreError};
 
 /// The request protocol's full id.
 pub const PROTOCOL: &str = "/causality/exec/0.1.0";
@@ -159,8 +163,27 @@ impl Coordinator {
         view: tokio::sync::watch::Receiver<ExecutorView>,
         executor: Arc<dyn Executor>,
     ) -> Result<Self, ExecError> {
+        Self::start_with_store(
+            network,
+            config,
+            view,
+            executor,
+            Box::new(MemoryStore::new()),
+        )
+        .await
+    }
+
+    /// [`start`](Self::start), keeping sequences, terms and results in `store` (a restarted
+    /// node resumes the sequences it kept).
+    pub async fn start_with_store(
+        network: Network,
+        config: Config,
+        view: tokio::sync::watch::Receiver<ExecutorView>,
+        executor: Arc<dyn Executor>,
+        store: Box<dyn ExecStore>,
+    ) -> Result<Self, ExecError> {
         let local = network.local_peer_id();
-        let state = State::new(config, network.keypair().clone());
+        let state = State::with_store(config, network.keypair().clone(), store);
         let (events, _) = broadcast::channel(EVENTS);
         let sender = events.clone();
         let (work_tx, mut work_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();

@@ -36,6 +36,7 @@ use crate::model::{
     NodeClaimToken, NodeId, NodeResult, SequenceId, WorkSpec, decode_bounded,
 };
 use crate::proto::v1 as pb;
+use crate::store::{ExecStore, MemoryStore};
 
 /// `execution/sequence/{sequence_id}`: the leader's status statements.
 pub const SEQUENCE_TOPIC: TopicKind = TopicKind::new("execution", "sequence");
@@ -402,6 +403,7 @@ type Leases = BTreeMap<(SequenceId, NodeId, u64), (u64, u64)>;
 /// The execution-coordination state machine. See the [module docs](self).
 pub struct State {
     config: Config,
+    store: Box<dyn ExecStore>,
     key: Keypair,
     local: PeerId,
     outputs: VecDeque<Output<Self>>,
@@ -443,9 +445,52 @@ fn token_number(term: u64, grant: u32) -> u64 {
 }
 
 impl State {
-    /// A state machine for the node with `key`.
+    /// A state machine for the node with `key`, keeping its sequences in memory.
     pub fn new(config: Config, key: Keypair) -> Self {
+        Self::with_store(config, key, Box::new(MemoryStore::new()))
+    }
+
+    /// A state machine that keeps its sequences in `store` and resumes those it kept: a
+    /// restarted replica knows their results and terms, and leads them again (in a higher
+    /// term) when it is the first live candidate.
+    pub fn with_store(config: Config, key: Keypair, store: Box<dyn ExecStore>) -> Self {
+        let mut this = Self::empty(config, key, store);
+        let kept = match this.store.sequences() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(target: "causality_exec", error = %e, "reading kept sequences failed");
+                Vec::new()
+            }
+        };
+        for sequence in kept {
+            let id = sequence.id();
+            let Ok(dag) = sequence.validate(&this.config.limits) else {
+                tracing::warn!(target: "causality_exec", sequence = %id.short(), "a kept sequence does not validate");
+                continue;
+            };
+            this.track(sequence, dag);
+            let term = this.store.term(&id).unwrap_or(0);
+            let results = this.store.results(&id).unwrap_or_default();
+            let t = this.sequences.get_mut(&id).expect("tracked");
+            t.term = term;
+            for r in results {
+                if t.nodes.contains_key(&r.token.node) {
+                    t.nodes.insert(r.token.node, NodeState::Done(Box::new(r)));
+                }
+            }
+            this.resolve_all(id);
+            let t = this.sequences.get_mut(&id).expect("tracked");
+            let exits_done = t.sequence.exits.iter().all(|e| t.nodes[e].resolved());
+            if exits_done {
+                t.status = ExecutionStatus::Completed;
+            }
+        }
+        this
+    }
+
+    fn empty(config: Config, key: Keypair, store: Box<dyn ExecStore>) -> Self {
         Self {
+            store,
             local: key.peer_id(),
             rng: ChaCha20Rng::seed_from_u64(config.seed),
             config,
@@ -594,6 +639,16 @@ impl State {
         if self.sequences.contains_key(&id) {
             return;
         }
+        if let Err(e) = self.store.put_sequence(&sequence) {
+            tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a sequence failed");
+        }
+        self.track(sequence, dag);
+        self.check_leadership(id);
+    }
+
+    /// Starts tracking a validated sequence as a replica.
+    fn track(&mut self, sequence: ExecutionSequence, dag: Dag) {
+        let id = sequence.id();
         let nodes = sequence
             .nodes
             .keys()
@@ -690,6 +745,9 @@ impl State {
                     Pending::State(id),
                 );
             }
+        }
+        if let Err(e) = self.store.put_term(&id, term) {
+            tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a term failed");
         }
         self.event(Event::Leading {
             sequence_id: id,
@@ -1305,6 +1363,9 @@ impl State {
     }
 
     fn accept(&mut self, id: SequenceId, n: NodeId, result: NodeResult) {
+        if let Err(e) = self.store.put_results(std::slice::from_ref(&result)) {
+            tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a result failed");
+        }
         let t = self.sequences.get_mut(&id).expect("tracked");
         t.nodes.insert(n, NodeState::Done(Box::new(result.clone())));
         t.unstated.push(result.clone());
@@ -1429,6 +1490,14 @@ impl State {
         }
         t.status = m.status;
         t.last_statement = Some(m.clone());
+        let term = t.term;
+        if let Err(e) = self
+            .store
+            .put_term(&id, term)
+            .and_then(|()| self.store.put_results(&m.results))
+        {
+            tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a statement failed");
+        }
         self.resolve_all(id);
         if monitored {
             self.event(Event::Status(Box::new(m)));
@@ -1915,6 +1984,18 @@ impl State {
             }
         }
         if changed {
+            let t = &self.sequences[&id];
+            let adopted: Vec<NodeResult> = t
+                .nodes
+                .values()
+                .filter_map(|s| match s {
+                    NodeState::Done(r) => Some((**r).clone()),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = self.store.put_results(&adopted) {
+                tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping results failed");
+            }
             self.resolve_all(id);
             self.state_now(id);
             self.dispatch(id);

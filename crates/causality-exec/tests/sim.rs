@@ -405,3 +405,88 @@ fn runs_replay_bit_for_bit_from_the_seed() {
     };
     assert_eq!(run_once(), run_once());
 }
+
+#[test]
+fn a_leader_restarted_from_rocksdb_resumes_its_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = |k: &causality_net::Keypair, seed: u64| {
+        let mut c = config(seed);
+        c.replicas = 1;
+        State::with_store(
+            c,
+            k.clone(),
+            Box::new(causality_exec::RocksStore::open(dir.path()).unwrap()),
+        )
+    };
+    // Find which node leads the sequence among five, and give that one RocksDB.
+    let probe = network(21, 5);
+    let sequence = dag(probe.peer_id(0), 120, 10, 21);
+    let (want, _) = expected(&sequence);
+    let id = sequence.id();
+    let r = causality_hash::Rendezvous::for_epoch(0);
+    let peers: Vec<[u8; 32]> = (0..5).map(|n| *probe.peer_id(n).as_bytes()).collect();
+    let leader = (0..5)
+        .find(|n| peers[*n] == *r.top_k(id.as_bytes(), &peers, 1)[0])
+        .unwrap();
+    drop(probe);
+    let mut sim = network_with(21, 5, |c| c.replicas = 1);
+    sim.crash(leader);
+    sim.restart(leader, |k| rocks(k, 21));
+    for n in 0..5 {
+        if n != leader {
+            sim.connect(leader, n);
+        }
+    }
+    let view: causality_exec::ExecutorView = std::sync::Arc::new(
+        (0..5)
+            .map(|i| (sim.peer_id(i), config(0).executor))
+            .collect(),
+    );
+    sim.set_view(leader, view.clone());
+    sim.run_for(500);
+    for n in 0..5 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence);
+    assert_eq!(leader_of(&sim, &id).map(|(l, _)| l), Some(leader));
+    let mut d = Driver::new();
+    d.run_until(&mut sim, 30_000, &never, &honest, |s| {
+        s.node(leader)
+            .unwrap()
+            .status(&id)
+            .is_some_and(|m| m.completed_nodes.len() > 40)
+    });
+    let done_before = sim
+        .node(leader)
+        .unwrap()
+        .status(&id)
+        .unwrap()
+        .completed_nodes
+        .len();
+    // The only replica crashes and comes back from its database.
+    sim.crash(leader);
+    sim.run_for(3_000);
+    sim.restart(leader, |k| rocks(k, 22));
+    for n in 0..5 {
+        if n != leader {
+            sim.connect(leader, n);
+        }
+    }
+    sim.set_view(leader, view);
+    let done = d.run_until(&mut sim, 60_000, &never, &honest, |s| {
+        final_status(s, &id) == Some(ExecutionStatus::Completed)
+    });
+    assert!(done, "the restarted leader finished");
+    assert_eq!(leader_of(&sim, &id), Some((leader, 2)), "in a higher term");
+    let got = accepted(&d.statements);
+    for (n, outputs) in &got {
+        assert_eq!(outputs.len(), 1, "node {n} accepted once");
+        assert_eq!(outputs.first(), want.get(n));
+    }
+    let executed: u32 = d.executions.values().sum();
+    assert!(
+        (executed as usize) < want.len() + 20,
+        "the {done_before} results kept were not run again ({executed} runs for {} nodes)",
+        want.len()
+    );
+}
