@@ -288,19 +288,30 @@ struct Nodes {
     states: BTreeMap<NodeId, NodeState>,
     ready: BTreeSet<(std::cmp::Reverse<u64>, NodeId)>,
     rank: BTreeMap<NodeId, u64>,
+    exits: BTreeSet<NodeId>,
+    /// Exits not yet resolved.
+    open_exits: usize,
 }
 
 impl Nodes {
-    fn new(states: BTreeMap<NodeId, NodeState>, rank: BTreeMap<NodeId, u64>) -> Self {
+    fn new(
+        states: BTreeMap<NodeId, NodeState>,
+        rank: BTreeMap<NodeId, u64>,
+        exits: &[NodeId],
+    ) -> Self {
         let ready = states
             .iter()
             .filter(|(_, s)| matches!(s, NodeState::Ready))
             .map(|(n, _)| (std::cmp::Reverse(rank[n]), *n))
             .collect();
+        let exits: BTreeSet<NodeId> = exits.iter().copied().collect();
+        let open_exits = exits.iter().filter(|e| !states[e].resolved()).count();
         Self {
             states,
             ready,
             rank,
+            exits,
+            open_exits,
         }
     }
 
@@ -314,7 +325,20 @@ impl Nodes {
         } else {
             self.ready.remove(&key);
         }
+        if self.exits.contains(&n) {
+            let was = self.states.get(&n).is_some_and(NodeState::resolved);
+            match (was, state.resolved()) {
+                (false, true) => self.open_exits -= 1,
+                (true, false) => self.open_exits += 1,
+                _ => {}
+            }
+        }
         self.states.insert(n, state);
+    }
+
+    /// Whether every exit is resolved.
+    fn exits_resolved(&self) -> bool {
+        self.open_exits == 0
     }
 
     fn get(&self, n: &NodeId) -> Option<&NodeState> {
@@ -480,8 +504,7 @@ impl State {
             }
             this.resolve_all(id);
             let t = this.sequences.get_mut(&id).expect("tracked");
-            let exits_done = t.sequence.exits.iter().all(|e| t.nodes[e].resolved());
-            if exits_done {
+            if t.nodes.exits_resolved() {
                 t.status = ExecutionStatus::Completed;
             }
         }
@@ -664,7 +687,7 @@ impl State {
                 )
             })
             .collect();
-        let nodes = Nodes::new(nodes, dag.rank.clone());
+        let nodes = Nodes::new(nodes, dag.rank.clone(), &sequence.exits);
         self.sequences.insert(
             id,
             Tracked {
@@ -1377,8 +1400,7 @@ impl State {
         });
         self.resolve_after(id, n);
         let t = self.sequences.get_mut(&id).expect("tracked");
-        let exits_done = t.sequence.exits.iter().all(|e| t.nodes[e].resolved());
-        if exits_done {
+        if t.nodes.exits_resolved() {
             t.status = ExecutionStatus::Completed;
             self.stats.completed += 1;
             self.state_now(id);
