@@ -85,6 +85,67 @@ pub trait Executor: Send + Sync + 'static {
 /// Events kept for slow subscribers.
 const EVENTS: usize = 4096;
 
+/// Checks that a (verified) proof is under `key` and its public inputs are `public_inputs`
+/// (the work's input: 32-byte field elements, concatenated).
+pub fn proof_matches(
+    proof: &causality_proofshare::ProofMessage,
+    key: &ContentId,
+    public_inputs: &[u8],
+) -> Result<(), String> {
+    if proof.verification_key_id != *key {
+        return Err(format!(
+            "proof is under key {}, the work needs {key}",
+            proof.verification_key_id
+        ));
+    }
+    if proof.public_inputs.concat() != public_inputs {
+        return Err("the proof's public inputs are not the work's".into());
+    }
+    Ok(())
+}
+
+/// What [`Coordinator::start_with`] may be given beyond the basics.
+#[derive(Default)]
+pub struct Options {
+    /// Where sequences, terms and results are kept (default: memory).
+    pub store: Option<Box<dyn ExecStore>>,
+    /// Proof sharing, through which the proofs of proving work are fetched and verified
+    /// before their results are accepted. Without it such results are refused.
+    pub proofs: Option<causality_proofshare::ProofShare>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("store", &self.store.is_some())
+            .field("proofs", &self.proofs)
+            .finish()
+    }
+}
+
+/// Fetches and checks the proofs of proving work.
+async fn check_proofs(
+    proofs: Option<causality_proofshare::ProofShare>,
+    service: service::WeakService<State>,
+    token: NodeClaimToken,
+    proof_id: ContentId,
+    key: ContentId,
+    public_inputs: Vec<u8>,
+    peer: PeerId,
+) {
+    let result = match &proofs {
+        None => Err("no proof sharing configured".to_owned()),
+        // `request_proof` checks the proof against its id and verifies it.
+        Some(p) => match p.request_proof(proof_id, vec![peer]).await {
+            Ok(proof) => proof_matches(&proof, &key, &public_inputs),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    if let Some(running) = service.upgrade() {
+        let _ = running.send(Command::ProofChecked { token, result }).await;
+    }
+}
+
 /// Execution coordination over a network: the [`State`] machine run by the shared driver,
 /// an [`Executor`] for the work leased here, and a typed async API. Cheap to clone.
 ///
@@ -163,32 +224,29 @@ impl Coordinator {
         view: tokio::sync::watch::Receiver<ExecutorView>,
         executor: Arc<dyn Executor>,
     ) -> Result<Self, ExecError> {
-        Self::start_with_store(
-            network,
-            config,
-            view,
-            executor,
-            Box::new(MemoryStore::new()),
-        )
-        .await
+        Self::start_with(network, config, view, executor, Options::default()).await
     }
 
-    /// [`start`](Self::start), keeping sequences, terms and results in `store` (a restarted
-    /// node resumes the sequences it kept).
-    pub async fn start_with_store(
+    /// [`start`](Self::start) with a store (a restarted node resumes the sequences it kept)
+    /// and proof sharing (to verify the proofs of proving work).
+    pub async fn start_with(
         network: Network,
         config: Config,
         view: tokio::sync::watch::Receiver<ExecutorView>,
         executor: Arc<dyn Executor>,
-        store: Box<dyn ExecStore>,
+        options: Options,
     ) -> Result<Self, ExecError> {
         let local = network.local_peer_id();
+        let store = options
+            .store
+            .unwrap_or_else(|| Box::new(MemoryStore::new()));
+        let proofs = options.proofs;
         let state = State::with_store(config, network.keypair().clone(), store);
         let (events, _) = broadcast::channel(EVENTS);
         let sender = events.clone();
         let (work_tx, mut work_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let service = service::spawn(network, state, Some(view), move |event| {
-            if let Event::Execute { .. } = &event {
+            if let Event::Execute { .. } | Event::ProofNeeded { .. } = &event {
                 let _ = work_tx.send(event.clone());
             }
             let _ = sender.send(event);
@@ -197,19 +255,39 @@ impl Coordinator {
         let weak = service.downgrade();
         tokio::spawn(async move {
             while let Some(event) = work_rx.recv().await {
-                if let Event::Execute {
-                    token,
-                    work,
-                    inputs,
-                } = event
-                {
-                    tokio::spawn(run_work(
-                        executor.clone(),
-                        weak.clone(),
+                match event {
+                    Event::Execute {
                         token,
                         work,
                         inputs,
-                    ));
+                    } => {
+                        tokio::spawn(run_work(
+                            executor.clone(),
+                            weak.clone(),
+                            token,
+                            work,
+                            inputs,
+                        ));
+                    }
+                    Event::ProofNeeded {
+                        token,
+                        proof_id,
+                        key,
+                        public_inputs,
+                        peer,
+                    } => {
+                        let (proofs, weak) = (proofs.clone(), weak.clone());
+                        tokio::spawn(check_proofs(
+                            proofs,
+                            weak,
+                            token,
+                            proof_id,
+                            key,
+                            public_inputs,
+                            peer,
+                        ));
+                    }
+                    _ => {}
                 }
             }
         });

@@ -27,7 +27,7 @@ pub struct Limits {
     pub max_sequence_bytes: usize,
     /// Largest work input or result output (default 1 MiB).
     pub max_output_bytes: usize,
-    /// Longest work kind (default 64 bytes).
+    /// Longest work kind (default 128 bytes: room for `prove:` and a key id).
     pub max_kind_bytes: usize,
 }
 
@@ -38,7 +38,7 @@ impl Default for Limits {
             max_edges: 262_144,
             max_sequence_bytes: 8 << 20,
             max_output_bytes: 1 << 20,
-            max_kind_bytes: 64,
+            max_kind_bytes: 128,
         }
     }
 }
@@ -348,6 +348,15 @@ impl ExecutionSequence {
         }
         if self.edges.len() > limits.max_edges {
             return Err(SequenceError::TooLarge("edges"));
+        }
+        // What decoding checks, checked for sequences made here too.
+        for w in self.nodes.values() {
+            if w.kind.is_empty() || w.kind.len() > limits.max_kind_bytes {
+                return Err(SequenceError::Decode(DecodeError::Field("work kind")));
+            }
+            if w.input.len() > limits.max_output_bytes {
+                return Err(SequenceError::TooLarge("work input"));
+            }
         }
         let mut preds: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         let mut succs: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
