@@ -895,6 +895,8 @@ impl State {
             return;
         }
         let r = Rendezvous::for_epoch(0);
+        // Estimated next free time of executors a node chose to wait for, this round.
+        let mut planned: HashMap<PeerId, u64> = HashMap::new();
         for n in ready {
             // Stop early when nobody has a free slot.
             if executors
@@ -929,14 +931,29 @@ impl State {
                     } else {
                         self.busy_until(p).max(self.now_ms)
                     };
+                    // Nodes already waiting for it in this round go first.
+                    let start = start.max(planned.get(p).copied().unwrap_or(0));
                     let finish = start + self.estimate(p, &work.kind, work);
                     let key = (finish, avoided, *p);
                     if best.is_none_or(|b| (key.1, key.0, key.2) < (b.1, b.0, b.2)) {
                         best = Some(key);
                     }
                 }
-                best.map(|(_, _, p)| p)
-                    .filter(|p| able.iter().any(|(q, i)| q == p && free(q, i.capacity)))
+                match best {
+                    Some((_, _, p))
+                        if able.iter().any(|(q, i)| *q == p && free(q, i.capacity))
+                            && !planned.contains_key(&p) =>
+                    {
+                        Some(p)
+                    }
+                    Some((finish, _, p)) => {
+                        // Worth waiting for: reserve its next slot for this node, so the
+                        // next ones look elsewhere.
+                        planned.insert(p, finish);
+                        None
+                    }
+                    None => None,
+                }
             } else {
                 let mut key = id.as_bytes().to_vec();
                 key.extend_from_slice(&n.to_le_bytes());
@@ -1499,8 +1516,14 @@ impl State {
             t.term = m.term;
             t.leader = Some(m.leader);
         }
+        // The leader checked each result's holder signature against the token it granted;
+        // its signature over the statement covers them (results from other replicas, in a
+        // takeover, are checked one by one).
         for r in &m.results {
-            if r.verify() && r.token.sequence_id == id && t.nodes.contains_key(&r.token.node) {
+            if r.token.sequence_id == id
+                && r.token.leader == m.leader
+                && t.nodes.contains_key(&r.token.node)
+            {
                 t.nodes
                     .insert(r.token.node, NodeState::Done(Box::new(r.clone())));
             }
@@ -1548,7 +1571,9 @@ impl State {
     fn on_assign(&mut self, a: pb::Assignment, from: PeerId) -> Result<(), String> {
         let token =
             NodeClaimToken::from_proto(a.token.ok_or("no token")?).map_err(|e| e.to_string())?;
-        if !token.verify() || token.holder != self.local || token.leader != from {
+        // The request comes authenticated from `from`; the token's signature is for third
+        // parties (replicas, registers checking the fence).
+        if token.holder != self.local || token.leader != from {
             self.penalize(from, Severity::Severe, "forged assignment".into());
             return Err("forged token".into());
         }
