@@ -1543,7 +1543,9 @@ impl State {
         {
             tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a statement failed");
         }
-        self.resolve_all(id);
+        for r in &m.results {
+            self.resolve_after(id, r.token.node);
+        }
         if monitored {
             self.event(Event::Status(Box::new(m)));
         }

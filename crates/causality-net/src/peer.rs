@@ -21,6 +21,9 @@ const LIBP2P_ED25519_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId([u8; 32]);
 
+/// Decompressed public keys kept per thread for signature checks.
+const DECOMPRESSED_KEYS: usize = 4096;
+
 impl PeerId {
     /// The peer id of a public key given as 32 bytes. Fails when the bytes are not a valid
     /// ed25519 point.
@@ -43,10 +46,29 @@ impl PeerId {
         Self(key.to_bytes())
     }
 
-    /// The public key, for signature checks.
+    /// The public key, for signature checks. Decompressing a point costs about as much as
+    /// a third of a signature check, and the same few peers sign most messages, so recent
+    /// keys are kept decompressed (per thread, at most 4,096).
     pub(crate) fn verifying_key(&self) -> VerifyingKey {
-        // Every PeerId is built from a valid key (see `from_bytes` and `Keypair`).
-        VerifyingKey::from_bytes(&self.0).expect("PeerId holds a valid ed25519 key")
+        thread_local! {
+            static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        KEYS.with(|keys| {
+            let mut keys = keys.borrow_mut();
+            if let Some(key) = keys.get(&self.0) {
+                return *key;
+            }
+            // Every PeerId is built from a valid key (see `from_bytes` and `Keypair`).
+            let key = VerifyingKey::from_bytes(&self.0).expect("PeerId holds a valid ed25519 key");
+            if keys.len() >= DECOMPRESSED_KEYS {
+                // A flood of fresh keys evicts everything at once: bounded, and honest
+                // peers' keys come back on their next message.
+                keys.clear();
+            }
+            keys.insert(self.0, key);
+            key
+        })
     }
 
     /// Whether `signature` is this peer's valid ed25519 signature of `message` (strict
