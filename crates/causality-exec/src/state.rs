@@ -1063,11 +1063,15 @@ impl State {
         if current.token != token || t.hedges.contains_key(&n) || t.role != Role::Leader {
             return;
         }
-        if (self.stats.hedges + 1) as f64 > self.config.hedge_budget * self.stats.grants as f64 {
-            return;
-        }
         let first = current.holder;
         let work = t.sequence.nodes[&n].clone();
+        // Not now (over budget, nobody free): look again one estimate later.
+        let again = self.now_ms
+            + self.config.hedge_factor.max(1) * self.estimate(&first, &work.kind, &work).max(1);
+        if (self.stats.hedges + 1) as f64 > self.config.hedge_budget * self.stats.grants as f64 {
+            self.schedule(again, Timer::Hedge(id, n, token));
+            return;
+        }
         let choice = self
             .view
             .iter()
@@ -1080,6 +1084,7 @@ impl State {
             .map(|(p, _)| (self.estimate(p, &work.kind, &work), *p))
             .min();
         let Some((estimate, holder)) = choice else {
+            self.schedule(again, Timer::Hedge(id, n, token));
             return;
         };
         let lease_ms = self.config.lease_ms;

@@ -490,3 +490,45 @@ fn a_leader_restarted_from_rocksdb_resumes_its_sequence() {
         want.len()
     );
 }
+
+#[test]
+fn a_straggler_is_hedged_and_the_sequence_finishes_near_the_fast_executors_time() {
+    let makespan = |hedge: u64| {
+        let mut sim = network_with(31, 5, |c| c.hedge_factor = hedge);
+        let work = |i: u32| WorkSpec::new("hash", i.to_le_bytes().to_vec());
+        let sequence = ExecutionSequence::new(
+            sim.peer_id(0),
+            b"straggle",
+            (0..200).map(|i| (i, work(i))),
+            Vec::new(),
+        );
+        let id = sequence.id();
+        submit(&mut sim, 0, sequence);
+        let mut d = Driver::new();
+        // Executor 3 takes 5 s per run, the others 5 ms.
+        d.run_ms = vec![5, 5, 5, 5_000, 5];
+        let t0 = sim.now_ms();
+        let done = d.run_until(&mut sim, 60_000, &never, &honest, |s| {
+            final_status(s, &id) == Some(ExecutionStatus::Completed)
+        });
+        assert!(done);
+        let (leader, _) = leader_of(&sim, &id).unwrap();
+        let stats = sim.node(leader).unwrap().stats().clone();
+        (sim.now_ms() - t0, stats)
+    };
+    let (slow, _) = makespan(0);
+    let (fast, stats) = makespan(3);
+    assert!(
+        slow >= 5_000,
+        "unhedged, the straggler's runs set the end: {slow} ms"
+    );
+    assert!(
+        fast < 1_000,
+        "hedged, the sequence ends near the fast executors' time: {fast} ms"
+    );
+    assert!(stats.hedges >= 1, "{stats:?}");
+    assert!(
+        stats.hedges as f64 <= 0.05 * stats.grants as f64,
+        "within the budget: {stats:?}"
+    );
+}
