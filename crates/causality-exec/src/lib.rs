@@ -80,6 +80,19 @@ pub struct ExecOutput {
 pub trait Executor: Send + Sync + 'static {
     /// Runs `work` with its predecessors' outputs.
     async fn execute(&self, work: &WorkSpec, inputs: &[Vec<u8>]) -> Result<ExecOutput, String>;
+
+    /// Runs `work` with its predecessors' outputs and its secret input (a witness that
+    /// travelled sealed to this node alone), when it has one. By default the witness is
+    /// ignored.
+    async fn execute_with_witness(
+        &self,
+        work: &WorkSpec,
+        inputs: &[Vec<u8>],
+        witness: Option<&[u8]>,
+    ) -> Result<ExecOutput, String> {
+        let _ = witness;
+        self.execute(work, inputs).await
+    }
 }
 
 /// Events kept for slow subscribers.
@@ -205,9 +218,10 @@ async fn run_work(
     token: NodeClaimToken,
     work: WorkSpec,
     inputs: Vec<Vec<u8>>,
+    witness: Option<Vec<u8>>,
 ) {
     let outcome = executor
-        .execute(&work, &inputs)
+        .execute_with_witness(&work, &inputs, witness.as_deref())
         .await
         .map(|o| (o.output, o.proof_id));
     if let Some(running) = service.upgrade() {
@@ -260,6 +274,7 @@ impl Coordinator {
                         token,
                         work,
                         inputs,
+                        witness,
                     } => {
                         tokio::spawn(run_work(
                             executor.clone(),
@@ -267,6 +282,7 @@ impl Coordinator {
                             token,
                             work,
                             inputs,
+                            witness,
                         ));
                     }
                     Event::ProofNeeded {
@@ -313,6 +329,27 @@ impl Coordinator {
         sequence: ExecutionSequence,
     ) -> Result<SequenceId, ExecError> {
         expect_reply!(self.call(Command::Submit(sequence)).await?, Submitted)
+    }
+
+    /// Seals secret inputs (e.g. proving witnesses) of a sequence's nodes with HPKE to the
+    /// replicas the sequence will go to, so only they (and, re-sealed by the leader, the
+    /// holder of each node's lease) can read them. Call right before
+    /// [`announce_sequence`](Self::announce_sequence): the replicas follow the live view.
+    pub async fn seal_witnesses(
+        &self,
+        sequence: &mut ExecutionSequence,
+        secrets: std::collections::BTreeMap<NodeId, Vec<u8>>,
+    ) -> Result<(), ExecError> {
+        let replicas = expect_reply!(self.call(Command::Replicas(sequence.id())).await?, Replicas);
+        if replicas.is_empty() {
+            return Err(ExecError::NoLeader);
+        }
+        let mut rng = rand::rngs::OsRng;
+        for (node, secret) in secrets {
+            let sealed = causality_net::seal::seal(&secret, &replicas, &mut rng)?;
+            sequence.witnesses.insert(node, sealed);
+        }
+        Ok(())
     }
 
     /// A lease on a node, to run it here and [`submit_node_result`](Self::submit_node_result).

@@ -209,6 +209,10 @@ pub struct ExecutionSequence {
     pub exits: Vec<NodeId>,
     /// Failures of one node that fail the sequence (default 3).
     pub max_attempts: u32,
+    /// Secret inputs per node (e.g. proving witnesses), sealed with HPKE to the sequence's
+    /// replicas (see `Coordinator::seal_witnesses`); the leader re-seals each to the holder
+    /// of its lease alone. Not covered by the id.
+    pub witnesses: BTreeMap<NodeId, Vec<u8>>,
 }
 
 impl ExecutionSequence {
@@ -238,6 +242,7 @@ impl ExecutionSequence {
             nodes,
             edges,
             max_attempts: 3,
+            witnesses: BTreeMap::new(),
         }
     }
 
@@ -271,6 +276,7 @@ impl ExecutionSequence {
             entries: self.entries.clone(),
             exits: self.exits.clone(),
             max_attempts: self.max_attempts,
+            witnesses: self.witnesses.clone(),
         }
     }
 
@@ -279,9 +285,11 @@ impl ExecutionSequence {
         self.to_proto().encode_to_vec()
     }
 
-    /// The id: BLAKE3 of the encoding.
+    /// The id: BLAKE3 of the encoding without the sealed witnesses.
     pub fn id(&self) -> SequenceId {
-        ContentId::of(&self.encode())
+        let mut p = self.to_proto();
+        p.witnesses.clear();
+        ContentId::of(&p.encode_to_vec())
     }
 
     /// Decodes a sequence (not yet validated: see [`validate`](Self::validate)).
@@ -333,6 +341,23 @@ impl ExecutionSequence {
             entries: s.entries,
             exits: s.exits,
             max_attempts: s.max_attempts.clamp(1, 100),
+            witnesses: {
+                if s.witnesses.len() > limits.max_nodes {
+                    return Err(too_large("witnesses", s.witnesses.len(), limits.max_nodes));
+                }
+                if let Some(w) = s
+                    .witnesses
+                    .values()
+                    .find(|w| w.len() > limits.max_output_bytes + 4096)
+                {
+                    return Err(too_large(
+                        "witness",
+                        w.len(),
+                        limits.max_output_bytes + 4096,
+                    ));
+                }
+                s.witnesses
+            },
         })
     }
 

@@ -154,6 +154,8 @@ pub enum Command {
     Unmonitor(SequenceId),
     /// The latest statement known here.
     Status(SequenceId),
+    /// The replicas a sequence with this id goes to now (whom to seal its witnesses to).
+    Replicas(SequenceId),
     /// Counters.
     Stats,
 }
@@ -169,6 +171,8 @@ pub enum Reply {
     Completed(Result<(), SubmissionError>),
     /// The latest statement.
     Status(Option<ExecutionSequenceMessage>),
+    /// Peers.
+    Replicas(Vec<PeerId>),
     /// Counters.
     Stats(Stats),
     /// Done.
@@ -186,6 +190,8 @@ pub enum Event {
         work: WorkSpec,
         /// The predecessors' outputs, in predecessor id order.
         inputs: Vec<Vec<u8>>,
+        /// The node's secret input, opened here (it travelled sealed to this node alone).
+        witness: Option<Vec<u8>>,
     },
     /// A statement of a followed sequence.
     Status(Box<ExecutionSequenceMessage>),
@@ -1008,9 +1014,25 @@ impl State {
     /// Hands leased work to its holder (or runs it here).
     fn send_work(&mut self, token: NodeClaimToken, work: WorkSpec, inputs: Vec<Vec<u8>>) {
         let (id, n, holder) = (token.sequence_id, token.node, token.holder);
+        // The node's witness, sealed to the replicas: opened here and sealed again to the
+        // holder alone.
+        let witness = self
+            .sequences
+            .get(&id)
+            .and_then(|t| t.sequence.witnesses.get(&n))
+            .and_then(|sealed| match causality_net::seal::open(sealed, &self.key) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(target: "causality_exec", sequence = %id.short(), node = n, error = %e, "cannot open a witness sealed to the replicas");
+                    None
+                }
+            });
         if holder == self.local {
-            self.start_work(token, work, inputs);
+            self.start_work(token, work, inputs, witness);
         } else {
+            let sealed = witness
+                .and_then(|w| causality_net::seal::seal(&w, &[holder], &mut self.rng).ok())
+                .unwrap_or_default();
             let number = token.token;
             self.request(
                 holder,
@@ -1018,6 +1040,7 @@ impl State {
                     token: Some(token.to_proto()),
                     work: Some(work.to_proto()),
                     inputs,
+                    witness: sealed,
                 }),
                 Pending::Assign(id, n, number),
             );
@@ -1559,7 +1582,13 @@ impl State {
 
     // ---- executing ----
 
-    fn start_work(&mut self, token: NodeClaimToken, work: WorkSpec, inputs: Vec<Vec<u8>>) {
+    fn start_work(
+        &mut self,
+        token: NodeClaimToken,
+        work: WorkSpec,
+        inputs: Vec<Vec<u8>>,
+        witness: Option<Vec<u8>>,
+    ) {
         let key = (token.sequence_id, token.node);
         self.running.insert(key, (token.clone(), self.now_ms));
         self.stats.executed += 1;
@@ -1572,6 +1601,7 @@ impl State {
             token,
             work,
             inputs,
+            witness,
         });
     }
 
@@ -1597,7 +1627,15 @@ impl State {
         if !self.config.executor.kinds.contains(&work.kind) {
             return Err(format!("does not run {}", work.kind));
         }
-        self.start_work(token, work, a.inputs);
+        let witness = if a.witness.is_empty() {
+            None
+        } else {
+            Some(
+                causality_net::seal::open(&a.witness, &self.key)
+                    .map_err(|e| format!("witness: {e}"))?,
+            )
+        };
+        self.start_work(token, work, a.inputs, witness);
         Ok(())
     }
 
@@ -2085,6 +2123,14 @@ impl State {
             Command::Status(id) => {
                 let s = self.status(&id).cloned();
                 self.reply(call, Reply::Status(s));
+            }
+            Command::Replicas(id) => {
+                let r: Vec<PeerId> = self
+                    .candidates(&id)
+                    .into_iter()
+                    .take(self.config.replicas.max(1))
+                    .collect();
+                self.reply(call, Reply::Replicas(r));
             }
             Command::Stats => {
                 let s = self.stats.clone();

@@ -47,8 +47,22 @@ struct Prover {
 
 #[async_trait::async_trait]
 impl Executor for Prover {
-    async fn execute(&self, work: &WorkSpec, _: &[Vec<u8>]) -> Result<ExecOutput, String> {
-        let mut input = Fr::from_le_bytes_mod_order(&work.input);
+    async fn execute(&self, _: &WorkSpec, _: &[Vec<u8>]) -> Result<ExecOutput, String> {
+        Err("a proving job needs its witness".into())
+    }
+
+    /// Proves with the witness that travelled sealed to this prover alone.
+    async fn execute_with_witness(
+        &self,
+        work: &WorkSpec,
+        _: &[Vec<u8>],
+        witness: Option<&[u8]>,
+    ) -> Result<ExecOutput, String> {
+        let witness = witness.ok_or("no witness")?;
+        let mut input = Fr::from_le_bytes_mod_order(witness);
+        if input != Fr::from_le_bytes_mod_order(&work.input) {
+            return Err("the witness does not satisfy the statement".into());
+        }
         if self.lies {
             input += Fr::from(1u64);
         }
@@ -147,7 +161,23 @@ async fn proving_jobs_are_accepted_only_with_a_proof_that_verifies_for_their_inp
         work.proof_key = Some(key_id);
         (i as u32, work)
     });
-    let sequence = ExecutionSequence::new(nets[0].local_peer_id(), b"proofs", jobs, Vec::new());
+    let mut sequence = ExecutionSequence::new(nets[0].local_peer_id(), b"proofs", jobs, Vec::new());
+    // The witnesses travel sealed: to the replicas, then to each lease's holder alone.
+    let secrets = (0..6u64)
+        .map(|i| (i as u32, fr_bytes(&Fr::from(1000 + i))))
+        .collect();
+    nodes[0]
+        .seal_witnesses(&mut sequence, secrets)
+        .await
+        .unwrap();
+    let outsider = causality_net::Keypair::from_index(999);
+    for sealed in sequence.witnesses.values() {
+        assert!(
+            causality_net::seal::open(sealed, &outsider).is_err(),
+            "only the replicas can open a witness"
+        );
+        assert!(causality_net::seal::open(sealed, nets[2].keypair()).is_ok());
+    }
     let id = sequence.id();
     let mut monitor = nodes[0].monitor_sequence(id).await.unwrap();
     nodes[0].announce_sequence(sequence).await.unwrap();

@@ -75,6 +75,11 @@ pub struct ExecutionSequence {
     /// A node failing this many times fails the sequence.
     #[prost(uint32, tag = "7")]
     pub max_attempts: u32,
+    /// Secret inputs (e.g. proving witnesses) per node, sealed with HPKE to the sequence's
+    /// replicas. Not part of the id: the id commits to the work, not to how its secrets
+    /// travel.
+    #[prost(btree_map = "uint32, bytes", tag = "8")]
+    pub witnesses: ::prost::alloc::collections::BTreeMap<u32, ::prost::alloc::vec::Vec<u8>>,
 }
 /// A lease on one execution node, granted by the sequence's leader.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -193,6 +198,9 @@ pub struct Assignment {
     /// The predecessors' outputs, in predecessor id order.
     #[prost(bytes = "vec", repeated, tag = "3")]
     pub inputs: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    /// The node's witness, sealed by the leader to the holder alone.
+    #[prost(bytes = "vec", tag = "4")]
+    pub witness: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ClaimRequest {

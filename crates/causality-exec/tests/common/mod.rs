@@ -133,6 +133,7 @@ impl Driver {
                         token,
                         work,
                         inputs,
+                        ..
                     } => {
                         *self.executions.entry(token.node).or_insert(0) += 1;
                         let mut output = run(&work, &inputs);
