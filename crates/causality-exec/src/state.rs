@@ -417,7 +417,6 @@ struct Tracked {
 enum Pending {
     Submit {
         call: Option<CallId>,
-        left: usize,
         id: SequenceId,
     },
     Assign(SequenceId, NodeId, u64),
@@ -649,15 +648,19 @@ impl State {
         if replicas.contains(&self.local) {
             self.accept_sequence(sequence.clone(), dag);
         }
-        if remote.is_empty() {
-            return self.reply(call, Reply::Submitted(Ok(id)));
-        }
-        let left = remote.len();
+        // Kept here as a replica: that is enough to answer (the others are told all the
+        // same).
+        let call = if replicas.contains(&self.local) {
+            self.reply(call, Reply::Submitted(Ok(id)));
+            None
+        } else {
+            call
+        };
         for p in remote {
             self.request(
                 p,
                 pb::request::Kind::Submit(sequence.to_proto()),
-                Pending::Submit { call, left, id },
+                Pending::Submit { call, id },
             );
         }
     }
@@ -1951,11 +1954,7 @@ impl State {
             .map(|r| r.kind)
         });
         match pending {
-            Pending::Submit {
-                call,
-                left,
-                id: seq,
-            } => {
+            Pending::Submit { call, id: seq } => {
                 let ok = matches!(response, Ok(Some(R::Accepted(true))));
                 if !ok {
                     tracing::info!(target: "causality_exec", sequence = %seq.short(), peer = %peer.short(), "a replica refused the sequence");
@@ -1966,7 +1965,6 @@ impl State {
                     .values()
                     .filter(|p| matches!(p, Pending::Submit { id, .. } if *id == seq))
                     .count();
-                let _ = left;
                 if ok {
                     for p in self.inflight_requests.values_mut() {
                         if let Pending::Submit { id, call: c, .. } = p
