@@ -125,7 +125,7 @@ fn a_stalled_claimer_is_fenced_out_and_its_node_completes_elsewhere() {
     let call = sim.call(
         n,
         Command::Complete {
-            token,
+            token: token.clone(),
             outcome: Ok((output, None)),
         },
     );
@@ -135,6 +135,80 @@ fn a_stalled_claimer_is_fenced_out_and_its_node_completes_elsewhere() {
     assert!(e.to_string().contains("stale token"), "{e}");
     let got = accepted(&d.statements);
     assert_eq!(got[&0].len(), 1, "accepted once");
+
+    // Where results are written to a register, the lease's token goes with the write as a
+    // fence, and the register refuses the zombie's write too.
+    let winner = d
+        .statements
+        .iter()
+        .flat_map(|(_, m)| m.results.iter())
+        .find(|r| r.token.node == 0)
+        .unwrap()
+        .token
+        .clone();
+    assert!(winner.token > token.token);
+    let key = causality_hash::ContentId::of(format!("{id}:0").as_bytes());
+    let owner = causality_net::Keypair::from_index(77);
+    let mut register = causality_regsync::State::new(
+        causality_regsync::Config::default(),
+        owner.clone(),
+        Box::new(causality_regsync::MemoryStore::new()),
+    );
+    let write = |state: &mut causality_regsync::State, command| {
+        use causality_net::service::{Input, Protocol};
+        state.handle(
+            0,
+            Input::Command {
+                command,
+                call: Some(causality_net::service::CallId(1)),
+            },
+        );
+        std::iter::from_fn(|| state.poll_output())
+            .find_map(|o| match o {
+                causality_net::service::Output::Reply {
+                    reply: causality_regsync::Reply::Updated(r),
+                    ..
+                } => Some(r),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let genesis = causality_regsync::Genesis::new(owner.peer_id(), "results", "output", b"node 0");
+    let rid = genesis.id();
+    write(
+        &mut register,
+        causality_regsync::Command::Create {
+            genesis,
+            contents: causality_regsync::RegisterContents::Empty,
+            last_updated: 1,
+            proof_id: None,
+        },
+    )
+    .unwrap();
+    let fenced = |t: &causality_exec::NodeClaimToken, bytes: &[u8]| {
+        causality_regsync::Command::UpdateFenced {
+            register_id: rid,
+            operations: vec![causality_regsync::Operation::Update(
+                causality_regsync::RegisterContents::Data(bytes.to_vec()),
+            )],
+            last_updated: 2,
+            fence: causality_regsync::Fence {
+                key,
+                token: t.token,
+            },
+        }
+    };
+    write(&mut register, fenced(&winner, b"the accepted result")).unwrap();
+    let refused = write(&mut register, fenced(&token, b"the zombie's result")).unwrap_err();
+    assert!(
+        refused.to_string().contains("stale fencing token"),
+        "{refused}"
+    );
+    let kept = register.register(&rid).unwrap().contents;
+    assert_eq!(
+        kept,
+        causality_regsync::RegisterContents::Data(b"the accepted result".to_vec())
+    );
 }
 
 #[test]
