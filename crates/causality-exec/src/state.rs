@@ -983,12 +983,13 @@ impl State {
         }
     }
 
-    fn grant(&mut self, id: SequenceId, n: NodeId, holder: PeerId) -> NodeClaimToken {
+    /// A signed lease on `n` for `holder`, with the node's next token in this term.
+    fn new_token(&mut self, id: SequenceId, n: NodeId, holder: PeerId) -> NodeClaimToken {
         let lease_ms = self.config.lease_ms;
         let t = self.sequences.get_mut(&id).expect("tracked");
         let grant = t.grants.entry(n).or_insert(0);
         *grant += 1;
-        let token = NodeClaimToken {
+        NodeClaimToken {
             sequence_id: id,
             node: n,
             token: token_number(t.term, *grant),
@@ -998,7 +999,12 @@ impl State {
             leader: self.local,
             signature: [0; 64],
         }
-        .sign(&self.key);
+        .sign(&self.key)
+    }
+
+    fn grant(&mut self, id: SequenceId, n: NodeId, holder: PeerId) -> NodeClaimToken {
+        let token = self.new_token(id, n, holder);
+        let t = self.sequences.get_mut(&id).expect("tracked");
         t.nodes.insert(n, NodeState::Leased(token.clone()));
         let work = t.sequence.nodes[&n].clone();
         let inputs = inputs_of(t, n);
@@ -1113,21 +1119,8 @@ impl State {
             self.schedule(again, Timer::Hedge(id, n, token));
             return;
         };
-        let lease_ms = self.config.lease_ms;
+        let second = self.new_token(id, n, holder);
         let t = self.sequences.get_mut(&id).expect("tracked");
-        let grant = t.grants.entry(n).or_insert(0);
-        *grant += 1;
-        let second = NodeClaimToken {
-            sequence_id: id,
-            node: n,
-            token: token_number(t.term, *grant),
-            term: t.term,
-            holder,
-            lease_until_ms: self.now_ms + lease_ms,
-            leader: self.local,
-            signature: [0; 64],
-        }
-        .sign(&self.key);
         t.hedges.insert(n, second.clone());
         let inputs = inputs_of(t, n);
         self.stats.hedges += 1;
@@ -1768,20 +1761,8 @@ impl State {
     /// A lease for a claimer that runs the work itself (no assignment is sent).
     fn grant_claimed(&mut self, id: SequenceId, n: NodeId, holder: PeerId) -> NodeClaimToken {
         let lease_ms = self.config.lease_ms;
+        let token = self.new_token(id, n, holder);
         let t = self.sequences.get_mut(&id).expect("tracked");
-        let grant = t.grants.entry(n).or_insert(0);
-        *grant += 1;
-        let token = NodeClaimToken {
-            sequence_id: id,
-            node: n,
-            token: token_number(t.term, *grant),
-            term: t.term,
-            holder,
-            lease_until_ms: self.now_ms + lease_ms,
-            leader: self.local,
-            signature: [0; 64],
-        }
-        .sign(&self.key);
         t.nodes.insert(n, NodeState::Leased(token.clone()));
         self.stats.grants += 1;
         self.hold(&token, lease_ms);
