@@ -492,12 +492,7 @@ impl Stream for SequenceMonitor {
 
 impl Drop for SequenceMonitor {
     fn drop(&mut self) {
-        let service = self.service.clone();
-        let id = self.sequence_id;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = service.send(Command::Unmonitor(id)).await;
-            });
-        }
+        self.service
+            .send_detached(Command::Unmonitor(self.sequence_id));
     }
 }

@@ -888,11 +888,13 @@ impl State {
         if t.role != Role::Leader || t.status.is_final() {
             return;
         }
-        let executors: Vec<(PeerId, ExecutorInfo)> = self
-            .view
+        // The view is shared: borrow from a handle on it rather than copy each executor's
+        // kinds on every dispatch.
+        let view = Arc::clone(&self.view);
+        let executors: Vec<(PeerId, &ExecutorInfo)> = view
             .iter()
             .filter(|(p, _)| **p == self.local || self.connected.contains(*p))
-            .map(|(p, i)| (*p, i.clone()))
+            .map(|(p, i)| (*p, i))
             .collect();
         // At most as many nodes as there are free slots can be leased now.
         let free_slots: usize = executors
@@ -922,7 +924,7 @@ impl State {
                 .get(&n)
                 .map(|v| v.iter().map(|r| r.token.holder).collect())
                 .unwrap_or_default();
-            let able: Vec<&(PeerId, ExecutorInfo)> = executors
+            let able: Vec<&(PeerId, &ExecutorInfo)> = executors
                 .iter()
                 .filter(|(p, i)| i.kinds.contains(&work.kind) && !voted.contains(p))
                 .collect();

@@ -383,12 +383,6 @@ impl Stream for ProofSubscription {
 
 impl Drop for ProofSubscription {
     fn drop(&mut self) {
-        let service = self.service.clone();
-        let key = self.key;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = service.send(Command::Unfollow(key)).await;
-            });
-        }
+        self.service.send_detached(Command::Unfollow(self.key));
     }
 }

@@ -621,13 +621,8 @@ impl Stream for RegisterSubscription {
 
 impl Drop for RegisterSubscription {
     fn drop(&mut self) {
-        let service = self.service.clone();
-        let id = self.register_id;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = service.send(Command::Unfollow(id)).await;
-            });
-        }
+        self.service
+            .send_detached(Command::Unfollow(self.register_id));
     }
 }
 

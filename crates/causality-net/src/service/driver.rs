@@ -96,6 +96,17 @@ impl<P: Protocol> Service<P> {
             .map_err(|_| NetError::Closed)
     }
 
+    /// Hands the protocol a command without waiting: for `Drop` implementations (a
+    /// subscription that unsubscribes). Does nothing outside a tokio runtime.
+    pub fn send_detached(&self, command: P::Command) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let service = self.clone();
+            runtime.spawn(async move {
+                let _ = service.send(command).await;
+            });
+        }
+    }
+
     /// Hands the protocol a command and waits for its reply.
     pub async fn call(&self, command: P::Command) -> Result<P::Reply, NetError> {
         let (reply, rx) = oneshot::channel();
