@@ -117,6 +117,26 @@ pub enum SubmissionError {
     Remote(String),
 }
 
+/// Why a failed sequence was not retried.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum RetryError {
+    /// The sequence is not known to its leader.
+    #[error("unknown sequence")]
+    UnknownSequence,
+    /// Only the peer that created a sequence may retry it.
+    #[error("only the sequence's creator may retry it")]
+    NotCreator,
+    /// The sequence has not failed (it is running, pending or completed).
+    #[error("the sequence has not failed (it is {0:?})")]
+    NotFailed(crate::model::ExecutionStatus),
+    /// The peer asked is not the sequence's leader.
+    #[error("not the leader")]
+    NotLeader,
+    /// The leader could not be reached or answered badly.
+    #[error("leader: {0}")]
+    Remote(String),
+}
+
 /// What the coordinator API's callers get beyond the above.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum ExecError {

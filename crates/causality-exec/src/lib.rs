@@ -30,7 +30,9 @@ use futures::Stream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-pub use crate::error::{ClaimError, DecodeError, ExecError, SequenceError, SubmissionError};
+pub use crate::error::{
+    ClaimError, DecodeError, ExecError, RetryError, SequenceError, SubmissionError,
+};
 pub use crate::model::{
     Condition, Dag, Edge, ExecutionSequence, ExecutionSequenceMessage, ExecutionStatus,
     FailureReason, Limits, NodeClaimToken, NodeId, NodeResult, SequenceId, WorkSpec,
@@ -92,6 +94,22 @@ pub trait Executor: Send + Sync + 'static {
     ) -> Result<ExecOutput, String> {
         let _ = witness;
         self.execute(work, inputs).await
+    }
+
+    /// Runs `work` under `lease` — what the coordinator calls. Work that writes registers
+    /// passes [`lease.fence()`](NodeClaimToken::fence) with each write
+    /// (`RegSync::update_register_fenced`), so that a register refuses the write of a
+    /// holder whose lease was given to someone else since. By default the lease is not
+    /// needed and [`execute_with_witness`](Self::execute_with_witness) runs.
+    async fn execute_leased(
+        &self,
+        lease: &NodeClaimToken,
+        work: &WorkSpec,
+        inputs: &[Vec<u8>],
+        witness: Option<&[u8]>,
+    ) -> Result<ExecOutput, String> {
+        let _ = lease;
+        self.execute_with_witness(work, inputs, witness).await
     }
 }
 
@@ -221,7 +239,7 @@ async fn run_work(
     witness: Option<Vec<u8>>,
 ) {
     let outcome = executor
-        .execute_with_witness(&work, &inputs, witness.as_deref())
+        .execute_leased(&token, &work, &inputs, witness.as_deref())
         .await
         .map(|o| (o.output, o.proof_id));
     if let Some(running) = service.upgrade() {
@@ -381,6 +399,17 @@ impl Coordinator {
             Ok(Reply::Completed(r)) => r,
             Ok(other) => unreachable!("answered {other:?}"),
             Err(e) => Err(SubmissionError::Remote(e.to_string())),
+        }
+    }
+
+    /// Runs a failed sequence again from its last good state (this node must be its
+    /// creator): accepted results stay, failed nodes get fresh attempts. Monitor it again
+    /// to follow the new run.
+    pub async fn retry_sequence(&self, sequence_id: SequenceId) -> Result<(), RetryError> {
+        match self.call(Command::Retry(sequence_id)).await {
+            Ok(Reply::Retried(r)) => r,
+            Ok(other) => unreachable!("answered {other:?}"),
+            Err(e) => Err(RetryError::Remote(e.to_string())),
         }
     }
 

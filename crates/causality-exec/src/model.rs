@@ -43,6 +43,70 @@ impl Default for Limits {
     }
 }
 
+/// A set of node ids as runs: first id and length of each maximal ascending run, in turn.
+/// Statements name every node of a sequence, and ids run in long stretches (a layer of a
+/// DAG completes together), so this is far smaller than a list.
+fn runs(ids: &[NodeId]) -> Vec<u32> {
+    let sorted;
+    let ids = if ids.is_sorted() {
+        ids
+    } else {
+        let mut v = ids.to_vec();
+        v.sort_unstable();
+        sorted = v;
+        &sorted
+    };
+    let mut out = Vec::new();
+    let mut iter = ids.iter().copied();
+    let Some(mut start) = iter.next() else {
+        return out;
+    };
+    let mut len: u32 = 1;
+    for id in iter {
+        let end = u64::from(start) + u64::from(len);
+        if u64::from(id) == end {
+            len += 1;
+        } else if u64::from(id) < end {
+            // A repeat: sets hold each id once.
+        } else {
+            out.extend([start, len]);
+            (start, len) = (id, 1);
+        }
+    }
+    out.extend([start, len]);
+    out
+}
+
+/// The ids of [`runs`], spending at most `budget` of them: well-formed runs only (pairs,
+/// non-empty, no overflow, ascending without overlap).
+fn expand(runs: &[u32], budget: &mut usize, limits: &Limits) -> Result<Vec<NodeId>, DecodeError> {
+    if !runs.len().is_multiple_of(2) {
+        return Err(DecodeError::Field("node runs: an odd count"));
+    }
+    let mut out = Vec::new();
+    let mut next: u64 = 0;
+    for pair in runs.chunks_exact(2) {
+        let (start, len) = (u64::from(pair[0]), u64::from(pair[1]));
+        if len == 0 || start < next || start + len > u64::from(u32::MAX) + 1 {
+            return Err(DecodeError::Field(
+                "node runs: empty, overlapping or out of range",
+            ));
+        }
+        let len = len as usize;
+        if len > *budget {
+            return Err(too_large(
+                "status nodes",
+                limits.max_nodes - *budget + len,
+                limits.max_nodes,
+            ));
+        }
+        *budget -= len;
+        out.extend(pair[0]..=pair[0] + (len as u32 - 1));
+        next = start + len as u64;
+    }
+    Ok(out)
+}
+
 fn too_large(what: &'static str, size: usize, limit: usize) -> DecodeError {
     DecodeError::TooLarge { what, size, limit }
 }
@@ -519,7 +583,33 @@ pub struct NodeClaimToken {
     pub signature: [u8; 64],
 }
 
+/// Domain separation of the fence keys of execution nodes.
+const FENCE_CONTEXT: &[u8] = b"causality/exec/fence/v1";
+
 impl NodeClaimToken {
+    /// The fencing token to write registers with under this lease: its key names the
+    /// execution node (one key per node of a sequence), its number is the lease's token.
+    /// A register written with it through `RegSync::update_register_fenced` refuses a
+    /// later write under a lower token, so a lapsed holder (a zombie) cannot overwrite
+    /// the result of the lease that replaced it.
+    ///
+    /// ```
+    /// # use causality_exec::NodeClaimToken;
+    /// # fn f(old: &NodeClaimToken, new: &NodeClaimToken) {
+    /// let (a, b) = (old.fence(), new.fence());
+    /// assert_eq!(a.key, b.key); // same node
+    /// # }
+    /// ```
+    pub fn fence(&self) -> causality_regsync::Fence {
+        let mut key = FENCE_CONTEXT.to_vec();
+        key.extend_from_slice(self.sequence_id.as_bytes());
+        key.extend_from_slice(&self.node.to_le_bytes());
+        causality_regsync::Fence {
+            key: ContentId::of(&key),
+            token: self.token,
+        }
+    }
+
     pub(crate) fn to_proto(&self) -> pb::NodeClaimToken {
         pb::NodeClaimToken {
             sequence_id: self.sequence_id.as_bytes().to_vec(),
@@ -778,8 +868,8 @@ impl ExecutionSequenceMessage {
             status: self.status.to_proto() as i32,
             term: self.term,
             leader: self.leader.as_bytes().to_vec(),
-            completed_nodes: self.completed_nodes.clone(),
-            pending_nodes: self.pending_nodes.clone(),
+            completed_runs: runs(&self.completed_nodes),
+            pending_runs: runs(&self.pending_nodes),
             failed_nodes: self
                 .failed_nodes
                 .iter()
@@ -788,7 +878,7 @@ impl ExecutionSequenceMessage {
                     reason: reason.clone(),
                 })
                 .collect(),
-            skipped_nodes: self.skipped_nodes.clone(),
+            skipped_runs: runs(&self.skipped_nodes),
             results: self.results.iter().map(NodeResult::to_proto).collect(),
             seq: self.seq,
             signature: self.signature.to_vec(),
@@ -799,23 +889,32 @@ impl ExecutionSequenceMessage {
         m: pb::ExecutionSequenceMessage,
         limits: &Limits,
     ) -> Result<Self, DecodeError> {
-        let count = m.completed_nodes.len() + m.pending_nodes.len() + m.failed_nodes.len();
-        if count > 4 * limits.max_nodes {
-            return Err(too_large("status nodes", count, 4 * limits.max_nodes));
+        // Each node is in one list at most: the lists together name at most `max_nodes`
+        // (a few bytes of runs cannot expand into more).
+        let mut budget = limits.max_nodes.saturating_sub(m.failed_nodes.len());
+        if m.failed_nodes.len() > limits.max_nodes {
+            return Err(too_large(
+                "status nodes",
+                m.failed_nodes.len(),
+                limits.max_nodes,
+            ));
         }
+        let completed_nodes = expand(&m.completed_runs, &mut budget, limits)?;
+        let pending_nodes = expand(&m.pending_runs, &mut budget, limits)?;
+        let skipped_nodes = expand(&m.skipped_runs, &mut budget, limits)?;
         Ok(Self {
             sequence_id: id(&m.sequence_id, "sequence id")?,
             status: ExecutionStatus::from_proto(m.status)?,
             term: m.term,
             leader: peer(&m.leader, "leader")?,
-            completed_nodes: m.completed_nodes,
-            pending_nodes: m.pending_nodes,
+            completed_nodes,
+            pending_nodes,
             failed_nodes: m
                 .failed_nodes
                 .into_iter()
                 .map(|f| (f.node, f.reason.chars().take(256).collect()))
                 .collect(),
-            skipped_nodes: m.skipped_nodes,
+            skipped_nodes,
             results: m
                 .results
                 .into_iter()
@@ -854,5 +953,61 @@ impl ExecutionSequenceMessage {
     /// Decodes one (at most `limit` bytes).
     pub fn decode(bytes: &[u8], limit: usize, limits: &Limits) -> Result<Self, DecodeError> {
         Self::from_proto(decode_bounded(bytes, "status", limit)?, limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng as _, SeedableRng as _};
+
+    #[test]
+    fn node_sets_round_trip_through_runs() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let limits = Limits::default();
+        for _ in 0..200 {
+            let mut ids: Vec<NodeId> = (0..rng.gen_range(0..300))
+                .map(|_| rng.gen_range(0..400))
+                .collect();
+            let r = runs(&ids);
+            ids.sort_unstable();
+            ids.dedup();
+            let mut budget = limits.max_nodes;
+            assert_eq!(expand(&r, &mut budget, &limits).unwrap(), ids);
+            assert_eq!(budget, limits.max_nodes - ids.len());
+        }
+        assert_eq!(
+            runs(&[0, 1, 2, 3, 7, 8, u32::MAX]),
+            vec![0, 4, 7, 2, u32::MAX, 1]
+        );
+    }
+
+    #[test]
+    fn malformed_or_oversize_runs_are_refused_without_expanding_them() {
+        let limits = Limits::default();
+        let refused = |r: &[u32]| expand(r, &mut limits.max_nodes.clone(), &limits).unwrap_err();
+        assert!(matches!(refused(&[1]), DecodeError::Field(_)));
+        assert!(matches!(refused(&[5, 0]), DecodeError::Field(_)));
+        assert!(
+            matches!(refused(&[5, 3, 6, 1]), DecodeError::Field(_)),
+            "overlap"
+        );
+        assert!(
+            matches!(refused(&[9, 1, 5, 1]), DecodeError::Field(_)),
+            "descending"
+        );
+        assert!(
+            matches!(refused(&[u32::MAX, 2]), DecodeError::Field(_)),
+            "overflow"
+        );
+        // Four billion ids in eight bytes: refused by the budget, not allocated.
+        assert!(matches!(
+            refused(&[0, u32::MAX]),
+            DecodeError::TooLarge { .. }
+        ));
+        // The budget is shared by the lists of one statement.
+        let mut budget = 10;
+        expand(&[0, 6], &mut budget, &limits).unwrap();
+        assert!(expand(&[100, 5], &mut budget, &limits).is_err());
     }
 }

@@ -30,7 +30,7 @@ use prost::Message as _;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 
-use crate::error::{ClaimError, ExecError, SequenceError, SubmissionError};
+use crate::error::{ClaimError, ExecError, RetryError, SequenceError, SubmissionError};
 use crate::model::{
     Dag, ExecutionSequence, ExecutionSequenceMessage, ExecutionStatus, FailureReason, Limits,
     NodeClaimToken, NodeId, NodeResult, SequenceId, WorkSpec, decode_bounded,
@@ -148,6 +148,9 @@ pub enum Command {
         /// `Ok` when proof sharing verified it for the work.
         result: Result<(), String>,
     },
+    /// Runs a failed sequence again from its last good state: its accepted results stay,
+    /// its failed nodes get fresh attempts. Only its creator may.
+    Retry(SequenceId),
     /// Follows a sequence's statements ([`Event::Status`]).
     Monitor(SequenceId),
     /// Stops following.
@@ -169,6 +172,8 @@ pub enum Reply {
     Claimed(Result<NodeClaimToken, ClaimError>),
     /// A result handed in.
     Completed(Result<(), SubmissionError>),
+    /// A failed sequence set running again.
+    Retried(Result<(), RetryError>),
     /// The latest statement.
     Status(Option<ExecutionSequenceMessage>),
     /// Peers.
@@ -242,6 +247,8 @@ pub struct Stats {
     pub completed: u64,
     /// Sequences failed (as leader).
     pub failed: u64,
+    /// Failed sequences run again at their creator's request (as leader).
+    pub sequence_retries: u64,
 }
 
 /// Timer kinds.
@@ -424,6 +431,7 @@ enum Pending {
     Result(Option<CallId>),
     Renew(SequenceId, NodeId),
     State(SequenceId),
+    Retry(CallId),
 }
 
 /// One executor's leases: (sequence, node, token) → (granted at, expected end).
@@ -1233,11 +1241,18 @@ impl State {
         }
     }
 
-    /// Judges a result handed to this leader.
-    fn on_result(&mut self, result: NodeResult, from: PeerId) -> Result<(), SubmissionError> {
+    /// Judges a result handed to this leader; `signed_here` when this node made and signed
+    /// it for a token it holds itself (its signature is then right by construction).
+    fn on_result(
+        &mut self,
+        result: NodeResult,
+        from: PeerId,
+        signed_here: bool,
+    ) -> Result<(), SubmissionError> {
         // The token is checked against the one this leader granted (below); only the
         // holder's signature needs checking here.
-        if !result.verify_holder() || result.token.holder != from && from != self.local {
+        let signed = signed_here && result.token.holder == self.local || result.verify_holder();
+        if !signed || result.token.holder != from && from != self.local {
             self.stats.refused += 1;
             return Err(SubmissionError::Forged);
         }
@@ -1554,13 +1569,29 @@ impl State {
                     .insert(r.token.node, NodeState::Done(Box::new(r.clone())));
             }
         }
-        for (n, reason) in &m.failed_nodes {
-            if t.nodes.contains_key(n) {
-                t.nodes.insert(*n, NodeState::Failed(reason.clone()));
+        // Statements may arrive out of order (gossip, and the answer to a retry): each
+        // one's results count, but the status is the latest one's.
+        let latest = t
+            .last_statement
+            .as_ref()
+            .is_none_or(|l| (m.term, m.seq) > (l.term, l.seq));
+        if latest {
+            for (n, reason) in &m.failed_nodes {
+                if t.nodes.contains_key(n) {
+                    t.nodes.insert(*n, NodeState::Failed(reason.clone()));
+                }
             }
+            // A retried sequence's failed nodes are pending again.
+            if t.status == ExecutionStatus::Failed && m.status != ExecutionStatus::Failed {
+                for n in &m.pending_nodes {
+                    if matches!(t.nodes.get(n), Some(NodeState::Failed(_))) {
+                        t.nodes.insert(*n, NodeState::Ready);
+                    }
+                }
+            }
+            t.status = m.status;
+            t.last_statement = Some(m.clone());
         }
-        t.status = m.status;
-        t.last_statement = Some(m.clone());
         let term = t.term;
         if let Err(e) = self
             .store
@@ -1667,7 +1698,7 @@ impl State {
             }
         };
         if token.leader == self.local {
-            let r = self.on_result(result, self.local);
+            let r = self.on_result(result, self.local, true);
             return self.reply(call, Reply::Completed(r));
         }
         self.request(
@@ -1802,6 +1833,76 @@ impl State {
         }
     }
 
+    /// Asks the sequence's leader (perhaps this node) to run a failed sequence again.
+    fn retry_sequence(&mut self, id: SequenceId, call: Option<CallId>) {
+        let Some(call) = call else { return };
+        let leader = self
+            .sequences
+            .get(&id)
+            .and_then(|t| t.leader)
+            .or_else(|| self.candidates(&id).first().copied());
+        match leader {
+            Some(l) if l == self.local => {
+                let r = self.retry_here(id, self.local).map(|_| ());
+                self.reply(Some(call), Reply::Retried(r));
+            }
+            Some(l) => self.request(
+                l,
+                pb::request::Kind::Retry(id.as_bytes().to_vec()),
+                Pending::Retry(call),
+            ),
+            None => self.reply(
+                Some(call),
+                Reply::Retried(Err(RetryError::Remote("no leader in view".into()))),
+            ),
+        }
+    }
+
+    /// As leader: a failed sequence runs again from its last good state. Its accepted
+    /// results stay; each failed node is ready again with a fresh count of attempts (the
+    /// executors that failed it are still avoided).
+    /// Returns the statement of the new run.
+    fn retry_here(
+        &mut self,
+        id: SequenceId,
+        from: PeerId,
+    ) -> Result<ExecutionSequenceMessage, RetryError> {
+        let t = self
+            .sequences
+            .get_mut(&id)
+            .ok_or(RetryError::UnknownSequence)?;
+        if t.role != Role::Leader {
+            return Err(RetryError::NotLeader);
+        }
+        if from != t.sequence.creator {
+            return Err(RetryError::NotCreator);
+        }
+        if t.status != ExecutionStatus::Failed {
+            return Err(RetryError::NotFailed(t.status));
+        }
+        let failed: Vec<NodeId> = t
+            .nodes
+            .states
+            .iter()
+            .filter(|(_, s)| matches!(s, NodeState::Failed(_)))
+            .map(|(n, _)| *n)
+            .collect();
+        for &n in &failed {
+            t.nodes.insert(n, NodeState::Ready);
+            t.attempts.remove(&n);
+        }
+        t.status = ExecutionStatus::Running;
+        self.stats.sequence_retries += 1;
+        tracing::info!(target: "causality_exec", sequence = %id.short(), nodes = failed.len(), "retrying a failed sequence from its last good state");
+        self.state_now(id);
+        let statement = self.sequences[&id]
+            .last_statement
+            .clone()
+            .expect("just stated");
+        self.dispatch(id);
+        Ok(statement)
+    }
+
     // ---- the wire ----
 
     fn respond(&mut self, id: InboundId, kind: pb::response::Kind) {
@@ -1867,7 +1968,7 @@ impl State {
             Some(Kind::Result(r)) => {
                 let r = NodeResult::from_proto(r, &self.config.limits)
                     .map_err(SubmissionError::from)
-                    .and_then(|r| self.on_result(r, peer));
+                    .and_then(|r| self.on_result(r, peer, false));
                 match r {
                     Ok(()) => self.respond(id, R::Accepted(true)),
                     Err(e) => {
@@ -1900,6 +2001,16 @@ impl State {
                 match statement {
                     Some(m) => self.respond(id, R::State(m.to_proto())),
                     None => self.respond(id, refused("unknown sequence".into())),
+                }
+            }
+            Some(Kind::Retry(seq)) => {
+                let r = match ContentId::from_slice(&seq) {
+                    Ok(seq) => self.retry_here(seq, peer),
+                    Err(_) => Err(RetryError::UnknownSequence),
+                };
+                match r {
+                    Ok(m) => self.respond(id, R::State(m.to_proto())),
+                    Err(e) => self.respond(id, refused(e.to_string())),
                 }
             }
             None => self.respond(id, refused("empty request".into())),
@@ -2016,6 +2127,25 @@ impl State {
                 };
                 self.reply(call, Reply::Completed(r));
             }
+            Pending::Retry(call) => {
+                // The answer is the leader's statement of the new run: taken in at once, so
+                // that this node's status (and a monitor opened next) is not the failure.
+                let r = match response {
+                    Ok(Some(R::State(m))) => {
+                        match ExecutionSequenceMessage::from_proto(m, &self.config.limits) {
+                            Ok(m) if m.verify() && m.leader == peer => {
+                                self.on_statement(m, peer);
+                                Ok(())
+                            }
+                            _ => Err(RetryError::Remote("a forged statement".into())),
+                        }
+                    }
+                    Ok(Some(R::Refused(e))) => Err(RetryError::Remote(e)),
+                    Ok(_) => Err(RetryError::Remote("unexpected answer".into())),
+                    Err(e) => Err(RetryError::Remote(e)),
+                };
+                self.reply(Some(call), Reply::Retried(r));
+            }
             Pending::Renew(seq, n) => {
                 if let Ok(Some(R::Token(t))) = response
                     && let Ok(t) = NodeClaimToken::from_proto(t)
@@ -2079,6 +2209,7 @@ impl State {
         match command {
             Command::Submit(s) => self.submit(s, call),
             Command::Claim { sequence_id, node } => self.claim(sequence_id, node, call),
+            Command::Retry(id) => self.retry_sequence(id, call),
             Command::Complete { token, outcome } => self.complete(token, outcome, call),
             Command::ProofChecked { token, result } => {
                 self.proof_checked(token, result);

@@ -1,8 +1,9 @@
 //! The coordinator's async API with real executors on both network adapters: three nodes,
 //! a DAG with a diamond and a conditional branch, monitored to its end; a claim and a
-//! submission by hand.
+//! submission by hand; a failed sequence retried by its creator.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use causality_exec::{
@@ -11,12 +12,18 @@ use causality_exec::{
 };
 use causality_net::{Keypair, Libp2pConfig, Libp2pNetwork, MemoryNetwork, Network};
 
-/// Concatenates its input and its predecessors' outputs.
-struct Concat;
+/// Concatenates its input and its predecessors' outputs; work with input "flaky" fails
+/// until `fixed` is set.
+struct Concat {
+    fixed: Arc<AtomicBool>,
+}
 
 #[async_trait::async_trait]
 impl Executor for Concat {
     async fn execute(&self, work: &WorkSpec, inputs: &[Vec<u8>]) -> Result<ExecOutput, String> {
+        if work.input == b"flaky" && !self.fixed.load(Ordering::SeqCst) {
+            return Err("disk full".into());
+        }
         let mut output = work.input.clone();
         for i in inputs {
             output.extend_from_slice(i);
@@ -42,6 +49,7 @@ async fn scenario(nets: [Network; 3]) {
     c.dial(b.listen_addresses()[0].clone()).await.unwrap();
     let view: ExecutorView = Arc::new(nets.iter().map(|n| (n.local_peer_id(), info())).collect());
     let (_tx, rx) = tokio::sync::watch::channel(view);
+    let fixed = Arc::new(AtomicBool::new(false));
     let mut nodes = Vec::new();
     for net in &nets {
         let config = Config {
@@ -49,9 +57,16 @@ async fn scenario(nets: [Network; 3]) {
             ..Config::default()
         };
         nodes.push(
-            Coordinator::start(net.clone(), config, rx.clone(), Arc::new(Concat))
-                .await
-                .unwrap(),
+            Coordinator::start(
+                net.clone(),
+                config,
+                rx.clone(),
+                Arc::new(Concat {
+                    fixed: fixed.clone(),
+                }),
+            )
+            .await
+            .unwrap(),
         );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -140,6 +155,41 @@ async fn scenario(nets: [Network; 3]) {
         .await
         .unwrap();
     assert!(nodes[2].claim_node(sid, 0).await.is_err());
+
+    // A sequence whose second node fails every attempt; its creator retries it once the
+    // fault is fixed, and only the failed node runs again.
+    let flaky = ExecutionSequence::new(
+        a.local_peer_id(),
+        b"flaky",
+        [(0, work("ok")), (1, work("flaky"))],
+        vec![Edge::new(0, 1)],
+    );
+    let fid = flaky.id();
+    let last_of = |mut monitor: causality_exec::SequenceMonitor| async move {
+        let mut last = None;
+        while let Some(s) = tokio::time::timeout(Duration::from_secs(30), monitor.next())
+            .await
+            .unwrap()
+        {
+            last = Some(s);
+        }
+        last.expect("statements arrived")
+    };
+    let monitor = nodes[0].monitor_sequence(fid).await.unwrap();
+    nodes[0].announce_sequence(flaky).await.unwrap();
+    let failed = last_of(monitor).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    assert_eq!(failed.failed_nodes.len(), 1, "{failed:?}");
+    assert!(failed.failed_nodes[0].1.contains("disk full"), "{failed:?}");
+    let e = nodes[1].retry_sequence(fid).await.unwrap_err();
+    assert!(e.to_string().contains("creator"), "{e}");
+    fixed.store(true, Ordering::SeqCst);
+    nodes[0].retry_sequence(fid).await.unwrap();
+    let monitor = nodes[0].monitor_sequence(fid).await.unwrap();
+    let mut done = last_of(monitor).await;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    done.completed_nodes.sort_unstable();
+    assert_eq!(done.completed_nodes, vec![0, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,7 +147,13 @@ fn a_stalled_claimer_is_fenced_out_and_its_node_completes_elsewhere() {
         .token
         .clone();
     assert!(winner.token > token.token);
-    let key = causality_hash::ContentId::of(format!("{id}:0").as_bytes());
+    // One fence key per execution node, whoever holds it.
+    assert_eq!(winner.fence().key, token.fence().key);
+    let other_node = NodeClaimToken {
+        node: 1,
+        ..winner.clone()
+    };
+    assert_ne!(other_node.fence().key, winner.fence().key);
     let owner = causality_net::Keypair::from_index(77);
     let mut register = causality_regsync::State::new(
         causality_regsync::Config::default(),
@@ -192,10 +198,7 @@ fn a_stalled_claimer_is_fenced_out_and_its_node_completes_elsewhere() {
                 causality_regsync::RegisterContents::Data(bytes.to_vec()),
             )],
             last_updated: 2,
-            fence: causality_regsync::Fence {
-                key,
-                token: t.token,
-            },
+            fence: t.fence(),
         }
     };
     write(&mut register, fenced(&winner, b"the accepted result")).unwrap();
@@ -338,6 +341,75 @@ fn failing_work_is_retried_with_backoff_then_fails_the_sequence_with_its_reason(
 }
 
 #[test]
+fn a_failed_sequence_is_retried_by_its_creator_from_its_last_good_state() {
+    let mut sim = network(15, 3);
+    // 0 and 1 feed 2; node 1's work fails until the fault is fixed.
+    let sequence = ExecutionSequence::new(
+        sim.peer_id(0),
+        b"flaky",
+        [
+            (0, WorkSpec::new("hash", b"good".to_vec())),
+            (1, WorkSpec::new("hash", b"flaky".to_vec())),
+            (2, WorkSpec::new("hash", b"after".to_vec())),
+        ],
+        vec![Edge::new(0, 2), Edge::new(1, 2)],
+    );
+    let id = sequence.id();
+    sim.command(0, Command::Monitor(id));
+    submit(&mut sim, 0, sequence);
+    let mut executions = std::collections::BTreeMap::<u32, u32>::new();
+    let mut run = |sim: &mut Sim<State>, fixed: bool, want: ExecutionStatus| {
+        for _ in 0..2000 {
+            sim.run_for(10);
+            for (n, e) in sim.take_events() {
+                match e {
+                    Event::Execute { token, work, .. } => {
+                        *executions.entry(token.node).or_default() += 1;
+                        let outcome = if work.input == b"flaky" && !fixed {
+                            Err("disk full".to_owned())
+                        } else {
+                            Ok((work.input.clone(), None))
+                        };
+                        sim.command(n, Command::Complete { token, outcome });
+                    }
+                    Event::Status(m) if m.sequence_id == id && m.status == want => return m,
+                    _ => {}
+                }
+            }
+        }
+        panic!("the sequence never became {want:?}");
+    };
+    let failed = run(&mut sim, false, ExecutionStatus::Failed);
+    assert_eq!(failed.failed_nodes.len(), 1);
+    assert_eq!(failed.failed_nodes[0].0, 1);
+    assert!(failed.completed_nodes.contains(&0), "{failed:?}");
+    let retry = |sim: &mut Sim<State>, at: usize| {
+        let call = sim.call(at, Command::Retry(id));
+        match reply(sim, call) {
+            Reply::Retried(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Only the creator may retry it.
+    let e = retry(&mut sim, 1).unwrap_err();
+    assert!(e.to_string().contains("creator"), "{e}");
+    retry(&mut sim, 0).expect("the creator retries its failed sequence");
+    // Running again: a second retry is refused.
+    let e = retry(&mut sim, 0).unwrap_err();
+    assert!(e.to_string().contains("has not failed"), "{e}");
+    let done = run(&mut sim, true, ExecutionStatus::Completed);
+    assert_eq!(done.completed_nodes, vec![0, 1, 2]);
+    assert_eq!(executions[&0], 1, "the good node kept its result");
+    assert_eq!(
+        executions[&1], 4,
+        "three failed attempts and one after the retry"
+    );
+    assert_eq!(executions[&2], 1);
+    let (leader, _) = leader_of(&sim, &id).unwrap();
+    assert_eq!(sim.node(leader).unwrap().stats().sequence_retries, 1);
+}
+
+#[test]
 fn bad_sequences_and_bad_claims_get_typed_errors() {
     let mut sim = network(6, 3);
     let creator = sim.peer_id(0);
@@ -465,6 +537,35 @@ fn bad_sequences_and_bad_claims_get_typed_errors() {
         !result.verify_holder(),
         "signed by someone other than its holder"
     );
+    // The leader completing a lease another peer holds signs a result that peer never
+    // signed: refused as forged, though the leader made it itself.
+    // (Twelve independent nodes: the leader runs four at once, so the others get leases.)
+    let wide = ExecutionSequence::new(creator, b"wide", (0..12).map(|i| (i, work())), Vec::new());
+    let wide = submit(&mut sim, 0, wide);
+    let (wide_leader, _) = leader_of(&sim, &wide).unwrap();
+    sim.run_for(50);
+    let granted = sim
+        .take_events()
+        .into_iter()
+        .find_map(|(n, e)| match e {
+            Event::Execute { token, .. } if token.sequence_id == wide && n != wide_leader => {
+                Some(token)
+            }
+            _ => None,
+        })
+        .expect("a lease granted to a peer of the leader");
+    let leader = wide_leader;
+    let call = sim.call(
+        leader,
+        Command::Complete {
+            token: granted,
+            outcome: Ok((b"x".to_vec(), None)),
+        },
+    );
+    match reply(&mut sim, call) {
+        Reply::Completed(Err(SubmissionError::Forged)) => {}
+        r => panic!("{r:?}"),
+    }
 }
 
 #[test]

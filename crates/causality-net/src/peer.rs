@@ -24,6 +24,30 @@ pub struct PeerId([u8; 32]);
 /// Decompressed public keys kept per thread for signature checks.
 const DECOMPRESSED_KEYS: usize = 4096;
 
+/// The decompressed point of `key`, if it is one, from a per-thread cache of recent keys:
+/// decoding a peer id and checking its signatures both need the point, and the same few
+/// peers sign (and are named in) most messages. Invalid keys are not kept.
+fn decompressed(key: &[u8; 32]) -> Option<VerifyingKey> {
+    thread_local! {
+        static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some(point) = keys.get(key) {
+            return Some(*point);
+        }
+        let point = VerifyingKey::from_bytes(key).ok()?;
+        if keys.len() >= DECOMPRESSED_KEYS {
+            // A flood of fresh keys evicts everything at once: bounded, and honest peers'
+            // keys come back on their next message.
+            keys.clear();
+        }
+        keys.insert(*key, point);
+        Some(point)
+    })
+}
+
 impl PeerId {
     /// The peer id of a public key given as 32 bytes. Fails when the bytes are not a valid
     /// ed25519 point.
@@ -31,8 +55,8 @@ impl PeerId {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| NetError::InvalidPeerId(format!("{} bytes, expected 32", bytes.len())))?;
-        VerifyingKey::from_bytes(&key)
-            .map_err(|_| NetError::InvalidPeerId("not an ed25519 public key".into()))?;
+        decompressed(&key)
+            .ok_or_else(|| NetError::InvalidPeerId("not an ed25519 public key".into()))?;
         Ok(Self(key))
     }
 
@@ -50,25 +74,8 @@ impl PeerId {
     /// a third of a signature check, and the same few peers sign most messages, so recent
     /// keys are kept decompressed (per thread, at most 4,096).
     pub(crate) fn verifying_key(&self) -> VerifyingKey {
-        thread_local! {
-            static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
-                std::cell::RefCell::new(std::collections::HashMap::new());
-        }
-        KEYS.with(|keys| {
-            let mut keys = keys.borrow_mut();
-            if let Some(key) = keys.get(&self.0) {
-                return *key;
-            }
-            // Every PeerId is built from a valid key (see `from_bytes` and `Keypair`).
-            let key = VerifyingKey::from_bytes(&self.0).expect("PeerId holds a valid ed25519 key");
-            if keys.len() >= DECOMPRESSED_KEYS {
-                // A flood of fresh keys evicts everything at once: bounded, and honest
-                // peers' keys come back on their next message.
-                keys.clear();
-            }
-            keys.insert(self.0, key);
-            key
-        })
+        // Every PeerId is built from a valid key (see `from_bytes` and `Keypair`).
+        decompressed(&self.0).expect("PeerId holds a valid ed25519 key")
     }
 
     /// Whether `signature` is this peer's valid ed25519 signature of `message` (strict

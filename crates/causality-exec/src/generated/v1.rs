@@ -143,14 +143,17 @@ pub struct ExecutionSequenceMessage {
     pub term: u64,
     #[prost(bytes = "vec", tag = "4")]
     pub leader: ::prost::alloc::vec::Vec<u8>,
+    /// Node sets as runs: the first id and the length of each ascending run of consecutive
+    /// ids, in turn, runs in ascending order without overlap (a statement names every node of
+    /// its sequence, and ids come in long stretches).
     #[prost(uint32, repeated, tag = "5")]
-    pub completed_nodes: ::prost::alloc::vec::Vec<u32>,
+    pub completed_runs: ::prost::alloc::vec::Vec<u32>,
     #[prost(uint32, repeated, tag = "6")]
-    pub pending_nodes: ::prost::alloc::vec::Vec<u32>,
+    pub pending_runs: ::prost::alloc::vec::Vec<u32>,
     #[prost(message, repeated, tag = "7")]
     pub failed_nodes: ::prost::alloc::vec::Vec<Failure>,
     #[prost(uint32, repeated, tag = "8")]
-    pub skipped_nodes: ::prost::alloc::vec::Vec<u32>,
+    pub skipped_runs: ::prost::alloc::vec::Vec<u32>,
     /// Results accepted since the previous statement.
     #[prost(message, repeated, tag = "9")]
     pub results: ::prost::alloc::vec::Vec<NodeResult>,
@@ -162,7 +165,7 @@ pub struct ExecutionSequenceMessage {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Request {
-    #[prost(oneof = "request::Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "request::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: ::core::option::Option<request::Kind>,
 }
 /// Nested message and enum types in `Request`.
@@ -187,6 +190,10 @@ pub mod request {
         /// What a replica knows of a sequence (for a new leader).
         #[prost(bytes, tag = "6")]
         State(::prost::alloc::vec::Vec<u8>),
+        /// The creator of a failed sequence asks its leader to run it again from its last good
+        /// state (the sequence id); the answer is the leader's statement of the new run.
+        #[prost(bytes, tag = "7")]
+        Retry(::prost::alloc::vec::Vec<u8>),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -180,6 +180,8 @@ struct Node<P: Protocol> {
     next_inbound: u64,
     seen: HashSet<ContentId>,
     seq: u64,
+    /// Wall-clock time spent in the state machine's `handle`.
+    busy: std::time::Duration,
 }
 
 /// The simulation. See the [module docs](self).
@@ -189,7 +191,7 @@ pub struct Sim<P: Protocol> {
     rng: ChaCha20Rng,
     nodes: Vec<Node<P>>,
     by_peer: HashMap<PeerId, usize>,
-    connections: HashSet<(usize, usize)>,
+    connections: Links,
     partition: Option<HashMap<usize, usize>>,
     queue: BinaryHeap<Reverse<Scheduled<P>>>,
     seq: u64,
@@ -210,8 +212,35 @@ impl<P: Protocol> std::fmt::Debug for Sim<P> {
     }
 }
 
-fn edge(a: usize, b: usize) -> (usize, usize) {
-    (a.min(b), a.max(b))
+/// Who is connected to whom, as sorted adjacency sets (the neighbours of a node in index
+/// order, without scanning every link).
+#[derive(Debug, Default)]
+struct Links(Vec<BTreeSet<usize>>);
+
+impl Links {
+    fn insert(&mut self, a: usize, b: usize) -> bool {
+        let len = a.max(b) + 1;
+        if self.0.len() < len {
+            self.0.resize_with(len, BTreeSet::new);
+        }
+        self.0[b].insert(a);
+        self.0[a].insert(b)
+    }
+
+    fn remove(&mut self, a: usize, b: usize) -> bool {
+        if let Some(s) = self.0.get_mut(b) {
+            s.remove(&a);
+        }
+        self.0.get_mut(a).is_some_and(|s| s.remove(&b))
+    }
+
+    fn contains(&self, a: usize, b: usize) -> bool {
+        self.0.get(a).is_some_and(|s| s.contains(&b))
+    }
+
+    fn of(&self, n: usize) -> impl Iterator<Item = usize> + '_ {
+        self.0.get(n).into_iter().flatten().copied()
+    }
 }
 
 impl<P: Protocol> Sim<P> {
@@ -224,7 +253,7 @@ impl<P: Protocol> Sim<P> {
             rng: ChaCha20Rng::seed_from_u64(seed),
             nodes: Vec::new(),
             by_peer: HashMap::new(),
-            connections: HashSet::new(),
+            connections: Links::default(),
             partition: None,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -272,6 +301,7 @@ impl<P: Protocol> Sim<P> {
             next_inbound: 0,
             seen: HashSet::new(),
             seq: 0,
+            busy: std::time::Duration::ZERO,
         });
         // Started by the first step, so nodes added together all exist when they start.
         self.schedule(self.now, n, Delivery::Input(Input::Start));
@@ -281,6 +311,13 @@ impl<P: Protocol> Sim<P> {
     /// Node `n`'s state machine (`None` while crashed).
     pub fn node(&self, n: usize) -> Option<&P> {
         self.nodes[n].protocol.as_ref()
+    }
+
+    /// The wall-clock time node `n`'s state machine has spent handling inputs: what it
+    /// would cost that node's core alone (measured, so not reproducible; the simulation
+    /// itself does not depend on it).
+    pub fn busy(&self, n: usize) -> std::time::Duration {
+        self.nodes[n].busy
     }
 
     /// Node `n`'s state machine, mutably.
@@ -394,15 +431,9 @@ impl<P: Protocol> Sim<P> {
         node.outbound.clear();
         node.inbound.clear();
         node.seen.clear();
-        let mut peers: Vec<usize> = self
-            .connections
-            .iter()
-            .filter_map(|&(a, b)| (a == n).then_some(b).or((b == n).then_some(a)))
-            .collect();
-        // In index order: the set's own order differs between runs.
-        peers.sort_unstable();
+        let peers: Vec<usize> = self.connections.of(n).collect();
         for other in peers {
-            self.connections.remove(&edge(n, other));
+            self.connections.remove(n, other);
             let at = self.now + self.delay();
             let peer = self.nodes[n].peer;
             self.schedule(at, other, Delivery::Input(Input::PeerDisconnected(peer)));
@@ -504,7 +535,7 @@ impl<P: Protocol> Sim<P> {
             Delivery::Accept { from } => {
                 if self.is_alive(from)
                     && !self.separated(from, n)
-                    && self.connections.insert(edge(from, n))
+                    && self.connections.insert(from, n)
                 {
                     let at = self.now + self.delay();
                     self.schedule(at, from, Delivery::Dialed { to: n });
@@ -513,7 +544,7 @@ impl<P: Protocol> Sim<P> {
                 }
             }
             Delivery::Dialed { to } => {
-                if self.connections.contains(&edge(n, to)) {
+                if self.connections.contains(n, to) {
                     let peer = self.nodes[to].peer;
                     self.input(n, Input::PeerConnected(peer));
                 }
@@ -524,7 +555,7 @@ impl<P: Protocol> Sim<P> {
                 protocol,
                 body,
             } => {
-                if !self.connections.contains(&edge(from, n)) {
+                if !self.connections.contains(from, n) {
                     self.stats.dropped += 1;
                     return;
                 }
@@ -665,8 +696,11 @@ impl<P: Protocol> Sim<P> {
         self.stats.inputs += 1;
         self.record(n, &input);
         let now = self.now;
-        let protocol = self.nodes[n].protocol.as_mut().expect("alive");
+        let node = &mut self.nodes[n];
+        let protocol = node.protocol.as_mut().expect("alive");
+        let started = std::time::Instant::now();
         protocol.handle(now, input);
+        node.busy += started.elapsed();
         while let Some(output) = self.nodes[n].protocol.as_mut().and_then(P::poll_output) {
             self.execute(n, output);
         }
@@ -675,12 +709,9 @@ impl<P: Protocol> Sim<P> {
     fn forward(&mut self, n: usize, from: Option<usize>, message: &Message) {
         let neighbours: Vec<usize> = self
             .connections
-            .iter()
-            .filter_map(|&(a, b)| (a == n).then_some(b).or((b == n).then_some(a)))
+            .of(n)
             .filter(|m| Some(*m) != from)
             .collect();
-        let mut neighbours = neighbours;
-        neighbours.sort_unstable();
         for m in neighbours {
             if !self.nodes[m].subscriptions.contains(&message.topic) || self.separated(n, m) {
                 continue;
@@ -768,7 +799,7 @@ impl<P: Protocol> Sim<P> {
                 body,
             } => {
                 let to = self.by_peer.get(&peer).copied();
-                let Some(to) = to.filter(|to| self.connections.contains(&edge(n, *to))) else {
+                let Some(to) = to.filter(|to| self.connections.contains(n, *to)) else {
                     let failed = Input::RequestFailed {
                         id,
                         peer,
@@ -802,7 +833,7 @@ impl<P: Protocol> Sim<P> {
                 let Some((to, their)) = self.nodes[n].inbound.remove(&id) else {
                     return;
                 };
-                if self.separated(n, to) || !self.connections.contains(&edge(n, to)) {
+                if self.separated(n, to) || !self.connections.contains(n, to) {
                     self.stats.dropped += 1;
                     return;
                 }
@@ -847,7 +878,7 @@ impl<P: Protocol> Sim<P> {
                 let at = self.now + self.delay();
                 match target {
                     Some(t) if self.is_alive(t) && !self.separated(n, t) => {
-                        if !self.connections.contains(&edge(n, t)) {
+                        if !self.connections.contains(n, t) {
                             self.schedule(at, t, Delivery::Accept { from: n });
                         }
                     }
@@ -859,7 +890,7 @@ impl<P: Protocol> Sim<P> {
             }
             Output::Disconnect(peer) => {
                 if let Some(&to) = self.by_peer.get(&peer)
-                    && self.connections.remove(&edge(n, to))
+                    && self.connections.remove(n, to)
                 {
                     let us = self.nodes[n].peer;
                     let at = self.now + self.delay();
