@@ -3,7 +3,19 @@
 use anyhow::{Result, bail};
 
 use crate::util::{cargo, exec, step};
-use crate::{codegen, layers, prereq};
+use crate::{codegen, downstream, layers, prereq, reuse};
+
+/// The examples a user can copy, run as users would (default features).
+const EXAMPLES: &[(&str, &str)] = &[
+    ("causality-hash", "content_ids"),
+    ("causality-log", "append_and_verify"),
+    ("causality-version", "negotiate"),
+    ("causality-net", "two_nodes"),
+    ("causality-discovery", "find_a_provider"),
+    ("causality-proofshare", "verify_snarkjs"),
+    ("causality-regsync", "sync_a_register"),
+    ("causality-exec", "run_a_dag"),
+];
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if !args.is_empty() {
@@ -91,6 +103,41 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         exec(
             cargo()
                 .args(["test", "--workspace", "--all-features", "--benches"])
+                .args(locked),
+        )
+    })?;
+    step("per-crate builds reuse the workspace build", || {
+        reuse::check(locked)
+    })?;
+    step("examples", || {
+        for (package, example) in EXAMPLES {
+            println!("--- {package}: {example}");
+            exec(
+                cargo()
+                    .args(["run", "-q", "-p", package, "--example", example])
+                    .args(locked),
+            )?;
+        }
+        Ok(())
+    })?;
+    step("downstream projects", || downstream::check(locked))?;
+    // Every library packages with what its build needs (README, licences, generated code;
+    // the workspace-hack dev-dependency is dropped). Built from its package only where
+    // that is cheap: building the others alone recompiles RocksDB, libp2p and arkworks
+    // outside the workspace's profiles (~25 minutes on two cores); the downstream projects
+    // above build them from outside the workspace instead.
+    step("packaging", || {
+        exec(
+            cargo()
+                .args(["package", "--workspace", "--no-verify", "--allow-dirty"])
+                .args(["--exclude", "causality-node", "--exclude", "xtask"])
+                .args(["--exclude", "causality-workspace-hack"])
+                .args(locked),
+        )?;
+        exec(
+            cargo()
+                .args(["package", "--allow-dirty"])
+                .args(["-p", "causality-hash", "-p", "causality-version"])
                 .args(locked),
         )
     })?;

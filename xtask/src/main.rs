@@ -3,8 +3,10 @@
 mod bench;
 mod ci;
 mod codegen;
+mod downstream;
 mod layers;
 mod prereq;
+mod reuse;
 mod util;
 
 use std::process::ExitCode;
@@ -14,7 +16,8 @@ usage: cargo xtask <task> [options]
 
 tasks:
   ci                 everything CI checks: prerequisites, fmt, codegen, layering, clippy,
-                     tests (unit, integration, doc, benches in test mode) and rustdoc
+                     tests (unit, integration, doc, benches in test mode), per-crate
+                     build reuse, examples, downstream projects, and rustdoc
   devnet [flags]     start a local multi-node network and exercise it
   bench [crate...]   run the criterion benchmarks (release) and print their figures
   codegen [--check]  regenerate Rust from proto/ (--check: fail when stale)
