@@ -1803,14 +1803,18 @@ impl State {
         token
     }
 
+    /// The leader a request about sequence `id` goes to: the one we know of, else the
+    /// first rendezvous candidate in our view (perhaps this node).
+    fn leader_of(&self, id: &SequenceId) -> Option<PeerId> {
+        self.sequences
+            .get(id)
+            .and_then(|t| t.leader)
+            .or_else(|| self.candidates(id).first().copied())
+    }
+
     fn claim(&mut self, id: SequenceId, n: NodeId, call: Option<CallId>) {
         let Some(call) = call else { return };
-        let leader = self
-            .sequences
-            .get(&id)
-            .and_then(|t| t.leader)
-            .or_else(|| self.candidates(&id).first().copied());
-        match leader {
+        match self.leader_of(&id) {
             Some(l) if l == self.local => {
                 let r = self.claim_here(id, n, self.local);
                 if let Ok(token) = &r {
@@ -1836,12 +1840,7 @@ impl State {
     /// Asks the sequence's leader (perhaps this node) to run a failed sequence again.
     fn retry_sequence(&mut self, id: SequenceId, call: Option<CallId>) {
         let Some(call) = call else { return };
-        let leader = self
-            .sequences
-            .get(&id)
-            .and_then(|t| t.leader)
-            .or_else(|| self.candidates(&id).first().copied());
-        match leader {
+        match self.leader_of(&id) {
             Some(l) if l == self.local => {
                 let r = self.retry_here(id, self.local).map(|_| ());
                 self.reply(Some(call), Reply::Retried(r));
