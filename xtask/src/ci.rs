@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 
 use crate::util::{cargo, exec, step};
-use crate::{codegen, downstream, layers, prereq, reuse};
+use crate::{codegen, disk, downstream, layers, prereq, reuse};
 
 /// The examples a user can copy, run as users would (default features).
 const EXAMPLES: &[(&str, &str)] = &[
@@ -27,6 +27,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     } else {
         &[]
     };
+    step("disk", disk::prepare)?;
     step("prerequisites", prereq::ensure)?;
     step("rustfmt", || {
         exec(cargo().args(["fmt", "--all", "--", "--check"]))

@@ -3,6 +3,7 @@
 mod bench;
 mod ci;
 mod codegen;
+mod disk;
 mod downstream;
 mod layers;
 mod prereq;
