@@ -65,6 +65,11 @@ pub struct Config {
     pub provider_ttl: Duration,
     /// Most provider registrations held.
     pub max_providers: usize,
+    /// Most records one peer may introduce into our view (its own record aside), so that
+    /// no source fills the view first-come. Default 1,000 (a tenth of `max_records`).
+    pub max_records_per_source: usize,
+    /// Most content ids one peer may be registered as provider of here. Default 1,000.
+    pub max_provided_per_peer: usize,
     /// Seed for the RNG choosing exchange partners and jitter.
     pub seed: u64,
     /// How long a provide or find-providers call waits for its rendezvous peers.
@@ -92,6 +97,8 @@ impl Default for Config {
             replication: 3,
             provider_ttl: Duration::from_secs(600),
             max_providers: 100_000,
+            max_records_per_source: 1_000,
+            max_provided_per_peer: 1_000,
             seed: 0,
             call_timeout: Duration::from_secs(15),
         }
@@ -106,6 +113,8 @@ impl Config {
         ConfigError::positive("refresh_interval", !self.refresh_interval.is_zero())?;
         ConfigError::positive("exchange_fanout", self.exchange_fanout > 0)?;
         ConfigError::positive("max_records", self.max_records > 0)?;
+        ConfigError::positive("max_records_per_source", self.max_records_per_source > 0)?;
+        ConfigError::positive("max_provided_per_peer", self.max_provided_per_peer > 0)?;
         ConfigError::positive("replication", self.replication > 0)?;
         ConfigError::positive("dial_backoff", !self.dial_backoff.is_zero())?;
         ConfigError::positive("call_timeout", !self.call_timeout.is_zero())?;
@@ -293,9 +302,18 @@ struct Known {
     /// When we last received a newer version (or first learned it), ms.
     updated_ms: u64,
     connected: bool,
+    /// The peer whose exchange introduced the record (`None`: its owner, or inserted
+    /// directly); counted against that source's quota while the record is held.
+    source: Option<PeerId>,
+    /// We dialed it (an outbound connection): never shed, so what we chose ourselves keeps
+    /// us connected whoever else connects to us.
+    dialed: bool,
     failures: u32,
     next_dial_ms: u64,
 }
+
+/// Ticks a connected peer may stay without sending a record before it may be shed.
+const UNKNOWN_GRACE_TICKS: u32 = 3;
 
 /// A filter over peer records for [`State::responsible_peers`].
 pub type RecordFilter<'a> = &'a dyn Fn(&PeerRecord) -> bool;
@@ -307,10 +325,15 @@ pub struct State {
     local: PeerId,
     own: PeerRecord,
     view: BTreeMap<PeerId, Known>,
-    /// Connected peers not (yet) in the view: bootstrap peers before their record arrives.
-    connected_unknown: BTreeMap<PeerId, ()>,
+    /// Connected peers not (yet) in the view — bootstrap peers before their record arrives,
+    /// or connections that never send one — with the ticks they have been here.
+    connected_unknown: BTreeMap<PeerId, u32>,
     providers: HashMap<ContentId, BTreeMap<PeerId, u64>>,
     provider_count: usize,
+    /// Registrations held per provider.
+    provided_by: HashMap<PeerId, usize>,
+    /// Records held per introducing source.
+    introduced_by: HashMap<PeerId, usize>,
     /// For each peer we exchange with while connected: the record versions (owner → seq)
     /// it holds, from what we sent it and what it sent us. Exchanges carry only records a
     /// partner lacks, so a settled view costs almost nothing to maintain. Forgotten when
@@ -383,6 +406,8 @@ impl State {
             own,
             view: BTreeMap::new(),
             connected_unknown: BTreeMap::new(),
+            provided_by: HashMap::new(),
+            introduced_by: HashMap::new(),
             providers: HashMap::new(),
             provider_count: 0,
             told: HashMap::new(),
@@ -515,10 +540,21 @@ impl State {
             self.remove(peer);
         }
         let mut removed = 0;
+        let provided_by = &mut self.provided_by;
         self.providers.retain(|_, providers| {
-            let before = providers.len();
-            providers.retain(|_, expiry| *expiry > now_ms);
-            removed += before - providers.len();
+            providers.retain(|provider, expiry| {
+                let keep = *expiry > now_ms;
+                if !keep {
+                    removed += 1;
+                    if let Some(n) = provided_by.get_mut(provider) {
+                        *n -= 1;
+                        if *n == 0 {
+                            provided_by.remove(provider);
+                        }
+                    }
+                }
+                keep
+            });
             !providers.is_empty()
         });
         self.provider_count -= removed;
@@ -533,11 +569,10 @@ impl State {
             }
         }
 
-        // Dial toward the target.
-        let want = self
-            .config
-            .target_connections
-            .saturating_sub(self.connected());
+        // Dial toward the target, counting only peers whose records we hold: connections
+        // that never send one (Sybils sitting on our slots) do not stop us dialing.
+        let useful = self.view.values().filter(|k| k.connected).count();
+        let want = self.config.target_connections.saturating_sub(useful);
         if want > 0 {
             let mut candidates: Vec<PeerId> = self
                 .view
@@ -552,6 +587,7 @@ impl State {
                 let backoff = self.backoff(self.view[&peer].failures);
                 let known = self.view.get_mut(&peer).expect("candidate is known");
                 known.next_dial_ms = now_ms + backoff;
+                known.dialed = true;
                 let address = known.record.addresses[0].clone();
                 self.push(Output::Dial {
                     peer: Some(peer),
@@ -561,25 +597,41 @@ impl State {
         }
 
         // Shed connections far above the target, so well-known peers (bootstrap nodes
-        // above all) keep room for newcomers. Only peers whose records we hold are shed:
-        // they have already exchanged and can be found again.
+        // above all) keep room for newcomers: first connections that never sent a record
+        // (past a grace of a few ticks, longest here first), then peers that dialed us
+        // (they have exchanged and can find us again). Peers we dialed are never shed.
+        for ticks in self.connected_unknown.values_mut() {
+            *ticks = ticks.saturating_add(1);
+        }
         let high_water = self.config.target_connections.saturating_mul(2).max(1);
         let connected = self.connected();
         if connected > high_water {
-            let mut sheddable: Vec<PeerId> = self
+            let excess = connected - self.config.target_connections;
+            let mut silent: Vec<(u32, PeerId)> = self
+                .connected_unknown
+                .iter()
+                .filter(|(_, ticks)| **ticks > UNKNOWN_GRACE_TICKS)
+                .map(|(p, ticks)| (*ticks, *p))
+                .collect();
+            silent.sort_by(|a, b| b.cmp(a));
+            let mut inbound: Vec<PeerId> = self
                 .view
                 .iter()
-                .filter(|(_, k)| k.connected)
+                .filter(|(_, k)| k.connected && !k.dialed)
                 .map(|(p, _)| *p)
                 .collect();
-            sheddable.shuffle(&mut self.rng);
-            for peer in sheddable
+            inbound.shuffle(&mut self.rng);
+            let shed: Vec<PeerId> = silent
                 .into_iter()
-                .take(connected - self.config.target_connections)
-            {
+                .map(|(_, p)| p)
+                .chain(inbound)
+                .take(excess)
+                .collect();
+            for peer in shed {
                 if let Some(known) = self.view.get_mut(&peer) {
                     known.connected = false;
                 }
+                self.connected_unknown.remove(&peer);
                 self.push(Output::Disconnect(peer));
             }
         }
@@ -673,7 +725,7 @@ impl State {
                 known.failures = 0;
             }
             None => {
-                self.connected_unknown.insert(peer, ());
+                self.connected_unknown.insert(peer, 0);
                 // Learn its record (and its view) right away.
                 self.exchange_with(peer);
             }
@@ -686,6 +738,7 @@ impl State {
         self.told.remove(&peer);
         if let Some(known) = self.view.get_mut(&peer) {
             known.connected = false;
+            known.dialed = false;
         }
     }
 
@@ -697,6 +750,7 @@ impl State {
         if known.connected {
             return;
         }
+        known.dialed = false;
         known.failures += 1;
         if known.failures >= self.config.max_dial_failures {
             tracing::debug!(target: "causality_discovery", peer = %peer, "dropping unreachable peer");
@@ -752,15 +806,27 @@ impl State {
     pub fn add_provider(&mut self, id: ContentId, provider: PeerId, now_ms: u64) {
         let expiry =
             now_ms + u64::try_from(self.config.provider_ttl.as_millis()).unwrap_or(u64::MAX);
-        let entry = self.providers.entry(id).or_default();
-        if !entry.contains_key(&provider) {
+        let known = self
+            .providers
+            .get(&id)
+            .is_some_and(|e| e.contains_key(&provider));
+        if !known {
             if self.provider_count >= self.config.max_providers {
                 tracing::debug!(target: "causality_discovery", "provider table full; registration dropped");
                 return;
             }
+            let held = self.provided_by.get(&provider).copied().unwrap_or(0);
+            if provider != self.local && held >= self.config.max_provided_per_peer {
+                tracing::debug!(target: "causality_discovery", peer = %provider, held, "provider over its quota; registration dropped");
+                return;
+            }
             self.provider_count += 1;
+            *self.provided_by.entry(provider).or_default() += 1;
         }
-        entry.insert(provider, expiry);
+        self.providers
+            .entry(id)
+            .or_default()
+            .insert(provider, expiry);
     }
 
     /// Providers of `id` registered here, as records (ourselves included when we provide it).
@@ -790,7 +856,7 @@ impl State {
             .into_iter()
             .take(self.config.max_records_per_message)
         {
-            let result = self.insert(&record, now_ms);
+            let result = self.insert_from(&record, now_ms, Some(from));
             let owner = match &result {
                 Ok(owner) | Err(RecordError::Stale { peer: owner, .. }) => Some(*owner),
                 Err(_) => None,
@@ -831,6 +897,17 @@ impl State {
 
     /// Verifies and merges one record; returns whose it is.
     pub fn insert(&mut self, record: &pb::PeerRecord, now_ms: u64) -> Result<PeerId, RecordError> {
+        self.insert_from(record, now_ms, None)
+    }
+
+    /// [`insert`](Self::insert) of a record `source` sent us: a new record counts against
+    /// the source's quota (unless it is the source's own).
+    fn insert_from(
+        &mut self,
+        record: &pb::PeerRecord,
+        now_ms: u64,
+        source: Option<PeerId>,
+    ) -> Result<PeerId, RecordError> {
         // Cheap checks first: a record no newer than the one we hold needs no verification.
         let key = crate::record::decode_key(&record.peer_id)?;
         let peer = PeerId::from_verifying_key(&key);
@@ -877,6 +954,15 @@ impl State {
             tracing::debug!(target: "causality_discovery", "view full; record dropped");
             return Ok(record.peer);
         }
+        let source = source.filter(|s| *s != record.peer);
+        if let Some(source) = source {
+            let held = self.introduced_by.get(&source).copied().unwrap_or(0);
+            if held >= self.config.max_records_per_source {
+                tracing::debug!(target: "causality_discovery", peer = %source, held, "source over its quota; record dropped");
+                return Ok(record.peer);
+            }
+            *self.introduced_by.entry(source).or_default() += 1;
+        }
         let connected = self.connected_unknown.remove(&record.peer).is_some();
         self.view.insert(
             record.peer,
@@ -885,6 +971,8 @@ impl State {
                 record: record.clone(),
                 updated_ms: now_ms,
                 connected,
+                source,
+                dialed: false,
                 failures: 0,
                 next_dial_ms: 0,
             },
@@ -899,8 +987,16 @@ impl State {
             held.remove(&peer);
         }
         if let Some(known) = self.view.remove(&peer) {
+            if let Some(source) = known.source
+                && let Some(n) = self.introduced_by.get_mut(&source)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.introduced_by.remove(&source);
+                }
+            }
             if known.connected {
-                self.connected_unknown.insert(peer, ());
+                self.connected_unknown.insert(peer, 0);
             }
             self.event(ViewEvent::Left(peer));
         }
@@ -1345,6 +1441,132 @@ mod tests {
         }
         assert!(s.view().iter().all(|r| r.peer != dialed));
         assert!(left(&drain(&mut s)).contains(&dialed));
+    }
+
+    /// Connections that never send a record cannot push out the peers we chose. Before,
+    /// they counted toward the target and the high-water mark, and only view peers were
+    /// shed: nine silent inbound connections made every tick drop honest peers, and
+    /// nothing was redialed.
+    #[test]
+    fn silent_connections_are_shed_before_the_peers_we_dialed() {
+        let config = Config {
+            target_connections: 4,
+            ..Config::default()
+        };
+        let mut s = state_of(0, config);
+        for n in 1..=4 {
+            s.insert(&record(n, 1, NOW + 140_000).to_proto(), NOW)
+                .unwrap();
+        }
+        drain(&mut s);
+        s.handle(NOW, Input::Timer(Timer::Refresh));
+        let dialed: Vec<PeerId> = dials(&drain(&mut s))
+            .into_iter()
+            .filter_map(|(p, _)| p)
+            .collect();
+        assert_eq!(dialed.len(), 4, "dials toward the target");
+        for peer in &dialed {
+            s.handle(NOW, Input::PeerConnected(*peer));
+        }
+        // Nine Sybils connect and never answer with a record.
+        let sybils: Vec<PeerId> = (100..109).map(id).collect();
+        for sybil in &sybils {
+            s.handle(NOW, Input::PeerConnected(*sybil));
+        }
+        drain(&mut s);
+        let mut shed = Vec::new();
+        for tick in 1..=10 {
+            s.handle(NOW + tick * 5_000, Input::Timer(Timer::Refresh));
+            shed.extend(drain(&mut s).into_iter().filter_map(|o| match o {
+                Output::Disconnect(p) => Some(p),
+                _ => None,
+            }));
+        }
+        assert!(
+            shed.iter().all(|p| sybils.contains(p)),
+            "only silent connections are shed: {shed:?}"
+        );
+        assert!(
+            shed.len() >= 9 - 4,
+            "down to the target at least ({} shed)",
+            shed.len()
+        );
+        // Sybils that are still connected do not stop us dialing again when the peers we
+        // chose are gone.
+        let kept: Vec<PeerId> = sybils
+            .iter()
+            .filter(|p| !shed.contains(p))
+            .copied()
+            .collect();
+        for sybil in &kept {
+            assert!(s.is_connected(sybil));
+        }
+        for peer in &dialed {
+            s.handle(NOW + 60_000, Input::PeerDisconnected(*peer));
+        }
+        s.handle(NOW + 100_000, Input::Timer(Timer::Refresh));
+        let redialed = dials(&drain(&mut s));
+        assert!(
+            !redialed.is_empty(),
+            "silent connections do not count toward the target"
+        );
+    }
+
+    /// One source cannot fill the view first-come, nor one peer the provider table.
+    /// Before, the view filled with whatever arrived first and the table had only its
+    /// global cap.
+    #[test]
+    fn sources_and_providers_have_quotas() {
+        let config = Config {
+            max_records_per_source: 10,
+            max_provided_per_peer: 5,
+            ..Config::default()
+        };
+        let mut s = state_of(0, config);
+        let records = |range: std::ops::Range<u64>, expires: u64| pb::Response {
+            records: range.map(|n| record(n, 1, expires).to_proto()).collect(),
+        };
+        // A source's own record does not count; ten others do.
+        let mut own_and_others = records(100..150, NOW + 60_000);
+        own_and_others
+            .records
+            .push(record(1, 1, NOW + 60_000).to_proto());
+        s.on_exchange_response(id(1), own_and_others, NOW);
+        assert_eq!(s.view().len(), 11, "its own record and ten it introduced");
+        s.on_exchange_response(id(2), records(200..230, NOW + 60_000), NOW);
+        assert_eq!(s.view().len(), 21, "another source still has room");
+        // Nobody was penalized for sending more than we keep.
+        assert!(
+            !drain(&mut s)
+                .iter()
+                .any(|o| matches!(o, Output::Penalize { .. }))
+        );
+        // When a record leaves, its source's quota frees up.
+        s.tick(NOW + 61_000);
+        s.on_exchange_response(id(3), records(300..310, NOW + 120_000), NOW + 61_000);
+        assert_eq!(s.view().len(), 10);
+
+        for n in 0..20u64 {
+            let content = ContentId::of(&n.to_le_bytes());
+            s.add_provider(content, id(7), NOW);
+            s.add_provider(content, id(8), NOW);
+        }
+        let provided = |s: &State, p: PeerId| {
+            (0..20u64)
+                .filter(|n| {
+                    s.local_providers(&ContentId::of(&n.to_le_bytes()), NOW)
+                        .iter()
+                        .any(|r| r.peer == p)
+                })
+                .count()
+        };
+        // Providers are found by record; give both one.
+        s.insert(&record(7, 1, NOW + 100_000).to_proto(), NOW)
+            .unwrap();
+        s.insert(&record(8, 1, NOW + 100_000).to_proto(), NOW)
+            .unwrap();
+        assert_eq!(provided(&s, id(7)), 5);
+        assert_eq!(provided(&s, id(8)), 5);
     }
 
     #[test]
