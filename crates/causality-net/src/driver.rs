@@ -129,6 +129,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Mutex<NetworkMetrics>,
     pub(crate) listen: Mutex<Vec<Multiaddr>>,
     pub(crate) bans: Mutex<BTreeMap<PeerId, u64>>,
+    pub(crate) equivocations: Mutex<Vec<crate::Equivocation>>,
     pub(crate) policy: Mutex<Policy>,
     pub(crate) events: broadcast::Sender<NetworkEvent>,
     pub(crate) peers: watch::Sender<PeerSet>,
@@ -187,6 +188,7 @@ pub(crate) fn spawn<T: Transport>(
         metrics: Mutex::new(NetworkMetrics::default()),
         listen: Mutex::new(listening),
         bans: Mutex::new(BTreeMap::new()),
+        equivocations: Mutex::new(Vec::new()),
         policy: Mutex::new(config.policy.clone()),
         events,
         peers,
@@ -288,6 +290,7 @@ impl<T: Transport> Driver<T> {
             let now = self.now();
             let peers: Arc<[PeerInfo]> = self.core.peers(now).into();
             *lock(&self.shared.bans) = self.core.bans();
+            *lock(&self.shared.equivocations) = self.core.equivocations();
             self.shared.peers.send_if_modified(|set| {
                 if *set.peers == *peers {
                     return false;
@@ -376,8 +379,8 @@ impl<T: Transport> Driver<T> {
                 lock(&self.shared.listen).push(address.clone());
                 let _ = self.shared.events.send(NetworkEvent::Listening { address });
             }
-            TransportEvent::Connected { peer, dialer } => {
-                if !self.core.on_connected(peer, dialer, now) {
+            TransportEvent::Connected { peer, dialer, ip } => {
+                if !self.core.on_connected(peer, dialer, ip, now) {
                     self.transport.execute(Command::Disconnect(peer));
                 }
             }

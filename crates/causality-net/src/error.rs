@@ -214,9 +214,10 @@ impl fmt::Display for RefusalReason {
     }
 }
 
-/// Why an inbound message or request was rejected. Each rejection is reported as a
-/// [`NetworkEvent::Rejected`](crate::NetworkEvent), logged, counted, and — except
-/// [`Rejection::Duplicate`] — penalizes the peer that sent it to us.
+/// Why an inbound message or request was rejected. Each rejection is counted and (except
+/// [`Rejection::Duplicate`]) reported as a
+/// [`NetworkEvent::MessageRejected`](crate::NetworkEvent) and logged (rate-limited); who
+/// is penalized, if anyone, is [`Rejection::blame`]'s answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -243,7 +244,9 @@ pub enum Rejection {
         /// The originator authenticated by the transport.
         actual: PeerId,
     },
-    /// A sequence number already used by its sender (a replay, or equivocation).
+    /// A sequence number already used by its sender, or too old for its replay window. A
+    /// relay cannot know what we have seen, so nobody is blamed; a second, different
+    /// envelope under a sequence number we accepted is [`Rejection::Equivocation`].
     #[error("replay: sequence {seq} of {sender} already seen or too old")]
     Replay {
         /// The sender.
@@ -262,9 +265,24 @@ pub enum Rejection {
         /// The configured bound.
         bound_ms: u64,
     },
-    /// The peer exceeded its rate limit.
+    /// The originator exceeded its message rate (counted per originator, after its
+    /// signature verified, so a busy relay of many originators is never limited for them).
     #[error("rate limited")]
     RateLimited,
+    /// The relay exceeded its byte budget (a cheap guard before any decoding); not
+    /// forwarded, nobody penalized.
+    #[error("relay over its byte budget")]
+    RelayOverBudget,
+    /// Two validly signed envelopes from one sender under one sequence number with
+    /// different content: the sender is banned and the pair kept as
+    /// [`Equivocation`](crate::Equivocation) evidence.
+    #[error("equivocation: {sender} signed two envelopes under sequence {seq}")]
+    Equivocation {
+        /// The equivocating sender.
+        sender: PeerId,
+        /// The sequence number it used twice.
+        seq: u64,
+    },
     /// The envelope's logical topic is invalid or does not belong to the physical topic it
     /// arrived on.
     #[error("bad topic: {0}")]
@@ -272,13 +290,27 @@ pub enum Rejection {
     /// The envelope's protocol version is incompatible with ours.
     #[error("incompatible version {0}")]
     Version(String),
-    /// The peer is banned.
+    /// The relay, or the originator, is banned.
     #[error("peer is banned")]
     Banned,
     /// The protocol that validates the topic found the payload invalid (an invalid proof,
     /// say) — something the relay should have checked before forwarding.
     #[error("invalid payload: {0}")]
     Invalid(String),
+}
+
+/// Who is penalized for a rejected message (see [`Rejection::blame`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The peer that delivered it: it could have checked this before forwarding
+    /// (malformed, oversize, bad signature, wrong sender, wrong topic, invalid payload).
+    Relay,
+    /// The envelope's signed sender, once its signature verified: what it did depends on
+    /// our state (its rate, its clock), not on anything a relay could check.
+    Originator,
+    /// Nobody: normal in gossip (duplicates), unprovable (replays), or about us (our
+    /// version, our bans, our byte budget).
+    Nobody,
 }
 
 impl Rejection {
@@ -293,6 +325,8 @@ impl Rejection {
             Self::Duplicate => "duplicate",
             Self::ClockSkew { .. } => "clock_skew",
             Self::RateLimited => "rate_limited",
+            Self::RelayOverBudget => "relay_over_budget",
+            Self::Equivocation { .. } => "equivocation",
             Self::BadTopic(_) => "bad_topic",
             Self::Version(_) => "version",
             Self::Banned => "banned",
@@ -300,28 +334,53 @@ impl Rejection {
         }
     }
 
-    /// Whether the message is provably bad (malformed, forged, replayed, misrouted,
-    /// oversize) as opposed to unwelcome for reasons an honest relay may not share (our
-    /// clock, our rate limits, our version, our bans). Only faults are reported to gossip
-    /// as invalid; the others are ignored there, so honest relays are not punished for them.
-    pub fn is_fault(&self) -> bool {
-        self.penalty() >= 10
-    }
-
-    /// The score penalty for the peer that delivered it (see [`Limits`](crate::Limits)).
-    pub(crate) fn penalty(&self) -> i64 {
+    /// Who is penalized: a relay only for what it could have checked before forwarding;
+    /// what depends on our own state is charged to the originator or to nobody, so honest
+    /// relays between an attacker and us never pay for it.
+    pub fn blame(&self) -> Blame {
         match self {
-            Self::Duplicate => 0,
-            Self::RateLimited => 1,
-            Self::ClockSkew { .. } | Self::Version(_) => 5,
             Self::Malformed(_)
             | Self::Oversize { .. }
             | Self::BadSignature
             | Self::WrongSender { .. }
+            | Self::BadTopic(_)
+            | Self::Invalid(_) => Blame::Relay,
+            Self::ClockSkew { .. } | Self::RateLimited | Self::Equivocation { .. } => {
+                Blame::Originator
+            }
+            Self::Duplicate
             | Self::Replay { .. }
+            | Self::RelayOverBudget
+            | Self::Version(_)
+            | Self::Banned => Blame::Nobody,
+        }
+    }
+
+    /// Whether the relay that delivered the message is at fault ([`Blame::Relay`]): only
+    /// then is the message reported to gossip as invalid (which penalizes the relay there
+    /// too); otherwise it is ignored.
+    pub fn is_fault(&self) -> bool {
+        self.blame() == Blame::Relay
+    }
+
+    /// The score penalty for whoever [`blame`](Self::blame) names.
+    pub(crate) fn penalty(&self) -> i64 {
+        match self {
+            Self::Duplicate
+            | Self::Banned
+            | Self::RelayOverBudget
+            | Self::Replay { .. }
+            | Self::Version(_) => 0,
+            Self::RateLimited => 1,
+            Self::ClockSkew { .. } => 5,
+            Self::Malformed(_)
+            | Self::Oversize { .. }
+            | Self::BadSignature
+            | Self::WrongSender { .. }
             | Self::BadTopic(_)
             | Self::Invalid(_) => 10,
-            Self::Banned => 0,
+            // Banned outright; the score is not what decides.
+            Self::Equivocation { .. } => 0,
         }
     }
 }

@@ -54,6 +54,12 @@ pub enum NetworkEvent {
         /// Why.
         reason: Rejection,
     },
+    /// A sender was proven to have equivocated (two envelopes under one sequence number):
+    /// it is banned, and the evidence was passed to our peers.
+    Equivocation {
+        /// The checked evidence.
+        evidence: crate::Equivocation,
+    },
     /// A request from a peer was refused.
     RequestRefused {
         /// The requester.
@@ -92,6 +98,10 @@ pub struct NetworkMetrics {
     pub requests_refused: BTreeMap<String, u64>,
     /// Peers banned.
     pub bans: u64,
+    /// Inbound peers evicted to make room for a newcomer.
+    pub evictions: u64,
+    /// Equivocations proven (by us or by evidence we checked).
+    pub equivocations: u64,
     /// Bytes of envelopes and requests received.
     pub bytes_in: u64,
     /// Bytes of envelopes and requests sent.

@@ -7,6 +7,7 @@ mod driver;
 mod envelope;
 mod error;
 mod event;
+mod evidence;
 #[cfg(feature = "libp2p")]
 mod libp2p;
 mod limits;
@@ -32,8 +33,9 @@ pub use crate::driver::PeerSet;
 #[cfg(feature = "test-utils")]
 pub use crate::envelope::sign_envelope;
 pub use crate::envelope::{Acceptance, Message, SIGNING_DOMAIN};
-pub use crate::error::{ConfigError, NetError, RefusalReason, Rejection};
+pub use crate::error::{Blame, ConfigError, NetError, RefusalReason, Rejection};
 pub use crate::event::{NetworkEvent, NetworkMetrics};
+pub use crate::evidence::{Equivocation, EvidenceError};
 #[cfg(feature = "libp2p")]
 pub use crate::libp2p::{Libp2pConfig, Libp2pNetwork, Security};
 pub use crate::limits::{Limits, LimitsBuilder};

@@ -24,10 +24,24 @@ pub struct Limits {
     pub replay_senders: usize,
     /// Message ids remembered to drop duplicates. Default 65,536.
     pub seen_cache: usize,
-    /// Messages accepted per peer per second (sustained). Default 200.
+    /// Messages accepted per originator (the envelope's signed sender) per second,
+    /// sustained. Counted per originator, not per relay, so an honest relay forwarding many
+    /// originators is never limited for them. Default 200.
     pub messages_per_second: u32,
-    /// Burst of messages a peer may send above the sustained rate. Default 400.
+    /// Burst of messages an originator may send above the sustained rate. Default 400.
     pub message_burst: u32,
+    /// Gossip bytes accepted from one relay per second, in KiB, each message counting at
+    /// least 1 KiB, before anything is decoded (a cheap guard on decoding and signature
+    /// work: at most this many signature checks per second per relay; over it, messages
+    /// are dropped and nobody is penalized). Default 8,192 (8 MiB/s).
+    pub relay_kib_per_second: u32,
+    /// Burst above that, in KiB. Default 16,384.
+    pub relay_kib_burst: u32,
+    /// Bytes of recently accepted envelopes kept, so that an equivocation can be proven
+    /// with both envelopes. Default 8 MiB.
+    pub evidence_bytes: usize,
+    /// How long an equivocating sender stays banned. Default 24 hours.
+    pub equivocation_ban: Duration,
     /// Requests accepted per peer per second over all protocols (each protocol has its own
     /// rate besides). Default 50.
     pub requests_per_second: u32,
@@ -43,6 +57,16 @@ pub struct Limits {
     pub event_queue: usize,
     /// Connected peers at most. Default 256.
     pub max_peers: usize,
+    /// Connection slots kept for peers we dial (at most half of `max_peers`): inbound
+    /// connections fill the rest, so inbound Sybils can never block our own choices.
+    /// Default 32.
+    pub outbound_slots: usize,
+    /// Inbound connections from one IP address at most (loopback exempt: local nodes
+    /// share it). Default 8.
+    pub max_inbound_per_ip: usize,
+    /// Inbound connections from one /24 (IPv4) or /48 (IPv6) at most (loopback exempt).
+    /// Default 32.
+    pub max_inbound_per_subnet: usize,
     /// Physical gossip shards per topic kind. Default 16.
     pub topic_shards: u32,
     /// A peer whose score falls to this is banned. Default -100.
@@ -64,12 +88,19 @@ impl Default for Limits {
             seen_cache: 65_536,
             messages_per_second: 200,
             message_burst: 400,
+            relay_kib_per_second: 8192,
+            relay_kib_burst: 16_384,
+            evidence_bytes: 8 << 20,
+            equivocation_ban: Duration::from_secs(24 * 3600),
             requests_per_second: 50,
             request_burst: 100,
             subscription_queue: 1024,
             command_queue: 1024,
             event_queue: 1024,
             max_peers: 256,
+            outbound_slots: 32,
+            max_inbound_per_ip: 8,
+            max_inbound_per_subnet: 32,
             topic_shards: 16,
             ban_threshold: -100,
             ban_duration: Duration::from_secs(600),
@@ -100,12 +131,16 @@ impl Limits {
         ConfigError::positive("seen_cache", self.seen_cache > 0)?;
         ConfigError::positive("messages_per_second", self.messages_per_second > 0)?;
         ConfigError::positive("message_burst", self.message_burst > 0)?;
+        ConfigError::positive("relay_kib_per_second", self.relay_kib_per_second > 0)?;
+        ConfigError::positive("relay_kib_burst", self.relay_kib_burst > 0)?;
         ConfigError::positive("requests_per_second", self.requests_per_second > 0)?;
         ConfigError::positive("request_burst", self.request_burst > 0)?;
         ConfigError::positive("subscription_queue", self.subscription_queue > 0)?;
         ConfigError::positive("command_queue", self.command_queue > 0)?;
         ConfigError::positive("event_queue", self.event_queue > 0)?;
         ConfigError::positive("max_peers", self.max_peers > 0)?;
+        ConfigError::positive("max_inbound_per_ip", self.max_inbound_per_ip > 0)?;
+        ConfigError::positive("max_inbound_per_subnet", self.max_inbound_per_subnet > 0)?;
         ConfigError::positive("topic_shards", self.topic_shards > 0)?;
         if self.replay_window < 64 {
             return Err(ConfigError::new("replay_window", "must be at least 64"));
@@ -140,7 +175,7 @@ impl LimitsBuilder {
         self
     }
 
-    /// Messages per peer per second, and burst.
+    /// Messages per originator per second, and burst.
     pub fn messages(mut self, per_second: u32, burst: u32) -> Self {
         self.0.messages_per_second = per_second;
         self.0.message_burst = burst;
@@ -163,6 +198,14 @@ impl LimitsBuilder {
     /// Connected peers at most.
     pub fn max_peers(mut self, n: usize) -> Self {
         self.0.max_peers = n;
+        self
+    }
+
+    /// Connection slots kept for outbound dials, and inbound caps per IP and per subnet.
+    pub fn connections(mut self, outbound_slots: usize, per_ip: usize, per_subnet: usize) -> Self {
+        self.0.outbound_slots = outbound_slots;
+        self.0.max_inbound_per_ip = per_ip;
+        self.0.max_inbound_per_subnet = per_subnet;
         self
     }
 

@@ -324,6 +324,12 @@ impl Network {
             .is_some_and(|until| *until > now)
     }
 
+    /// Equivocations proven to this node — by its own detection or by evidence a peer
+    /// passed on, which it checked — oldest first. Each sender named is banned.
+    pub fn equivocations(&self) -> Vec<crate::Equivocation> {
+        lock(&self.shared().equivocations).clone()
+    }
+
     /// The physical gossip topic a logical topic travels on for this node.
     pub fn physical_topic(&self, topic: &Topic) -> PhysicalTopic {
         topic.physical(self.shared().major, self.shared().shards)

@@ -191,8 +191,27 @@ impl Keypair {
     }
 
     /// Loads the identity stored at `path`, or creates one there when the file does not
-    /// exist. The file holds the 32 secret bytes; it is written atomically with mode 0600.
+    /// exist. The file holds the 32 secret bytes, mode 0600. Creation is atomic and
+    /// exclusive: the key is written to a temporary file of a unique name, then linked into
+    /// place only if no file is there yet, so processes racing to create an identity all
+    /// end up with the one that won.
     pub fn load_or_create(path: &Path) -> Result<Self, NetError> {
+        if let Some(keypair) = Self::load(path)? {
+            return Ok(keypair);
+        }
+        let keypair = Self::generate(&mut rand::rngs::OsRng);
+        let created = create_secret(path, &keypair.secret())
+            .map_err(|e| NetError::Identity(format!("cannot write {}: {e}", path.display())))?;
+        if created {
+            return Ok(keypair);
+        }
+        // Another process created it first: use theirs.
+        Self::load(path)?.ok_or_else(|| {
+            NetError::Identity(format!("{} vanished while being created", path.display()))
+        })
+    }
+
+    fn load(path: &Path) -> Result<Option<Self>, NetError> {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
@@ -202,15 +221,9 @@ impl Keypair {
                         bytes.len()
                     ))
                 })?;
-                Ok(Self::from_secret(secret))
+                Ok(Some(Self::from_secret(secret)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let keypair = Self::generate(&mut rand::rngs::OsRng);
-                write_secret(path, &keypair.secret()).map_err(|e| {
-                    NetError::Identity(format!("cannot write {}: {e}", path.display()))
-                })?;
-                Ok(keypair)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(NetError::Identity(format!(
                 "cannot read {}: {e}",
                 path.display()
@@ -219,20 +232,38 @@ impl Keypair {
     }
 }
 
-fn write_secret(path: &Path, secret: &[u8; 32]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+/// Writes `secret` to `path` unless a file is already there; `false` when one was.
+fn create_secret(path: &Path, secret: &[u8; 32]) -> std::io::Result<bool> {
+    use rand::RngCore as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".{}.{:016x}.tmp",
+        std::process::id(),
+        rand::rngs::OsRng.next_u64()
+    ));
+    let tmp = std::path::PathBuf::from(tmp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(secret)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    let written = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(secret)?;
+        file.sync_all()
+    })();
+    // A hard link fails when the target exists: an exclusive, atomic publish.
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -246,6 +277,33 @@ mod tests {
         assert!(text.starts_with("12D3KooW"), "{text}");
         assert_eq!(text.parse::<PeerId>().unwrap(), id);
         assert!("12D3KooWnotbase58!".parse::<PeerId>().is_err());
+    }
+
+    /// Processes (here threads) racing to create one identity all get the same key, and
+    /// no temporary file is left behind. Before, each wrote `identity.tmp` and renamed it
+    /// into place: the racers ran with different keys and the file held only one of them.
+    #[test]
+    fn racing_creators_agree_on_one_identity() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("identity.key");
+            let barrier = std::sync::Barrier::new(8);
+            let ids: Vec<PeerId> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            Keypair::load_or_create(&path).unwrap().peer_id()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+            assert_eq!(Keypair::load_or_create(&path).unwrap().peer_id(), ids[0]);
+            let files = std::fs::read_dir(dir.path()).unwrap().count();
+            assert_eq!(files, 1, "temporary files left behind");
+        }
     }
 
     #[test]

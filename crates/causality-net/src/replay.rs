@@ -74,7 +74,11 @@ pub(crate) struct ReplayGuard {
     /// when full is found in O(log n), not by scanning every window.
     recency: BTreeMap<u64, PeerId>,
     seen: HashSet<ContentId>,
-    seen_order: VecDeque<ContentId>,
+    /// Accepted ids in arrival order, with the sender and sequence number each came under.
+    seen_order: VecDeque<(ContentId, PeerId, u64)>,
+    /// Which id each recent (sender, sequence number) was accepted under: a second,
+    /// different envelope under the same pair is an equivocation, provably.
+    by_seq: HashMap<(PeerId, u64), ContentId>,
     width: u64,
     max_senders: usize,
     max_seen: usize,
@@ -89,6 +93,7 @@ impl ReplayGuard {
             recency: BTreeMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            by_seq: HashMap::new(),
             width: limits.replay_window.max(64),
             max_senders: limits.replay_senders,
             max_seen: limits.seen_cache,
@@ -183,18 +188,28 @@ impl ReplayGuard {
             }
             window.set(offset);
         }
-        self.remember(id);
+        self.remember(id, sender, seq);
         Ok(())
     }
 
-    fn remember(&mut self, id: ContentId) {
+    /// The id accepted under `sender`'s `seq`, while it is among the last
+    /// [`Limits::seen_cache`] accepted messages.
+    pub(crate) fn accepted_under(&self, sender: &PeerId, seq: u64) -> Option<ContentId> {
+        self.by_seq.get(&(*sender, seq)).copied()
+    }
+
+    fn remember(&mut self, id: ContentId, sender: PeerId, seq: u64) {
         if self.seen_order.len() >= self.max_seen
-            && let Some(old) = self.seen_order.pop_front()
+            && let Some((old, old_sender, old_seq)) = self.seen_order.pop_front()
         {
             self.seen.remove(&old);
+            if self.by_seq.get(&(old_sender, old_seq)) == Some(&old) {
+                self.by_seq.remove(&(old_sender, old_seq));
+            }
         }
         self.seen.insert(id);
-        self.seen_order.push_back(id);
+        self.seen_order.push_back((id, sender, seq));
+        self.by_seq.insert((sender, seq), id);
     }
 
     fn evict_oldest_sender(&mut self) {
@@ -210,6 +225,10 @@ impl ReplayGuard {
             self.windows.len(),
             self.recency.len(),
             "one recency entry per window"
+        );
+        assert!(
+            self.by_seq.len() <= self.seen.len(),
+            "one pair per id at most"
         );
         (self.windows.len(), self.seen.len())
     }
@@ -237,6 +256,8 @@ mod tests {
             assert!(matches!(err, Rejection::Replay { .. }), "{seq}: {err}");
         }
         assert_eq!(guard.check(id(5), peer, 5, 0, 0), Err(Rejection::Duplicate));
+        assert_eq!(guard.accepted_under(&peer, 5), Some(id(5)));
+        assert_eq!(guard.accepted_under(&peer, 7), None);
     }
 
     #[test]

@@ -18,8 +18,12 @@ pub(crate) enum TransportEvent<G> {
     /// A listener is up on this address (libp2p: relay circuits, new interfaces).
     #[cfg_attr(not(feature = "libp2p"), allow(dead_code))]
     Listening(Multiaddr),
-    /// The first connection to a peer is up.
-    Connected { peer: PeerId, dialer: bool },
+    /// The first connection to a peer is up; `ip` is the remote's address, when known.
+    Connected {
+        peer: PeerId,
+        dialer: bool,
+        ip: Option<std::net::IpAddr>,
+    },
     /// The last connection to a peer closed.
     Disconnected { peer: PeerId },
     /// A peer joined or left a physical gossip topic.

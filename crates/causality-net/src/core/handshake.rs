@@ -7,7 +7,7 @@ use std::time::Duration;
 use causality_version::{Hello, ProtocolVersion, negotiate};
 use prost::Message as _;
 
-use super::requests::InboundId;
+use super::requests::{InboundId, Internal};
 use super::{Command, Core, REFUSAL_GRACE_MS};
 use crate::error::{NetError, RefusalReason};
 use crate::event::NetworkEvent;
@@ -56,7 +56,8 @@ impl Core {
 
     pub(super) fn start_handshake(&mut self, peer: PeerId, now_ms: u64) {
         let body = self.own_handshake();
-        if let Err(e) = self.send_request(peer, protocol(), body, now_ms, true) {
+        if let Err(e) = self.send_request(peer, protocol(), body, now_ms, Some(Internal::Handshake))
+        {
             tracing::info!(target: "causality_net", kind = "network", peer = %peer, error = %e, "handshake not sent");
         }
     }

@@ -12,6 +12,8 @@
 //! `rate.rs` (rate limits), `handshake.rs` (the version handshake), `requests.rs`
 //! (registered protocols, inbound and outbound requests).
 
+mod admission;
+mod equivocation;
 mod handshake;
 mod rate;
 mod requests;
@@ -27,6 +29,7 @@ use causality_version::{Agreement, Hello};
 use crate::envelope::{self, Acceptance, Message};
 use crate::error::{NetError, RefusalReason, Rejection};
 use crate::event::{NetworkEvent, NetworkMetrics};
+use crate::evidence::{Known, Recent};
 use crate::limits::Limits;
 use crate::peer::{Keypair, PeerId};
 use crate::policy::Policy;
@@ -34,6 +37,7 @@ use crate::protocol::RequestProtocol;
 use crate::replay::ReplayGuard;
 use crate::topic::{PhysicalTopic, Topic};
 
+pub(crate) use self::equivocation::EVIDENCE_PROTOCOL;
 pub(crate) use self::handshake::HANDSHAKE_PROTOCOL;
 use self::rate::Gcra;
 pub(crate) use self::requests::{InboundId, RequestFailure, RequestId};
@@ -142,6 +146,12 @@ struct Peer {
     agent: Option<String>,
     /// Physical topics it subscribes to, as its transport reported.
     topics: BTreeSet<PhysicalTopic>,
+    /// We dialed it.
+    dialer: bool,
+    /// Its address, when the transport knows it.
+    ip: Option<std::net::IpAddr>,
+    /// When it connected.
+    since_ms: u64,
 }
 
 /// Everything a node is configured with, whichever adapter carries it.
@@ -180,6 +190,10 @@ pub(crate) const VALIDATION_TIMEOUT_MS: u64 = 10_000;
 
 /// Housekeeping (expired bans, idle rate buckets) runs at most this often.
 const MAINTENANCE_MS: u64 = 10_000;
+/// Rejections of one relay for one reason are logged at warning level this often at most
+/// (after a burst), at debug level otherwise.
+const REJECTION_LOG_INTERVAL_MS: u64 = 10_000;
+const REJECTION_LOG_BURST: u32 = 5;
 /// A peer refused at the handshake is told why, then disconnected this much later.
 const REFUSAL_GRACE_MS: u64 = 500;
 
@@ -193,7 +207,16 @@ pub(crate) struct Core {
     policy: Policy,
     replay: ReplayGuard,
     scores: Scores,
+    /// Messages per originator.
     messages: Gcra<PeerId>,
+    /// Gossip KiB per relay.
+    relays: Gcra<PeerId>,
+    /// Recently accepted envelopes, for evidence.
+    recent: Recent,
+    /// Senders proven to have equivocated.
+    equivocators: Known,
+    /// Rejection log lines per (relay, reason): the counters stay exact, the log is bounded.
+    rejection_logs: Gcra<(PeerId, &'static str)>,
     /// Requests per peer over all protocols.
     requests: Gcra<PeerId>,
     peers: BTreeMap<PeerId, Peer>,
@@ -228,6 +251,13 @@ impl Core {
             replay: ReplayGuard::new(&limits),
             scores: Scores::new(&limits),
             messages: Gcra::new(limits.messages_per_second, limits.message_burst),
+            relays: Gcra::new(limits.relay_kib_per_second, limits.relay_kib_burst),
+            recent: Recent::new(limits.evidence_bytes),
+            equivocators: Known::default(),
+            rejection_logs: Gcra::per_interval(
+                REJECTION_LOG_INTERVAL_MS * 1000,
+                REJECTION_LOG_BURST,
+            ),
             requests: Gcra::new(limits.requests_per_second, limits.request_burst),
             peers: BTreeMap::new(),
             logical: HashMap::new(),
@@ -248,6 +278,7 @@ impl Core {
             limits,
         };
         core.register_handshake();
+        core.register_evidence();
         core
     }
 
@@ -298,6 +329,8 @@ impl Core {
             let peers = &self.peers;
             self.scores.prune(now_ms, |p| peers.contains_key(p));
             self.messages.prune(now_ms);
+            self.relays.prune(now_ms);
+            self.rejection_logs.prune(now_ms);
             self.requests.prune(now_ms);
             self.registry.prune(now_ms);
             self.changed = true;
@@ -350,9 +383,17 @@ impl Core {
 
     // ----- connections, scores, bans -----
 
-    /// A connection to `peer` was established. Returns whether to keep it; the transport
-    /// closes it otherwise. The dialer starts the handshake.
-    pub(crate) fn on_connected(&mut self, peer: PeerId, dialer: bool, now_ms: u64) -> bool {
+    /// A connection to `peer` was established (we dialed it when `dialer`; `ip` is the
+    /// remote's address when the transport knows it). Returns whether to keep it; the
+    /// transport closes it otherwise. The dialer starts the handshake. Admission (slots,
+    /// per-address caps, eviction) is in `admission.rs`.
+    pub(crate) fn on_connected(
+        &mut self,
+        peer: PeerId,
+        dialer: bool,
+        ip: Option<std::net::IpAddr>,
+        now_ms: u64,
+    ) -> bool {
         if self.scores.is_banned(&peer, now_ms) {
             tracing::debug!(target: "causality_net", kind = "network", peer = %peer, "refused connection from banned peer");
             return false;
@@ -361,14 +402,16 @@ impl Core {
             tracing::info!(target: "causality_net", kind = "network", peer = %peer, "refused connection: not allowed by policy");
             return false;
         }
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.limits.max_peers {
-            tracing::info!(target: "causality_net", kind = "network", peer = %peer, max = self.limits.max_peers, "refused connection: peer limit reached");
+        if !self.peers.contains_key(&peer) && !self.admit(peer, dialer, ip, now_ms) {
             return false;
         }
         self.peers.entry(peer).or_insert_with(|| Peer {
             agreement: None,
             agent: None,
             topics: BTreeSet::new(),
+            dialer,
+            ip,
+            since_ms: now_ms,
         });
         self.changed = true;
         if dialer {

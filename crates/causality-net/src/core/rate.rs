@@ -29,14 +29,34 @@ impl<K: Hash + Eq + Clone> Gcra<K> {
         }
     }
 
+    /// One cell every `interval_us` sustained (for rates below one per second), `burst`
+    /// at once.
+    pub(crate) fn per_interval(interval_us: u64, burst: u32) -> Self {
+        let interval_us = interval_us.max(1);
+        Self {
+            interval_us,
+            tolerance_us: interval_us * u64::from(burst.max(1) - 1),
+            tat: HashMap::new(),
+        }
+    }
+
     /// Whether `key` may have one more cell at `now_ms`; records it when so.
     pub(crate) fn check(&mut self, key: &K, now_ms: u64) -> bool {
+        self.check_n(key, now_ms, 1)
+    }
+
+    /// Whether `key` may have `cells` more at `now_ms` (a cost, such as KiB); records them
+    /// when so. A cost above the burst is never allowed.
+    pub(crate) fn check_n(&mut self, key: &K, now_ms: u64, cells: u64) -> bool {
         let now = now_ms.saturating_mul(1000);
         let tat = self.tat.get(key).copied().unwrap_or(now).max(now);
-        if tat - now > self.tolerance_us {
+        let cost = self.interval_us.saturating_mul(cells.max(1));
+        // The last of the cells must still fall within the tolerance.
+        let last = tat.saturating_add(cost - self.interval_us);
+        if last - now > self.tolerance_us {
             return false;
         }
-        self.tat.insert(key.clone(), tat + self.interval_us);
+        self.tat.insert(key.clone(), tat.saturating_add(cost));
         true
     }
 
@@ -67,6 +87,21 @@ mod tests {
         assert_eq!(refill, 10);
         limiter.prune(61_000);
         assert_eq!(limiter.len(), 0);
+    }
+
+    #[test]
+    fn costs_draw_several_cells() {
+        let mut limiter = Gcra::new(100, 200);
+        assert!(limiter.check_n(&1, 0, 150));
+        assert!(!limiter.check_n(&1, 0, 51), "over the burst");
+        assert!(limiter.check_n(&1, 0, 50));
+        assert!(
+            !limiter.check_n(&2, 0, 201),
+            "a cost above the burst never passes"
+        );
+        // One second refills 100.
+        assert!(limiter.check_n(&1, 1_000, 100));
+        assert!(!limiter.check_n(&1, 1_000, 1));
     }
 
     #[test]

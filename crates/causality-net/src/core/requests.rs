@@ -36,6 +36,15 @@ pub(crate) enum RequestFailure {
     Io(std::io::Error),
 }
 
+/// Requests the core sends itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Internal {
+    /// The version handshake.
+    Handshake,
+    /// Equivocation evidence passed on.
+    Evidence,
+}
+
 /// Every known request protocol, by name.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
@@ -137,7 +146,8 @@ struct Pending {
     /// Kept while a lower version could still be tried.
     body: Option<Vec<u8>>,
     deadline_ms: u64,
-    internal: bool,
+    /// Sent by the core itself; its result goes back to the core, not to a caller.
+    internal: Option<Internal>,
     /// The caller wants the response frame as it came (tests of bad input).
     raw: bool,
 }
@@ -180,8 +190,8 @@ impl Outbound {
         Some(pending)
     }
 
-    pub(crate) fn is_internal(&self, id: RequestId) -> bool {
-        self.pending.get(&id).is_some_and(|p| p.internal)
+    fn internal(&self, id: RequestId) -> Option<Internal> {
+        self.pending.get(&id).and_then(|p| p.internal)
     }
 }
 
@@ -195,7 +205,7 @@ pub(crate) fn encode_refusal(reason: RefusalReason, detail: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn encode_body(body: Vec<u8>) -> Vec<u8> {
+pub(super) fn encode_body(body: Vec<u8>) -> Vec<u8> {
     pb::Response {
         result: Some(pb::response::Result::Body(body)),
     }
@@ -217,7 +227,7 @@ impl Core {
         body: Vec<u8>,
         now_ms: u64,
     ) -> Result<RequestId, NetError> {
-        self.send_request(peer, protocol, body, now_ms, false)
+        self.send_request(peer, protocol, body, now_ms, None)
     }
 
     pub(super) fn send_request(
@@ -226,7 +236,7 @@ impl Core {
         protocol: RequestProtocol,
         body: Vec<u8>,
         now_ms: u64,
-        internal: bool,
+        internal: Option<Internal>,
     ) -> Result<RequestId, NetError> {
         let protocol = self
             .registry
@@ -291,7 +301,7 @@ impl Core {
             attempt: 0,
             body: None,
             deadline_ms,
-            internal: false,
+            internal: None,
             raw: true,
             protocol,
         };
@@ -440,9 +450,16 @@ impl Core {
     }
 
     fn finish(&mut self, id: RequestId, result: Result<Vec<u8>, NetError>, now_ms: u64) {
-        if self.outbound.is_internal(id) {
+        if let Some(internal) = self.outbound.internal(id) {
             let pending = self.outbound.remove(id).expect("checked");
-            self.on_handshake_result(pending.peer, result, now_ms);
+            match internal {
+                Internal::Handshake => self.on_handshake_result(pending.peer, result, now_ms),
+                Internal::Evidence => {
+                    if let Err(e) = result {
+                        tracing::debug!(target: "causality_net", kind = "network", peer = %pending.peer, error = %e, "evidence not delivered");
+                    }
+                }
+            }
             return;
         }
         self.outbound.remove(id);
@@ -527,6 +544,9 @@ impl Core {
         if protocol == super::HANDSHAKE_PROTOCOL {
             return self.on_handshake_request(id, peer, &request.body, now_ms);
         }
+        if protocol == super::EVIDENCE_PROTOCOL {
+            return Some(self.on_evidence_request(peer, &request.body, now_ms));
+        }
         let Some(name) = name.filter(|n| self.registry.protocols.get(n).is_some_and(|r| r.serving))
         else {
             return Some(self.refusal(
@@ -561,7 +581,7 @@ impl Core {
     }
 
     /// Penalizes `peer` by `points` and refuses its request with `reason`.
-    fn penalized_refusal(
+    pub(super) fn penalized_refusal(
         &mut self,
         peer: PeerId,
         points: i64,

@@ -80,6 +80,17 @@ impl Scores {
         false
     }
 
+    /// Bans `peer` until `now_ms + duration` (or longer, when already banned longer).
+    /// Returns `true` when it was not banned before.
+    pub(crate) fn ban(&mut self, peer: PeerId, duration: Duration, now_ms: u64) -> bool {
+        let new = !self.is_banned(&peer, now_ms);
+        let until = now_ms.saturating_add(duration_ms(duration));
+        let entry = self.bans.entry(peer).or_insert(until);
+        *entry = (*entry).max(until);
+        self.scores.remove(&peer);
+        new
+    }
+
     /// Forgets expired bans and scores that have decayed back to zero, except for the
     /// peers `keep` says are still connected (their score stays visible).
     pub(crate) fn prune(&mut self, now_ms: u64, keep: impl Fn(&PeerId) -> bool) {

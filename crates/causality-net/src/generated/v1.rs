@@ -123,6 +123,18 @@ pub struct Handshake {
     #[prost(message, optional, tag = "1")]
     pub hello: ::core::option::Option<::causality_version::proto::v1::Hello>,
 }
+/// Evidence that a sender equivocated: two envelopes it signed under one sequence number
+/// with different content. Anyone can check it (both signatures, same sender and sequence,
+/// different bytes); a node that does bans the sender and passes the evidence on once.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Equivocation {
+    /// The encoding of one Envelope.
+    #[prost(bytes = "vec", tag = "1")]
+    pub first: ::prost::alloc::vec::Vec<u8>,
+    /// The encoding of another Envelope of the same sender and sequence number.
+    #[prost(bytes = "vec", tag = "2")]
+    pub second: ::prost::alloc::vec::Vec<u8>,
+}
 /// A payload sealed to a set of recipients: only they can open it, relays cannot read it,
 /// and tampering is detected.
 #[derive(Clone, PartialEq, ::prost::Message)]

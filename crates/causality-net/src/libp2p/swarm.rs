@@ -48,8 +48,16 @@ pub(super) fn build_swarm(config: &Libp2pConfig) -> Result<Swarm<Behaviour>, Net
         // Room above our own limit so an oversize envelope reaches our validator and gets a
         // precise rejection; anything larger is cut by the codec.
         .max_transmit_size(limits.max_envelope_bytes * 2 + 4096)
+        // The id binds the signed gossip source as well as the data: a peer that
+        // republishes an honest envelope under its own source gets its copy rejected, and
+        // the genuine copy is not then dropped as a duplicate of it.
         .message_id_fn(|message: &gossipsub::Message| {
-            gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+            let mut hasher = blake3::Hasher::new();
+            if let Some(source) = &message.source {
+                hasher.update(&source.to_bytes());
+            }
+            hasher.update(&message.data);
+            gossipsub::MessageId::from(hasher.finalize().as_bytes().to_vec())
         })
         .build()
         .map_err(|e| NetError::Transport(format!("gossipsub config: {e}")))?;

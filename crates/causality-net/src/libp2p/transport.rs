@@ -167,9 +167,15 @@ impl Libp2pTransport {
                     return;
                 };
                 if num_established.get() == 1 {
+                    let ip = endpoint.get_remote_address().iter().find_map(|p| match p {
+                        multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                        multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                        _ => None,
+                    });
                     self.events.push_back(TransportEvent::Connected {
                         peer,
                         dialer: endpoint.is_dialer(),
+                        ip,
                     });
                 }
             }

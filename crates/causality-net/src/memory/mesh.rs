@@ -33,6 +33,17 @@ const SEEN: usize = 65_536;
 /// Most ids asked for per IHAVE.
 pub(super) const MAX_IWANT: usize = 500;
 
+/// A gossip message's id: BLAKE3 of its source and its bytes, as the libp2p adapter's
+/// gossipsub ids are. Binding the source means a peer that republishes someone else's
+/// envelope under its own source cannot get its (rejected) copy's id into the duplicate
+/// cache ahead of the genuine one.
+pub(super) fn gossip_id(source: &PeerId, bytes: &[u8]) -> ContentId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(source.as_bytes());
+    hasher.update(bytes);
+    ContentId::from_bytes(*hasher.finalize().as_bytes())
+}
+
 /// Mesh state of one node.
 #[derive(Debug)]
 pub(super) struct Mesh {

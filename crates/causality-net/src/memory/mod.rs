@@ -189,6 +189,8 @@ pub(super) struct HubState {
     links: HashMap<(PeerId, PeerId), LinkConfig>,
     busy_until: HashMap<(PeerId, PeerId), Instant>,
     partition: HashMap<PeerId, usize>,
+    /// Simulated IP addresses, for tests of per-address limits.
+    ips: HashMap<PeerId, std::net::IpAddr>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     stats: SimStats,
@@ -237,6 +239,7 @@ impl MemoryNetwork {
                 links: HashMap::new(),
                 busy_until: HashMap::new(),
                 partition: HashMap::new(),
+                ips: HashMap::new(),
                 queue: BinaryHeap::new(),
                 seq: 0,
                 stats: SimStats::default(),
@@ -311,6 +314,13 @@ impl MemoryNetwork {
                 state.partition.insert(*peer, i + 1);
             }
         }
+    }
+
+    /// Gives `peer` a simulated IP address: the peers it connects to see its connections
+    /// come from there (per-address connection limits apply). Without one, a node has no
+    /// address and those limits do not apply to it.
+    pub fn set_ip(&self, peer: PeerId, ip: std::net::IpAddr) {
+        lock(&self.hub.state).ips.insert(peer, ip);
     }
 
     /// Removes any partition.
@@ -398,6 +408,10 @@ impl Hub {
 
     pub(super) fn connect(&self, a: PeerId, b: PeerId) -> bool {
         lock(&self.state).connections.insert(edge(a, b))
+    }
+
+    pub(super) fn ip_of(&self, peer: &PeerId) -> Option<std::net::IpAddr> {
+        lock(&self.state).ips.get(peer).copied()
     }
 
     pub(super) fn disconnect(&self, a: PeerId, b: PeerId) -> bool {

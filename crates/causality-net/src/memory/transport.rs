@@ -267,8 +267,12 @@ impl MemoryTransport {
             },
         );
         self.send_subscriptions(peer);
-        self.events
-            .push_back(TransportEvent::Connected { peer, dialer: true });
+        let ip = self.hub.ip_of(&peer);
+        self.events.push_back(TransportEvent::Connected {
+            peer,
+            dialer: true,
+            ip,
+        });
         Ok(())
     }
 
@@ -284,6 +288,7 @@ impl MemoryTransport {
                 Some(TransportEvent::Connected {
                     peer,
                     dialer: !dialer,
+                    ip: self.hub.ip_of(&peer),
                 })
             }
             Frame::Disconnected { peer } => {
@@ -337,7 +342,7 @@ impl MemoryTransport {
                 if !self.peers.contains_key(&from) {
                     return None;
                 }
-                let id = ContentId::of(&bytes);
+                let id = super::mesh::gossip_id(&source, &bytes);
                 if !self.mesh.first_sight(id) {
                     // A duplicate: dropped before validation, as gossipsub does.
                     return None;
@@ -449,7 +454,7 @@ impl Transport for MemoryTransport {
     fn execute(&mut self, command: Command) {
         match command {
             Command::Publish { physical, bytes } => {
-                let id = ContentId::of(&bytes);
+                let id = super::mesh::gossip_id(&self.local, &bytes);
                 self.mesh.first_sight(id);
                 self.mesh
                     .remember(id, physical.clone(), self.local, Arc::clone(&bytes));

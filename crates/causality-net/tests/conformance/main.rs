@@ -45,6 +45,8 @@ conformance!(
     flood_is_limited_and_honest_traffic_flows,
     bad_requests_are_refused,
     validated_topics_forward_only_what_is_accepted,
+    equivocation_is_proven_and_the_evidence_spreads,
+    a_republished_envelope_does_not_poison_the_genuine_one,
 );
 
 /// TLS instead of noise on TCP: the basics.

@@ -8,6 +8,7 @@ use causality_net::{
     RefusalReason, Rejection, Topic, TopicKind, sign_envelope,
 };
 use futures::StreamExt;
+use prost::Message as _;
 
 use crate::harness::{Harness, PATIENCE, eventually, wait_event};
 
@@ -279,6 +280,18 @@ async fn expect_rejection(
     matches: impl Fn(&Rejection) -> bool,
     label: &str,
 ) {
+    expect_rejection_blaming(arena, bytes, matches, label, true).await;
+}
+
+/// Publishes `bytes` from the attacker and waits for the victim's rejection; the attacker
+/// (relay and originator here) must be penalized when `blamed`, untouched otherwise.
+async fn expect_rejection_blaming(
+    arena: &Arena,
+    bytes: Vec<u8>,
+    matches: impl Fn(&Rejection) -> bool,
+    label: &str,
+    blamed: bool,
+) {
     let mut events = arena.victim.events();
     let before = arena
         .victim
@@ -317,10 +330,14 @@ async fn expect_rejection(
         .iter()
         .find(|p| p.peer == attacker)
         .map(|p| p.score);
-    assert!(
-        score.is_some_and(|s| s < 0),
-        "{label}: attacker not penalized ({score:?})"
-    );
+    if blamed {
+        assert!(
+            score.is_some_and(|s| s < 0),
+            "{label}: attacker not penalized ({score:?})"
+        );
+    } else {
+        assert_eq!(score, Some(0), "{label}: nobody is to blame");
+    }
 }
 
 /// Every kind of bad gossip is rejected with its typed reason, counted and penalized. Each
@@ -392,25 +409,21 @@ pub(crate) async fn bad_gossip_is_rejected<H: Harness>(h: &H) {
     )
     .await;
 
-    // Replay: the same sequence number with different content.
+    // Replay: a sequence number below the window. Nobody can be blamed for it (a relay
+    // cannot know our window); a different envelope under a sequence number we accepted
+    // is an equivocation (`equivocation_is_proven_and_the_evidence_spreads`).
     let a = arena(h).await;
     let mut events = a.victim.events();
-    let first = a
+    publish_accepted(&a, 1_000, b"recent").await;
+    let ancient = a
         .attacker
-        .sign_own_envelope(&a.topic, 10, a.victim.now_ms(), b"first");
-    a.attacker
-        .publish_raw(a.physical.clone(), first)
-        .await
-        .unwrap();
-    wait_accepted(&a, 1).await;
-    let replay = a
-        .attacker
-        .sign_own_envelope(&a.topic, 10, a.victim.now_ms(), b"second");
-    expect_rejection(
+        .sign_own_envelope(&a.topic, 10, a.victim.now_ms(), b"ancient");
+    expect_rejection_blaming(
         &a,
-        replay,
+        ancient,
         |r| matches!(r, Rejection::Replay { seq: 10, .. }),
         "replay",
+        false,
     )
     .await;
     assert!(
@@ -443,14 +456,19 @@ pub(crate) async fn bad_gossip_is_rejected<H: Harness>(h: &H) {
     .await;
 
     // The same peer's honest messages still get through afterwards.
-    let ok = a
+    publish_accepted(&a, 20, b"fine").await;
+}
+
+/// The attacker publishes a valid envelope under `seq`; the victim accepts it (its first).
+async fn publish_accepted(a: &Arena, seq: u64, payload: &[u8]) {
+    let envelope = a
         .attacker
-        .sign_own_envelope(&a.topic, 20, a.victim.now_ms(), b"fine");
+        .sign_own_envelope(&a.topic, seq, a.victim.now_ms(), payload);
     a.attacker
-        .publish_raw(a.physical.clone(), ok)
+        .publish_raw(a.physical.clone(), envelope)
         .await
         .unwrap();
-    wait_accepted(&a, 1).await;
+    wait_accepted(a, 1).await;
 }
 
 async fn wait_accepted(a: &Arena, n: u64) {
@@ -616,7 +634,9 @@ pub(crate) async fn bad_requests_are_refused<H: Harness>(h: &H) {
 use futures::FutureExt as _;
 
 /// Cheap checks come before the signature: a forged envelope that is also misrouted, or
-/// also stale, is refused for the cheap reason (no signature work is spent on it).
+/// also below the replay window, is refused for the cheap reason (no signature work is
+/// spent on it). (A stale timestamp is charged to the originator, so its signature is
+/// checked first: a forgery cannot get an honest originator penalized.)
 pub(crate) async fn cheap_checks_come_before_the_signature<H: Harness>(h: &H) {
     let a = arena(h).await;
     let elsewhere = (0..)
@@ -637,6 +657,22 @@ pub(crate) async fn cheap_checks_come_before_the_signature<H: Harness>(h: &H) {
     .await;
 
     let a = arena(h).await;
+    publish_accepted(&a, 1_000, b"recent").await;
+    let mut ancient = a
+        .attacker
+        .sign_own_envelope(&a.topic, 4, a.victim.now_ms(), b"old");
+    let last = ancient.len() - 1;
+    ancient[last] ^= 1;
+    expect_rejection_blaming(
+        &a,
+        ancient,
+        |r| matches!(r, Rejection::Replay { seq: 4, .. }),
+        "replay",
+        false,
+    )
+    .await;
+
+    let a = arena(h).await;
     let mut stale =
         a.attacker
             .sign_own_envelope(&a.topic, 4, a.victim.now_ms() - 3_600_000, b"old");
@@ -645,8 +681,8 @@ pub(crate) async fn cheap_checks_come_before_the_signature<H: Harness>(h: &H) {
     expect_rejection(
         &a,
         stale,
-        |r| matches!(r, Rejection::ClockSkew { .. }),
-        "clock_skew",
+        |r| matches!(r, Rejection::BadSignature),
+        "bad_signature",
     )
     .await;
 }
@@ -705,4 +741,119 @@ pub(crate) async fn validated_topics_forward_only_what_is_accepted<H: Harness>(h
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(b.metrics().validation_timeouts >= 1);
     assert!(at_c.try_next().is_none());
+}
+
+/// A sender that signs two envelopes under one sequence number is proven to equivocate
+/// where the second arrives: it is banned, and the evidence reaches a peer that saw neither
+/// envelope, which checks it and bans the key itself. Evidence that does not hold is refused
+/// and costs whoever sent it.
+pub(crate) async fn equivocation_is_proven_and_the_evidence_spreads<H: Harness>(h: &H) {
+    let a = arena(h).await;
+    let bystander = h.node().await;
+    h.connect(&bystander, &a.victim).await;
+    let mut victim_events = a.victim.events();
+    let mut bystander_events = bystander.events();
+    let k = a.attacker.local_peer_id();
+    let proven = |e: &NetworkEvent| matches!(e, NetworkEvent::Equivocation { evidence } if evidence.sender() == k && evidence.seq() == 10);
+
+    publish_accepted(&a, 10, b"first").await;
+    let second = a
+        .attacker
+        .sign_own_envelope(&a.topic, 10, a.victim.now_ms(), b"second");
+    a.attacker
+        .publish_raw(a.physical.clone(), second)
+        .await
+        .unwrap();
+    wait_event(&mut victim_events, proven).await;
+    assert!(a.victim.is_banned(&k), "the equivocator is banned");
+    assert_eq!(a.victim.metrics().rejected.get("equivocation"), Some(&1));
+
+    wait_event(&mut bystander_events, proven).await;
+    eventually("the bystander to ban the equivocator", || async {
+        bystander.is_banned(&k)
+    })
+    .await;
+    let evidence = bystander.equivocations();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(
+        causality_net::Equivocation::from_bytes(&evidence[0].to_bytes()).unwrap(),
+        evidence[0]
+    );
+    let victim_id = a.victim.local_peer_id();
+    let victim_score = bystander
+        .peers()
+        .iter()
+        .find(|p| p.peer == victim_id)
+        .map(|p| p.score);
+    assert_eq!(
+        victim_score,
+        Some(0),
+        "the peer that passed the evidence on is not blamed"
+    );
+
+    // A liar's "evidence": two envelopes of different senders.
+    let liar = h.node().await;
+    h.connect(&liar, &a.victim).await;
+    let one = liar.sign_own_envelope(&a.topic, 3, a.victim.now_ms(), b"one");
+    let other = bystander.sign_own_envelope(&a.topic, 3, a.victim.now_ms(), b"other");
+    let lie = causality_net::proto::v1::Equivocation {
+        first: one,
+        second: other,
+    }
+    .encode_to_vec();
+    let evidence_protocol = causality_net::RequestProtocol::new(
+        "evidence",
+        &[ProtocolVersion::new(1, 0, 0)],
+        causality_net::RequestLimits::default(),
+    )
+    .unwrap();
+    let refused = liar
+        .request(victim_id, &evidence_protocol, lie)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            NetError::Refused { reason: RefusalReason::BadRequest, detail, .. } if detail.contains("different senders")
+        ),
+        "{refused}"
+    );
+    let liar_id = liar.local_peer_id();
+    let liar_score = a
+        .victim
+        .peers()
+        .iter()
+        .find(|p| p.peer == liar_id)
+        .map(|p| p.score);
+    assert!(
+        liar_score.is_some_and(|s| s < 0),
+        "the liar pays ({liar_score:?})"
+    );
+}
+
+/// Gossip message ids bind the gossip source: a peer that republishes an honest envelope
+/// under its own source gets its copy rejected, and the genuine copy, arriving later, is
+/// not mistaken for a duplicate of it.
+pub(crate) async fn a_republished_envelope_does_not_poison_the_genuine_one<H: Harness>(h: &H) {
+    let a = arena(h).await;
+    let honest = h.node().await;
+    h.connect(&honest, &a.victim).await;
+    h.wait_subscribed(&honest, &a.topic, a.victim.local_peer_id())
+        .await;
+    let mut events = a.victim.events();
+    let envelope = honest.sign_own_envelope(&a.topic, 1, a.victim.now_ms(), b"genuine");
+    a.attacker
+        .publish_raw(a.physical.clone(), envelope.clone())
+        .await
+        .unwrap();
+    let attacker = a.attacker.local_peer_id();
+    wait_event(&mut events, |e| {
+        matches!(e, NetworkEvent::MessageRejected { from, reason: Rejection::WrongSender { .. } } if *from == attacker)
+    })
+    .await;
+    honest
+        .publish_raw(a.physical.clone(), envelope)
+        .await
+        .unwrap();
+    wait_accepted(&a, 1).await;
 }
