@@ -312,6 +312,16 @@ struct Known {
     next_dial_ms: u64,
 }
 
+/// Gives back one unit of `peer`'s quota count, forgetting it at zero.
+fn release(counts: &mut HashMap<PeerId, usize>, peer: &PeerId) {
+    if let Some(n) = counts.get_mut(peer) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(peer);
+        }
+    }
+}
+
 /// Ticks a connected peer may stay without sending a record before it may be shed.
 const UNKNOWN_GRACE_TICKS: u32 = 3;
 
@@ -546,12 +556,7 @@ impl State {
                 let keep = *expiry > now_ms;
                 if !keep {
                     removed += 1;
-                    if let Some(n) = provided_by.get_mut(provider) {
-                        *n -= 1;
-                        if *n == 0 {
-                            provided_by.remove(provider);
-                        }
-                    }
+                    release(provided_by, provider);
                 }
                 keep
             });
@@ -987,13 +992,8 @@ impl State {
             held.remove(&peer);
         }
         if let Some(known) = self.view.remove(&peer) {
-            if let Some(source) = known.source
-                && let Some(n) = self.introduced_by.get_mut(&source)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    self.introduced_by.remove(&source);
-                }
+            if let Some(source) = known.source {
+                release(&mut self.introduced_by, &source);
             }
             if known.connected {
                 self.connected_unknown.insert(peer, 0);

@@ -49,16 +49,11 @@ impl Core {
                 return true;
             }
             // We chose this peer: an inbound one makes room.
-            return match self.eviction_candidate(now_ms, true) {
-                Some(victim) => {
-                    self.evict(victim, peer, now_ms);
-                    true
-                }
-                None => {
-                    tracing::info!(target: "causality_net", kind = "network", peer = %peer, max = self.limits.max_peers, "refused connection: every slot is outbound");
-                    false
-                }
-            };
+            if self.make_room(peer, true, now_ms) {
+                return true;
+            }
+            tracing::info!(target: "causality_net", kind = "network", peer = %peer, max = self.limits.max_peers, "refused connection: every slot is outbound");
+            return false;
         }
         if let Some(ip) = ip.filter(|ip| !exempt(*ip)) {
             let same_ip = self.inbound().filter(|(_, p)| p.ip == Some(ip)).count();
@@ -80,16 +75,11 @@ impl Core {
         if inbound < self.inbound_slots() && self.peers.len() < self.limits.max_peers {
             return true;
         }
-        match self.eviction_candidate(now_ms, false) {
-            Some(victim) => {
-                self.evict(victim, peer, now_ms);
-                true
-            }
-            None => {
-                tracing::info!(target: "causality_net", kind = "network", peer = %peer, max = self.inbound_slots(), "refused connection: inbound slots full");
-                false
-            }
+        if self.make_room(peer, false, now_ms) {
+            return true;
         }
+        tracing::info!(target: "causality_net", kind = "network", peer = %peer, max = self.inbound_slots(), "refused connection: inbound slots full");
+        false
     }
 
     /// The inbound peer to evict: the worst-scored one if any has a negative score, else
@@ -132,10 +122,16 @@ impl Core {
         None
     }
 
-    fn evict(&mut self, victim: PeerId, newcomer: PeerId, now_ms: u64) {
+    /// Evicts the [`eviction_candidate`](Self::eviction_candidate) for `newcomer`, when
+    /// there is one; whether room was made.
+    fn make_room(&mut self, newcomer: PeerId, forced: bool, now_ms: u64) -> bool {
+        let Some(victim) = self.eviction_candidate(now_ms, forced) else {
+            return false;
+        };
         tracing::info!(target: "causality_net", kind = "network", peer = %victim, newcomer = %newcomer, "evicting an inbound peer to make room");
         self.metrics.evictions += 1;
         self.transport(super::Command::Disconnect(victim));
         self.on_disconnected(victim, now_ms);
+        true
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use causality_version::ProtocolVersion;
 
 use super::requests::{Internal, encode_body};
-use super::{Command, Core, Verdict};
+use super::{Core, Verdict};
 use crate::envelope::Message;
 use crate::error::{RefusalReason, Rejection};
 use crate::event::NetworkEvent;
@@ -76,19 +76,10 @@ impl Core {
             return;
         }
         self.changed = true;
-        if self
-            .scores
-            .ban(sender, self.limits.equivocation_ban, now_ms)
-        {
-            self.metrics.bans += 1;
-            tracing::warn!(target: "causality_net", kind = "network", peer = %sender, seq, duration_s = self.limits.equivocation_ban.as_secs(), "peer banned for equivocation");
-            self.emit(NetworkEvent::PeerBanned {
-                peer: sender,
-                duration: self.limits.equivocation_ban,
-            });
-            if self.peers.contains_key(&sender) {
-                self.transport(Command::Disconnect(sender));
-            }
+        let duration = self.limits.equivocation_ban;
+        if self.scores.ban(sender, duration, now_ms) {
+            tracing::info!(target: "causality_net", kind = "network", peer = %sender, seq, "equivocation proven");
+            self.on_banned(sender, duration, "equivocation");
         }
         let Some(evidence) = evidence else {
             return;

@@ -466,12 +466,18 @@ impl Core {
         }
         self.changed = true;
         if self.scores.penalize(peer, points, now_ms) {
-            self.metrics.bans += 1;
             let duration = self.scores.ban_duration();
-            tracing::warn!(target: "causality_net", kind = "network", peer = %peer, duration_s = duration.as_secs(), "peer banned");
-            self.emit(NetworkEvent::PeerBanned { peer, duration });
-            self.transport(Command::Disconnect(peer));
+            self.on_banned(peer, duration, "score");
         }
+    }
+
+    /// `peer` has just been banned for `duration`: counted, logged, reported and
+    /// disconnected.
+    fn on_banned(&mut self, peer: PeerId, duration: std::time::Duration, cause: &'static str) {
+        self.metrics.bans += 1;
+        tracing::warn!(target: "causality_net", kind = "network", peer = %peer, duration_s = duration.as_secs(), cause, "peer banned");
+        self.emit(NetworkEvent::PeerBanned { peer, duration });
+        self.transport(Command::Disconnect(peer));
     }
 
     // ----- publishing and subscriptions -----
