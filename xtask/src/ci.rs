@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 
 use crate::util::{cargo, exec, step};
-use crate::{codegen, disk, downstream, layers, prereq, reuse};
+use crate::{codegen, disk, downstream, layers, paths, prereq, reuse};
 
 /// The examples a user can copy, run as users would (default features).
 const EXAMPLES: &[(&str, &str)] = &[
@@ -34,6 +34,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     })?;
     step("generated code", || codegen::run(&["--check".to_owned()]))?;
     step("layering", layers::run)?;
+    step("api paths", paths::run)?;
     step("clippy", || {
         exec(
             cargo()

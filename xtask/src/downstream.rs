@@ -32,6 +32,13 @@ const PROJECTS: &[(&str, &[&str], &str)] = &[
         "the in-memory network needs neither libp2p nor a database nor a proof system",
     ),
     (
+        "exec-memory",
+        &[
+            LIBP2P[0], LIBP2P[1], LIBP2P[2], ROCKSDB[0], ROCKSDB[1], "ark-*",
+        ],
+        "execution coordination over memory stores needs neither libp2p nor a database nor a proof system",
+    ),
+    (
         "proof-verify",
         &[LIBP2P[0], LIBP2P[1], LIBP2P[2], ROCKSDB[0], ROCKSDB[1]],
         "verifying proofs needs neither libp2p nor a database",

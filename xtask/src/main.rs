@@ -6,6 +6,7 @@ mod codegen;
 mod disk;
 mod downstream;
 mod layers;
+mod paths;
 mod prereq;
 mod reuse;
 mod util;

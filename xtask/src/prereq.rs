@@ -14,6 +14,12 @@ const APT_PACKAGES: &[&str] = &["clang", "libclang-dev"];
 
 /// Makes sure the prerequisites are present, installing them when we may.
 pub(crate) fn ensure() -> Result<()> {
+    if !is_root() {
+        println!(
+            "\n*** WARNING: not running as root: the full-disk tests (a small tmpfs) will be \
+             SKIPPED. CI runs as root and runs them. ***\n"
+        );
+    }
     let absent = missing();
     if absent.is_empty() {
         println!("prerequisites: clang, libclang and a C++ compiler are present");

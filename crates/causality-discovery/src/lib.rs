@@ -3,8 +3,8 @@
 
 mod error;
 pub mod messages;
-pub mod record;
-pub mod state;
+mod record;
+mod state;
 
 /// Raw protobuf wire types generated from `proto/causality/discovery/`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -20,8 +20,14 @@ use causality_net::{Network, PeerId, ProtocolVersion, RequestLimits, RequestProt
 use tokio::sync::{broadcast, watch};
 
 pub use crate::error::{DiscoveryError, RecordError};
-pub use crate::record::PeerRecord;
-pub use crate::state::{Command, Config, Event, Membership, Reply, State, Timer, ViewEvent};
+pub use crate::record::{
+    MAX_ADDRESS_LEN, MAX_ADDRESSES, MAX_RECORD_BYTES, MAX_ROLE_LEN, MAX_ROLES, PeerRecord,
+    RECORD_DOMAIN,
+};
+pub use crate::state::{
+    Command, Config, Event, MAX_WEIGHT_MILLI, Membership, RecordFilter, Reply, State, Timer,
+    ViewEvent,
+};
 
 /// The request protocol discovery speaks (its one version).
 pub const PROTOCOL: &str = "/causality/discovery/0.1.0";

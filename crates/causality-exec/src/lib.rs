@@ -8,9 +8,9 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 mod error;
-pub mod model;
-pub mod state;
-pub mod store;
+mod model;
+mod state;
+mod store;
 
 /// Raw protobuf wire types generated from `proto/causality/exec/`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -38,7 +38,9 @@ pub use crate::model::{
     FailureReason, Limits, NodeClaimToken, NodeId, NodeResult, SequenceId, WorkSpec,
 };
 pub use crate::state::{
-    Command, Config, Event, ExecutorInfo, ExecutorView, Reply, State, Stats, sequence_topic,
+    Command, Config, Event, ExecutorInfo, ExecutorView, NODE_TOPIC, PROTOCOL_NAME, RESULT_TOPIC,
+    RESULT_TYPE, Reply, SEQUENCE_TOPIC, STATUS_TYPE, State, Stats, VERIFICATION_TOPIC,
+    sequence_topic,
 };
 #[cfg(feature = "rocksdb")]
 pub use crate::store::RocksStore;
@@ -59,12 +61,8 @@ pub fn protocol(limits: &Limits) -> RequestProtocol {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("valid exec limits");
-    RequestProtocol::new(
-        state::PROTOCOL_NAME,
-        &[ProtocolVersion::new(0, 1, 0)],
-        limits,
-    )
-    .expect("valid exec protocol")
+    RequestProtocol::new(PROTOCOL_NAME, &[ProtocolVersion::new(0, 1, 0)], limits)
+        .expect("valid exec protocol")
 }
 
 /// What an executor returns: the output and, for work that needs one, a proof id.

@@ -1,20 +1,4 @@
-//! Execution coordination as a pure state machine ([`Protocol`]): no sockets, no tasks, no
-//! clock — time comes in as an argument, randomness (retry jitter) from a seeded generator.
-//!
-//! The flow: a creator submits a sequence ([`Command::Submit`]); it goes to the sequence's
-//! replicas — the top `replicas` executors by rendezvous hashing of its id over the live
-//! executor view — and the first of them leads it in term 1. The leader leases ready nodes
-//! to executors (the rendezvous-preferred one per node with free capacity, critical path
-//! first) with signed claim tokens; the executor runs the work ([`Event::Execute`]) and
-//! hands in a signed result; the leader checks the token is the node's current one, the
-//! work's validation (agreement of several executors, or a proof verified through proof
-//! sharing), accepts it, and states the sequence's progress, signed, on
-//! `execution/sequence/{sequence_id}` (the replicas keep it). A lease that runs out is
-//! re-granted with a higher token after an exponential backoff with jitter, so a late
-//! result under the old token is refused; a node that fails `max_attempts` times fails the
-//! sequence. When the leader is lost, the next replica by rendezvous takes over in a higher
-//! term from what it kept; tokens carry the term in their high bits, so every token of the
-//! old term is stale and the old leader's statements are fenced out.
+//! The state machine: see [`State`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -437,7 +421,25 @@ enum Pending {
 /// One executor's leases: (sequence, node, token) → (granted at, expected end).
 type Leases = BTreeMap<(SequenceId, NodeId, u64), (u64, u64)>;
 
-/// The execution-coordination state machine. See the [module docs](self).
+/// The execution-coordination state machine.
+///
+/// Execution coordination as a pure state machine ([`Protocol`]): no sockets, no tasks, no
+/// clock — time comes in as an argument, randomness (retry jitter) from a seeded generator.
+///
+/// The flow: a creator submits a sequence ([`Command::Submit`]); it goes to the sequence's
+/// replicas — the top `replicas` executors by rendezvous hashing of its id over the live
+/// executor view — and the first of them leads it in term 1. The leader leases ready nodes
+/// to executors (the rendezvous-preferred one per node with free capacity, critical path
+/// first) with signed claim tokens; the executor runs the work ([`Event::Execute`]) and
+/// hands in a signed result; the leader checks the token is the node's current one, the
+/// work's validation (agreement of several executors, or a proof verified through proof
+/// sharing), accepts it, and states the sequence's progress, signed, on
+/// `execution/sequence/{sequence_id}` (the replicas keep it). A lease that runs out is
+/// re-granted with a higher token after an exponential backoff with jitter, so a late
+/// result under the old token is refused; a node that fails `max_attempts` times fails the
+/// sequence. When the leader is lost, the next replica by rendezvous takes over in a higher
+/// term from what it kept; tokens carry the term in their high bits, so every token of the
+/// old term is stale and the old leader's statements are fenced out.
 pub struct State {
     config: Config,
     store: Box<dyn ExecStore>,

@@ -1,8 +1,9 @@
 //! Content ids, rendezvous hashing and Merkle proofs in a few lines:
 //! `cargo run -p causality-hash --example content_ids`.
 
+use causality_hash::merkle::MerkleTree;
 use causality_hash::merkle::leaf_hash;
-use causality_hash::{ContentId, MerkleTree, Rendezvous};
+use causality_hash::{ContentId, Rendezvous};
 
 fn main() {
     // A content id is the BLAKE3 hash of the bytes; its text form is a CIDv1.

@@ -3,11 +3,10 @@
 
 mod base32;
 mod cid;
-pub mod hrw;
+mod hrw;
 mod mac;
 pub mod merkle;
 
 pub use cid::{CONTENT_ID_LEN, ContentHasher, ContentId, ParseError, ShortId};
 pub use hrw::{HRW_RULE_VERSION, PeerDigest, Rendezvous};
 pub use mac::{MacHasher, MacKey, MacTag, mac, verify_mac};
-pub use merkle::{ConsistencyProof, Frontier, InclusionProof, MerkleError, MerkleTree, NodeSource};

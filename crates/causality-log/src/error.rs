@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use causality_hash::MerkleError;
+use causality_hash::merkle::MerkleError;
 
 use crate::checkpoint::CheckpointError;
 

@@ -6,15 +6,87 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 
+use crate::limits::MAX_FIELD_LEN;
 use crate::{Kind, Level, LogStore, NewEntry};
 
 /// Events queued for the writer thread before new ones are dropped (and counted).
 pub const DEFAULT_QUEUE: usize = 8192;
+/// What an entry costs against a [`Budget`] beyond its text: ids, level, kind, time.
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// How much a [`LogLayer`] may write, whatever is logged: a token bucket of bytes (an
+/// entry costs its message, source and metadata plus 64 bytes). Events over the budget are
+/// dropped and counted ([`LogLayerGuard::over_budget`]); when the budget allows again, one
+/// warning entry says how many were dropped. The store then grows by at most
+/// `burst_bytes + bytes_per_second × t` (plus one summary entry per refill) over any `t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Sustained rate.
+    pub bytes_per_second: u64,
+    /// What may be written at once after a quiet period.
+    pub burst_bytes: u64,
+}
+
+impl Default for Budget {
+    /// 16 KiB/s sustained (≈ 1.4 GB a day at worst), 1 MiB bursts.
+    fn default() -> Self {
+        Self {
+            bytes_per_second: 16 * 1024,
+            burst_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A token bucket over a caller-supplied clock (`now` is time since any fixed start).
+#[derive(Debug)]
+struct Bucket {
+    budget: Budget,
+    tokens: u64,
+    at: Duration,
+}
+
+impl Bucket {
+    fn new(budget: Budget) -> Self {
+        Self {
+            budget,
+            tokens: budget.burst_bytes,
+            at: Duration::ZERO,
+        }
+    }
+
+    /// Takes `cost` tokens if there are that many at `now`.
+    fn take(&mut self, cost: u64, now: Duration) -> bool {
+        let elapsed = now.saturating_sub(self.at);
+        let refill = u64::try_from(
+            elapsed.as_micros() * u128::from(self.budget.bytes_per_second) / 1_000_000,
+        )
+        .unwrap_or(u64::MAX);
+        if refill > 0 {
+            self.tokens = self
+                .tokens
+                .saturating_add(refill)
+                .min(self.budget.burst_bytes);
+            self.at = now;
+        }
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn cost(entry: &NewEntry) -> u64 {
+    let metadata: usize = entry.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (entry.payload.len() + entry.source.len() + metadata) as u64 + ENTRY_OVERHEAD
+}
 
 enum Msg {
     Entry(NewEntry),
@@ -68,6 +140,7 @@ pub struct LogLayerGuard {
     tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    over_budget: Arc<AtomicU64>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -81,16 +154,43 @@ impl LogLayer {
         Self::with_queue(store, DEFAULT_QUEUE)
     }
 
-    /// A layer with a queue of `capacity` events.
+    /// A layer with a queue of `capacity` events and no write budget.
     pub fn with_queue(store: Arc<dyn LogStore>, capacity: usize) -> (Self, LogLayerGuard) {
+        Self::spawn(store, capacity, None)
+    }
+
+    /// A layer with a queue of `capacity` events that writes at most `budget`: the choice
+    /// for a process whose events an outsider can provoke (a network node), so a flood
+    /// cannot fill the disk.
+    pub fn with_budget(
+        store: Arc<dyn LogStore>,
+        capacity: usize,
+        budget: Budget,
+    ) -> (Self, LogLayerGuard) {
+        Self::spawn(store, capacity, Some(budget))
+    }
+
+    fn spawn(
+        store: Arc<dyn LogStore>,
+        capacity: usize,
+        budget: Option<Budget>,
+    ) -> (Self, LogLayerGuard) {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let over_budget = Arc::new(AtomicU64::new(0));
         let writer = {
-            let failed = failed.clone();
+            let mut writer = Writer {
+                failed: failed.clone(),
+                over_budget: over_budget.clone(),
+                bucket: budget.map(Bucket::new),
+                start: Instant::now(),
+                unreported: 0,
+                batch: Vec::new(),
+            };
             std::thread::Builder::new()
                 .name("causality-log-layer".into())
-                .spawn(move || writer(&*store, &rx, &failed))
+                .spawn(move || writer.run(&*store, &rx))
                 .expect("spawning the log writer thread")
         };
         let layer = Self {
@@ -101,48 +201,90 @@ impl LogLayer {
             tx,
             dropped,
             failed,
+            over_budget,
             writer: Some(writer),
         };
         (layer, guard)
     }
 }
 
-fn writer(store: &dyn LogStore, rx: &Receiver<Msg>, failed: &AtomicU64) {
-    IN_WRITER.with(|w| w.set(true));
-    let mut batch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut pending = Some(first);
-        // Drain what is queued into one batch: one write for a burst of events.
-        loop {
-            match pending.take() {
-                Some(Msg::Entry(e)) => batch.push(e),
-                Some(Msg::Flush(done)) => {
-                    write_batch(store, &mut batch, failed);
-                    let _ = done.send(());
-                }
-                Some(Msg::Stop) => {
-                    write_batch(store, &mut batch, failed);
-                    return;
-                }
-                None => break,
-            }
-            if batch.len() >= 1024 {
-                write_batch(store, &mut batch, failed);
-            }
-            pending = rx.try_recv().ok();
-        }
-        write_batch(store, &mut batch, failed);
-    }
+struct Writer {
+    failed: Arc<AtomicU64>,
+    over_budget: Arc<AtomicU64>,
+    bucket: Option<Bucket>,
+    start: Instant,
+    /// Dropped over the budget since the last summary entry.
+    unreported: u64,
+    batch: Vec<NewEntry>,
 }
 
-fn write_batch(store: &dyn LogStore, batch: &mut Vec<NewEntry>, failed: &AtomicU64) {
-    if batch.is_empty() {
-        return;
+impl Writer {
+    fn run(&mut self, store: &dyn LogStore, rx: &Receiver<Msg>) {
+        IN_WRITER.with(|w| w.set(true));
+        while let Ok(first) = rx.recv() {
+            let mut pending = Some(first);
+            // Drain what is queued into one batch: one write for a burst of events.
+            loop {
+                match pending.take() {
+                    Some(Msg::Entry(e)) => self.admit(e),
+                    Some(Msg::Flush(done)) => {
+                        self.write(store);
+                        let _ = done.send(());
+                    }
+                    Some(Msg::Stop) => {
+                        self.write(store);
+                        return;
+                    }
+                    None => break,
+                }
+                if self.batch.len() >= 1024 {
+                    self.write(store);
+                }
+                pending = rx.try_recv().ok();
+            }
+            self.write(store);
+        }
     }
-    let entries = std::mem::take(batch);
-    let n = entries.len() as u64;
-    if store.append_batch(entries).is_err() {
-        failed.fetch_add(n, Ordering::Relaxed);
+
+    /// Queues `entry` for the next write if the budget allows it; otherwise counts it.
+    fn admit(&mut self, entry: NewEntry) {
+        let Some(bucket) = &mut self.bucket else {
+            self.batch.push(entry);
+            return;
+        };
+        let now = self.start.elapsed();
+        if self.unreported > 0 {
+            let summary = NewEntry::new(Level::Warn, Kind::Event)
+                .source("causality_log")
+                .payload(format!(
+                    "{} events dropped over the log's write budget",
+                    self.unreported
+                ));
+            if !bucket.take(cost(&summary), now) {
+                self.unreported += 1;
+                self.over_budget.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.batch.push(summary);
+            self.unreported = 0;
+        }
+        if bucket.take(cost(&entry), now) {
+            self.batch.push(entry);
+        } else {
+            self.unreported += 1;
+            self.over_budget.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn write(&mut self, store: &dyn LogStore) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.batch);
+        let n = entries.len() as u64;
+        if store.append_batch(entries).is_err() {
+            self.failed.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -163,6 +305,11 @@ impl LogLayerGuard {
     /// Events the store refused (e.g. over a size limit, or a storage error).
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped because they were over the layer's [`Budget`].
+    pub fn over_budget(&self) -> u64 {
+        self.over_budget.load(Ordering::Relaxed)
     }
 }
 
@@ -187,8 +334,22 @@ fn level(level: &tracing::Level) -> Level {
 
 struct Fields<'a>(&'a mut NewEntry);
 
+/// `value` cut to at most [`MAX_FIELD_LEN`] bytes at a character boundary.
+fn bounded(mut value: String) -> String {
+    if value.len() > MAX_FIELD_LEN {
+        let mut end = MAX_FIELD_LEN - '…'.len_utf8();
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push('…');
+    }
+    value
+}
+
 impl Fields<'_> {
     fn put(&mut self, field: &Field, value: String) {
+        let value = bounded(value);
         match field.name() {
             "message" => self.0.payload = value.into_bytes(),
             "kind" => self.0.kind = Kind::from_name(&value),
@@ -230,5 +391,100 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LogLayer {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryLog;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_rate() {
+        let mut bucket = Bucket::new(Budget {
+            bytes_per_second: 1000,
+            burst_bytes: 5000,
+        });
+        let ms = Duration::from_millis;
+        assert!(bucket.take(5000, ms(0)));
+        assert!(!bucket.take(1, ms(0)));
+        assert!(!bucket.take(200, ms(100)), "100 ms refill 100 bytes");
+        assert!(bucket.take(200, ms(200)));
+        // A long quiet period refills to the burst, not beyond.
+        assert!(bucket.take(5000, ms(60_000)));
+        assert!(!bucket.take(10, ms(60_000)));
+    }
+
+    #[test]
+    fn long_fields_are_cut_at_a_character_boundary() {
+        let cut = bounded("é".repeat(MAX_FIELD_LEN));
+        assert!(cut.len() <= MAX_FIELD_LEN, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(bounded("short".into()), "short");
+    }
+
+    /// A flood of events far beyond the budget: the store grows by at most the burst plus
+    /// the rate over the time the flood took, the rest is counted, and once the budget
+    /// allows again one entry says how many were dropped.
+    #[test]
+    fn a_flood_is_held_to_the_budget() {
+        let log = MemoryLog::new();
+        let budget = Budget {
+            bytes_per_second: 2000,
+            burst_bytes: 20_000,
+        };
+        let (layer, guard) = LogLayer::with_budget(Arc::new(log.clone()), 1 << 15, budget);
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        let started = Instant::now();
+        let flood = 20_000u64;
+        tracing::dispatcher::with_default(&dispatch, || {
+            for i in 0..flood {
+                tracing::info!(
+                    peer = "12D3KooWFlood",
+                    reason = "malformed",
+                    i,
+                    "{}",
+                    "x".repeat(150)
+                );
+            }
+        });
+        guard.flush();
+        let elapsed = started.elapsed();
+        let entries: Vec<_> = (0..log.len()).map(|i| log.get(i).unwrap()).collect();
+        let written: u64 = entries
+            .iter()
+            .map(|e| {
+                let metadata: usize = e.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+                (e.payload.len() + e.source.len() + metadata) as u64 + ENTRY_OVERHEAD
+            })
+            .sum();
+        let bound = budget.burst_bytes
+            + (elapsed.as_secs_f64() * budget.bytes_per_second as f64).ceil() as u64;
+        assert!(written <= bound, "wrote {written} bytes, bound {bound}");
+        let kept = entries
+            .iter()
+            .filter(|e| e.payload.starts_with(b"x"))
+            .count() as u64;
+        assert!(guard.over_budget() > flood / 2, "{}", guard.over_budget());
+        assert_eq!(
+            kept + guard.over_budget() + guard.dropped(),
+            flood,
+            "every event is written or counted"
+        );
+
+        // The budget refills (300 ms at 2000 B/s covers a summary and one event).
+        std::thread::sleep(Duration::from_millis(300));
+        tracing::dispatcher::with_default(&dispatch, || tracing::warn!("after the flood"));
+        guard.flush();
+        let n = log.len();
+        let summary = log.get(n - 2).unwrap();
+        assert_eq!(summary.level, Level::Warn);
+        assert!(
+            String::from_utf8_lossy(&summary.payload)
+                .contains("events dropped over the log's write budget"),
+            "{summary:?}"
+        );
+        assert_eq!(log.get(n - 1).unwrap().payload, b"after the flood");
     }
 }

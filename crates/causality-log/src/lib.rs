@@ -21,7 +21,7 @@ pub use checkpoint::{Checkpoint, CheckpointError, CheckpointSigner, CheckpointVe
 pub use entry::{Filter, Kind, Level, LogEntry, NewEntry};
 pub use error::LogError;
 #[cfg(feature = "tracing")]
-pub use layer::{DEFAULT_QUEUE, LogLayer, LogLayerGuard};
+pub use layer::{Budget, DEFAULT_QUEUE, LogLayer, LogLayerGuard};
 pub use memory::{MemoryBackend, MemoryLog};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{

@@ -17,5 +17,8 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_QUERY_RESULTS: usize = 100_000;
 /// Largest signed checkpoint note, in bytes.
 pub const MAX_NOTE_LEN: usize = 64 * 1024;
+/// Longest field value (the message or a metadata value) a `LogLayer` records, in bytes;
+/// longer ones are cut at a character boundary and end in `…`.
+pub const MAX_FIELD_LEN: usize = 1024;
 /// Most signature lines in a note.
 pub const MAX_NOTE_SIGNATURES: usize = 100;

@@ -187,10 +187,25 @@ impl RocksLogOptions {
 pub type RocksLog = Log<RocksBackend>;
 
 impl RocksLog {
-    /// Opens (creating if needed) a database at `path` holding just this log.
+    /// Opens (creating if needed) a database at `path` holding this log. Column families
+    /// other code keeps in the same database are opened too (with default options) and
+    /// left alone.
     ///
     /// A second process opening the same path gets [`LogError::Locked`].
     pub fn open(path: impl AsRef<Path>, options: RocksLogOptions) -> Result<Self, LogError> {
+        Self::open_with(path, options, Vec::new())
+    }
+
+    /// Opens (creating if needed) a database at `path` holding this log and the column
+    /// families `extra` (created when missing), for an application that keeps its own
+    /// state beside the log; [`RocksLog::db`] reaches them.
+    ///
+    /// A second process opening the same path gets [`LogError::Locked`].
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: RocksLogOptions,
+        extra: Vec<ColumnFamilyDescriptor>,
+    ) -> Result<Self, LogError> {
         let path = path.as_ref();
         let mut db_opts = db_options();
         db_opts.create_if_missing(true);
@@ -205,8 +220,21 @@ impl RocksLog {
                 )));
             }
         }
-        let db = Db::open_cf_descriptors(&db_opts, path, Self::column_families(&options.namespace))
-            .map_err(|e| locked_or(e, path))?;
+        let mut families = Self::column_families(&options.namespace);
+        families.extend(extra);
+        // RocksDB opens a database only with all its column families: those an
+        // application keeps beside the log (and we were not told of) open with defaults.
+        if let Ok(existing) = Db::list_cf(&db_opts, path) {
+            for name in existing {
+                if name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
+                    && !families.iter().any(|f| f.name() == name)
+                {
+                    families.push(ColumnFamilyDescriptor::new(name, cf_options()));
+                }
+            }
+        }
+        let db =
+            Db::open_cf_descriptors(&db_opts, path, families).map_err(|e| locked_or(e, path))?;
         Self::open_in(Arc::new(db), options)
     }
 

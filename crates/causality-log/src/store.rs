@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use causality_hash::ContentId;
 use causality_hash::merkle::{self, Frontier, Hash, NewNode, NodeSource, leaf_hash};
-use causality_hash::{ConsistencyProof, ContentId, InclusionProof};
+use causality_hash::merkle::{ConsistencyProof, InclusionProof};
 use futures::Stream;
 use tokio::sync::Notify;
 

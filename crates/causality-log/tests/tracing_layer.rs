@@ -101,14 +101,18 @@ impl LogStore for Gate {
     fn root_at(&self, size: u64) -> Result<causality_hash::merkle::Hash, LogError> {
         self.inner.root_at(size)
     }
-    fn inclusion_proof(&self, i: u64, s: u64) -> Result<causality_hash::InclusionProof, LogError> {
+    fn inclusion_proof(
+        &self,
+        i: u64,
+        s: u64,
+    ) -> Result<causality_hash::merkle::InclusionProof, LogError> {
         self.inner.inclusion_proof(i, s)
     }
     fn consistency_proof(
         &self,
         o: u64,
         n: u64,
-    ) -> Result<causality_hash::ConsistencyProof, LogError> {
+    ) -> Result<causality_hash::merkle::ConsistencyProof, LogError> {
         self.inner.consistency_proof(o, n)
     }
     fn checkpoint(&self, o: &str, s: &causality_log::CheckpointSigner) -> Result<String, LogError> {

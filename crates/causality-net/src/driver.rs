@@ -129,6 +129,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Mutex<NetworkMetrics>,
     pub(crate) listen: Mutex<Vec<Multiaddr>>,
     pub(crate) bans: Mutex<BTreeMap<PeerId, u64>>,
+    pub(crate) next_seq: std::sync::atomic::AtomicU64,
     pub(crate) equivocations: Mutex<Vec<crate::Equivocation>>,
     pub(crate) policy: Mutex<Policy>,
     pub(crate) events: broadcast::Sender<NetworkEvent>,
@@ -187,7 +188,8 @@ pub(crate) fn spawn<T: Transport>(
         subscription_queue: config.limits.subscription_queue,
         metrics: Mutex::new(NetworkMetrics::default()),
         listen: Mutex::new(listening),
-        bans: Mutex::new(BTreeMap::new()),
+        bans: Mutex::new(core.bans()),
+        next_seq: std::sync::atomic::AtomicU64::new(core.next_seq()),
         equivocations: Mutex::new(Vec::new()),
         policy: Mutex::new(config.policy.clone()),
         events,
@@ -286,6 +288,9 @@ impl<T: Transport> Driver<T> {
             }
         }
         *lock(&self.shared.metrics) = self.core.metrics().clone();
+        self.shared
+            .next_seq
+            .store(self.core.next_seq(), std::sync::atomic::Ordering::Relaxed);
         if self.core.take_changed() {
             let now = self.now();
             let peers: Arc<[PeerInfo]> = self.core.peers(now).into();

@@ -49,7 +49,7 @@ pub use crate::topic::{MAX_TOPIC_ID_BYTES, MAX_TOPIC_NAME_BYTES, PhysicalTopic, 
 #[cfg(feature = "metrics")]
 pub use ::libp2p::metrics::Registry as MetricsRegistry;
 pub use causality_version::{FeatureSet, Hello, ProtocolId, ProtocolVersion};
-pub use multiaddr::{self, Multiaddr};
+pub use multiaddr::Multiaddr;
 
 /// The version of the Causality wire protocol this crate speaks.
 pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::new(0, 1, 0);

@@ -1,5 +1,6 @@
 //! The [`Network`] handle: the one API upper crates are written against.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -322,6 +323,26 @@ impl Network {
         lock(&self.shared().bans)
             .get(peer)
             .is_some_and(|until| *until > now)
+    }
+
+    /// Bans in force: each banned peer and the wall-clock time (ms since the epoch) its ban
+    /// ends. A node that saves them and passes them back in
+    /// [`NodeConfig::bans`](crate::NodeConfig::bans) keeps them across restarts.
+    pub fn bans(&self) -> BTreeMap<PeerId, u64> {
+        let now = self.now_ms();
+        let mut bans = lock(&self.shared().bans).clone();
+        bans.retain(|_, until| *until > now);
+        bans
+    }
+
+    /// The sequence number this node's next envelope will carry. Persist it (with a margin
+    /// for what is published before the next save) and pass it back in
+    /// [`NodeConfig::seq_floor`](crate::NodeConfig::seq_floor) to stay above what peers
+    /// remember across a restart with a clock that stepped backwards.
+    pub fn next_seq(&self) -> u64 {
+        self.shared()
+            .next_seq
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Equivocations proven to this node — by its own detection or by evidence a peer

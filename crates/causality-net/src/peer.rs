@@ -211,7 +211,9 @@ impl Keypair {
         })
     }
 
-    fn load(path: &Path) -> Result<Option<Self>, NetError> {
+    /// Loads the identity stored at `path`; `None` when there is no file (nothing is
+    /// created). A file that is not a 32-byte secret is an error.
+    pub fn load(path: &Path) -> Result<Option<Self>, NetError> {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {

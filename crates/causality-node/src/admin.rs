@@ -1,150 +1,357 @@
-//! The admin endpoint on 127.0.0.1: `/health`, `/status` (JSON), `/metrics` (Prometheus
-//! text), and two operator actions used by the devnet, `POST /publish` and `POST /request`.
+//! The admin endpoint on 127.0.0.1, on hyper and axum with tower's limits: `/health` and
+//! `/metrics` (Prometheus text) for anyone on the host, and behind the admin token
+//! `/status` (JSON) and two operator actions used by the devnet, `POST /publish` and
+//! `POST /request` (parameters in the query string).
 //!
-//! A deliberately small HTTP/1.1 server: one request per connection, requests of at most
-//! 8 KiB, no bodies (parameters travel in the query string).
+//! What a hostile web page or local process meets:
+//! - the token: 32 random bytes in `DATA_DIR/admin.cookie` (mode 0600), new at every start,
+//!   as Bitcoin Core's `.cookie`; sent as `Authorization: Bearer <token>` or a
+//!   `causality_admin` cookie, compared in constant time;
+//! - a Host check (DNS rebinding: a page on `evil.example` that resolves to 127.0.0.1 is
+//!   refused) and an Origin check (a cross-site POST is refused even before the token);
+//! - header and whole-request timeouts, a connection cap, one request per connection, and
+//!   a backoff when `accept` fails (out of file descriptors) instead of a busy loop.
 
-use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
 use causality_log::LogStore as _;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
 
 use crate::node::Node;
 
-const MAX_REQUEST: usize = 8 * 1024;
+/// The token file in the data directory.
+pub(crate) const COOKIE_FILE: &str = "admin.cookie";
+/// The cookie name a browser may carry the token in.
+const COOKIE_NAME: &str = "causality_admin";
 
-pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>) {
+/// Limits of the admin endpoint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub(crate) connections: usize,
+    /// A client must send its request head within this long.
+    pub(crate) header_timeout: Duration,
+    /// A request must be answered within this long (an echo request waits on the network).
+    pub(crate) request_timeout: Duration,
+    /// A connection lives this long at most, whatever the client does.
+    pub(crate) connection_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 64,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            connection_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The admin token: written at start, read by the CLI.
+#[derive(Clone)]
+pub(crate) struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+impl Token {
+    /// A fresh random token, written to `data_dir/admin.cookie` readable by the owner only
+    /// (through a uniquely named temporary file and a rename, so a reader never sees half).
+    pub(crate) fn create(data_dir: &Path) -> Result<Self> {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = Self(hex(&bytes));
+        let mut file = tempfile::Builder::new()
+            .prefix(".admin.cookie.")
+            .tempfile_in(data_dir)
+            .with_context(|| format!("cannot write the admin token in {}", data_dir.display()))?;
+        std::io::Write::write_all(&mut file, format!("{}\n", token.0).as_bytes())?;
+        // tempfile creates the file with mode 0600.
+        file.persist(data_dir.join(COOKIE_FILE))
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write the admin token in {}", data_dir.display()))?;
+        Ok(token)
+    }
+
+    /// The token of the node running in `data_dir`.
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the admin token {} (is the node running, and are you its owner?)",
+                path.display()
+            )
+        })?;
+        Ok(Self(text.trim().to_owned()))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison (BLAKE3 hashes compare in constant time).
+    fn matches(&self, candidate: &str) -> bool {
+        blake3::hash(self.0.as_bytes()) == blake3::hash(candidate.as_bytes())
+    }
+}
+
+/// What the request guard checks against.
+#[derive(Clone, Debug)]
+struct Guard {
+    token: Token,
+    /// `Host` values accepted: 127.0.0.1, localhost and `[::1]` with our port.
+    hosts: Arc<[String]>,
+}
+
+impl Guard {
+    fn new(token: Token, port: u16) -> Self {
+        let hosts = ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .map(|h| format!("{h}:{port}"))
+            .collect();
+        Self { token, hosts }
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        origin
+            .strip_prefix("http://")
+            .is_some_and(|host| self.host_allowed(host))
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if bearer.is_some_and(|t| self.token.matches(t.trim())) {
+            return true;
+        }
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .any(|(k, v)| k == COOKIE_NAME && self.token.matches(v))
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut body = body.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    (status, body).into_response()
+}
+
+/// Host and Origin checks for every request; the token for all but `/health` and `/metrics`.
+async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match host {
+        Some(host) if guard.host_allowed(host) => {}
+        Some(host) => {
+            tracing::warn!(target: "causality_node", host, "admin request with a foreign Host header refused");
+            return text(StatusCode::MISDIRECTED_REQUEST, "host not allowed");
+        }
+        None => return text(StatusCode::BAD_REQUEST, "a Host header is required"),
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !guard.origin_allowed(origin) {
+            tracing::warn!(target: "causality_node", origin, "cross-origin admin request refused");
+            return text(
+                StatusCode::FORBIDDEN,
+                "cross-origin requests are not allowed",
+            );
+        }
+    }
+    let open = matches!(request.uri().path(), "/health" | "/metrics");
+    if !open && !guard.authorized(headers) {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            format!("the admin token is required (DATA_DIR/{COOKIE_FILE})"),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"causality-node\""),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+#[derive(Debug, Deserialize)]
+struct PublishParams {
+    topic: Option<String>,
+    payload: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestParams {
+    peer: Option<String>,
+    body: Option<String>,
+}
+
+fn router(node: Arc<Node>, guard_state: Guard, limits: Limits) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/status",
+            get(|State(node): State<Arc<Node>>| async move {
+                match serde_json::to_string_pretty(&status(&node)) {
+                    Ok(body) => {
+                        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                    }
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(node): State<Arc<Node>>| async move {
+                match metrics(&node) {
+                    Ok(body) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response(),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+                }
+            }),
+        )
+        .route(
+            "/publish",
+            post(
+                |State(node): State<Arc<Node>>, Query(p): Query<PublishParams>| async move {
+                    let (Some(topic), Some(payload)) = (p.topic, p.payload) else {
+                        return text(StatusCode::BAD_REQUEST, "topic and payload are required");
+                    };
+                    match node.publish(&topic, &payload).await {
+                        Ok(id) => text(StatusCode::OK, id),
+                        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e:#}")),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/request",
+            post(
+                |State(node): State<Arc<Node>>, Query(p): Query<RequestParams>| async move {
+                    let (Some(peer), Some(body)) = (p.peer, p.body) else {
+                        return text(StatusCode::BAD_REQUEST, "peer and body are required");
+                    };
+                    match node.echo(&peer, &body).await {
+                        Ok(answer) => text(StatusCode::OK, answer),
+                        Err(e) => text(StatusCode::BAD_GATEWAY, format!("{e:#}")),
+                    }
+                },
+            ),
+        )
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
+        .with_state(node)
+        .layer(middleware::from_fn_with_state(guard_state, guard))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|e: tower::BoxError| async move {
+                    if e.is::<tower::timeout::error::Elapsed>() {
+                        text(StatusCode::GATEWAY_TIMEOUT, "the request took too long")
+                    } else {
+                        text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    }
+                }))
+                .timeout(limits.request_timeout),
+        )
+}
+
+/// Serves the admin endpoint on `listener` until the task is dropped.
+pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, token: Token, limits: Limits) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let app = router(node, Guard::new(token, port), limits);
+    accept_loop(|| listener.accept(), app, limits).await;
+}
+
+/// Accepts connections while fewer than `limits.connections` are open, and serves each
+/// with `app`. A failing `accept` (no file descriptors left, say) is logged and retried
+/// after a growing pause, never in a busy loop.
+async fn accept_loop<A, F>(mut accept: A, app: Router, limits: Limits)
+where
+    A: FnMut() -> F,
+    F: Future<Output = std::io::Result<(TcpStream, SocketAddr)>>,
+{
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let mut backoff = Duration::ZERO;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
         };
-        let node = Arc::clone(&node);
+        let stream = match accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::ZERO;
+                stream
+            }
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tracing::warn!(target: "causality_node", error = %e, retry_in_ms = backoff.as_millis() as u64, "admin endpoint cannot accept");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &node).await {
-                tracing::debug!(target: "causality_node", error = %e, "admin request failed");
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(limits.connection_timeout, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "causality_node", error = %e, "admin connection failed");
+                }
+                Err(_) => {
+                    tracing::debug!(target: "causality_node", "admin connection timed out");
+                }
             }
         });
     }
-}
-
-async fn handle(mut stream: TcpStream, node: &Node) -> Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
-            return respond(&mut stream, 400, "text/plain", "bad request\n").await;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let params: BTreeMap<String, String> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
-        .collect();
-    match (method, path) {
-        ("GET", "/health") => respond(&mut stream, 200, "text/plain", "ok\n").await,
-        ("GET", "/status") => {
-            let body = serde_json::to_string_pretty(&status(node))?;
-            respond(&mut stream, 200, "application/json", &body).await
-        }
-        ("GET", "/metrics") => {
-            respond(
-                &mut stream,
-                200,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                &metrics(node)?,
-            )
-            .await
-        }
-        ("POST", "/publish") => {
-            let (Some(topic), Some(payload)) = (params.get("topic"), params.get("payload")) else {
-                return respond(
-                    &mut stream,
-                    400,
-                    "text/plain",
-                    "topic and payload are required\n",
-                )
-                .await;
-            };
-            match node.publish(topic, payload).await {
-                Ok(id) => respond(&mut stream, 200, "text/plain", &format!("{id}\n")).await,
-                Err(e) => respond(&mut stream, 400, "text/plain", &format!("{e:#}\n")).await,
-            }
-        }
-        ("POST", "/request") => {
-            let (Some(peer), Some(body)) = (params.get("peer"), params.get("body")) else {
-                return respond(
-                    &mut stream,
-                    400,
-                    "text/plain",
-                    "peer and body are required\n",
-                )
-                .await;
-            };
-            match node.echo(peer, body).await {
-                Ok(answer) => respond(&mut stream, 200, "text/plain", &format!("{answer}\n")).await,
-                Err(e) => respond(&mut stream, 502, "text/plain", &format!("{e:#}\n")).await,
-            }
-        }
-        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
-    }
-}
-
-async fn respond(stream: &mut TcpStream, code: u16, content_type: &str, body: &str) -> Result<()> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        _ => "Bad Gateway",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await?;
-    Ok(())
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(crate) fn status(node: &Node) -> serde_json::Value {
@@ -161,6 +368,11 @@ pub(crate) fn status(node: &Node) -> serde_json::Value {
             "agent": p.agent,
             "score": p.score,
         })).collect::<Vec<_>>(),
+        "bans": net.bans().iter().map(|(peer, until)| json!({
+            "peer": peer.to_string(),
+            "until_ms": until,
+        })).collect::<Vec<_>>(),
+        "next_seq": net.next_seq(),
         "view": node.discovery.members().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "topics": node.received(),
         "log": { "size": head.size, "root": hex(&head.root) },
@@ -264,32 +476,133 @@ fn metrics(node: &Node) -> Result<String> {
     Ok(out)
 }
 
-/// GET `path` from a running node's admin endpoint.
-pub(crate) async fn get(admin: &str, path: &str) -> Result<String> {
-    call(admin, "GET", path).await
+/// A client of a running node's admin endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    token: Option<Token>,
 }
 
-/// Sends `method path` to a running node's admin endpoint; the body of a 200 answer.
-pub(crate) async fn call(admin: &str, method: &str, path: &str) -> Result<String> {
-    let address = admin.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = TcpStream::connect(address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the admin endpoint at {address}: {e}"))?;
-    stream
-        .write_all(
-            format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        anyhow::bail!(
-            "{address}{path}: {} {}",
-            head.lines().next().unwrap_or_default(),
-            body.trim()
+impl Client {
+    /// A client of `url`, sending `token` when given.
+    pub(crate) fn new(url: impl Into<String>, token: Option<Token>) -> Self {
+        Self {
+            url: url.into().trim().trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// The node running in `data_dir`: its address and token from the files it wrote.
+    pub(crate) fn for_data_dir(data_dir: &Path) -> Result<Self> {
+        let url = std::fs::read_to_string(data_dir.join("admin.addr")).with_context(|| {
+            format!(
+                "no running node found in {} (no admin.addr); pass --admin",
+                data_dir.display()
+            )
+        })?;
+        Ok(Self::new(
+            url,
+            Some(Token::read(&data_dir.join(COOKIE_FILE))?),
+        ))
+    }
+
+    /// GET `path`; the body of a 200 answer.
+    pub(crate) async fn get(&self, path: &str) -> Result<String> {
+        self.call("GET", path).await
+    }
+
+    /// Sends `method path`; the body of a 200 answer, or an error with the status and body.
+    pub(crate) async fn call(&self, method: &str, path: &str) -> Result<String> {
+        let limit = Limits::default().request_timeout + Duration::from_secs(5);
+        tokio::time::timeout(limit, self.exchange(method, path))
+            .await
+            .map_err(|_| anyhow::anyhow!("{}{path}: no answer within {limit:?}", self.url))?
+    }
+
+    async fn exchange(&self, method: &str, path: &str) -> Result<String> {
+        let address = self.url.trim_start_matches("http://");
+        let stream = TcpStream::connect(address)
+            .await
+            .with_context(|| format!("cannot reach the admin endpoint at {address}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, address);
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.as_str()));
+        }
+        let response = sender
+            .send_request(request.body(Empty::<Bytes>::new())?)
+            .await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if status != StatusCode::OK {
+            anyhow::bail!("{}{path}: {status} {}", self.url, body.trim());
+        }
+        Ok(body)
+    }
+}
+
+/// Where a node in `data_dir` keeps its admin token.
+pub(crate) fn cookie_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(COOKIE_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_accepts_loopback_hosts_and_the_token_only() {
+        let guard = Guard::new(Token("secret".into()), 9100);
+        assert!(guard.host_allowed("127.0.0.1:9100"));
+        assert!(guard.host_allowed("LOCALHOST:9100"));
+        assert!(guard.host_allowed("[::1]:9100"));
+        assert!(!guard.host_allowed("127.0.0.1:9101"));
+        assert!(!guard.host_allowed("evil.example:9100"));
+        assert!(!guard.host_allowed("127.0.0.1"));
+        assert!(guard.origin_allowed("http://localhost:9100"));
+        assert!(!guard.origin_allowed("https://evil.example"));
+        assert!(!guard.origin_allowed("null"));
+
+        let headers = |pairs: &[(header::HeaderName, &str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.append(k.clone(), HeaderValue::from_str(v).unwrap());
+            }
+            map
+        };
+        assert!(guard.authorized(&headers(&[(header::AUTHORIZATION, "Bearer secret")])));
+        assert!(guard.authorized(&headers(&[(header::COOKIE, "a=b; causality_admin=secret")])));
+        assert!(!guard.authorized(&headers(&[(header::AUTHORIZATION, "Bearer secre")])));
+        assert!(!guard.authorized(&headers(&[(header::AUTHORIZATION, "Basic secret")])));
+        assert!(!guard.authorized(&headers(&[(header::COOKIE, "causality_admin=nope")])));
+        assert!(!guard.authorized(&HeaderMap::new()));
+    }
+
+    /// `accept` failing without pause (EMFILE) must not spin: over ten virtual seconds the
+    /// loop tries about ten times a second once the backoff has grown, not millions.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_accept_backs_off_instead_of_spinning() {
+        let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&attempts);
+        let accept = move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::future::ready(Err(std::io::Error::from_raw_os_error(24)))
+        };
+        let app = Router::new();
+        let run = tokio::spawn(accept_loop(accept, app, Limits::default()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        run.abort();
+        let attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (5..=30).contains(&attempts),
+            "{attempts} accept attempts in 10 s"
         );
     }
-    Ok(body.to_owned())
 }

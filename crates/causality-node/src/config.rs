@@ -43,6 +43,10 @@ pub(crate) struct Config {
     pub(crate) messages_per_second: u32,
     /// Discovery refresh interval, milliseconds.
     pub(crate) refresh_ms: u64,
+    /// Bytes per second the node's event log may grow by, sustained, whatever peers do.
+    pub(crate) event_log_bytes_per_second: u64,
+    /// Bytes the event log may take at once after a quiet period.
+    pub(crate) event_log_burst_bytes: u64,
 }
 
 impl Default for Config {
@@ -62,6 +66,8 @@ impl Default for Config {
             max_peers: 256,
             messages_per_second: 200,
             refresh_ms: 2_000,
+            event_log_bytes_per_second: causality_log::Budget::default().bytes_per_second,
+            event_log_burst_bytes: causality_log::Budget::default().burst_bytes,
         }
     }
 }
@@ -137,6 +143,12 @@ impl Config {
         }
         if self.refresh_ms == 0 {
             bail!("refresh_ms: must be positive");
+        }
+        if self.event_log_bytes_per_second == 0 {
+            bail!("event_log_bytes_per_second: must be positive");
+        }
+        if self.event_log_burst_bytes < 4096 {
+            bail!("event_log_burst_bytes: must be at least 4096 (one entry of every size)");
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ struct NodeProcess {
     dir: PathBuf,
     child: Child,
     peer: String,
-    admin: String,
+    admin: admin::Client,
     tcp: String,
 }
 
@@ -75,7 +75,7 @@ pub(crate) async fn run(args: Args) -> Result<ExitCode> {
     if args.keep && outcome.is_ok() {
         println!("\nnodes are running; admin endpoints:");
         for node in &nodes {
-            println!("  node {}  {}  {}", node.index, node.admin, node.peer);
+            println!("  node {}  {}  {}", node.index, node.admin.url, node.peer);
         }
         println!("press Ctrl-C to stop them");
         let _ = tokio::signal::ctrl_c().await;
@@ -167,7 +167,7 @@ async fn drive(
         )
         .await
         .with_context(|| format!("phase `start`, node {index}"))?;
-        println!("  node {index} up: {} admin {}", node.peer, node.admin);
+        println!("  node {index} up: {} admin {}", node.peer, node.admin.url);
         nodes.push(node);
     }
     phases.push(Phase {
@@ -210,12 +210,13 @@ async fn drive(
             }
             // Gossip meshes form within a heartbeat or two; publish again until it lands.
             let attempt = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            admin::call(
-                &nodes[publisher].admin,
-                "POST",
-                &format!("/publish?topic={TOPIC}&payload=hello-devnet-{attempt}"),
-            )
-            .await?;
+            nodes[publisher]
+                .admin
+                .call(
+                    "POST",
+                    &format!("/publish?topic={TOPIC}&payload=hello-devnet-{attempt}"),
+                )
+                .await?;
             Ok(false)
         })
         .await?;
@@ -230,16 +231,17 @@ async fn drive(
     // Phase: request-response.
     let started = Instant::now();
     let (asker, target) = (publisher, (publisher + 1) % n);
-    let answer = admin::call(
-        &nodes[asker].admin,
-        "POST",
-        &format!(
-            "/request?peer={}&body=ping-{}",
-            nodes[target].peer, args.seed
-        ),
-    )
-    .await
-    .with_context(|| format!("phase `request`, node {asker} asking node {target}"))?;
+    let answer = nodes[asker]
+        .admin
+        .call(
+            "POST",
+            &format!(
+                "/request?peer={}&body=ping-{}",
+                nodes[target].peer, args.seed
+            ),
+        )
+        .await
+        .with_context(|| format!("phase `request`, node {asker} asking node {target}"))?;
     let expected = format!("ping-{}", args.seed);
     let ok = answer.trim() == expected;
     phases.push(Phase {
@@ -285,7 +287,7 @@ async fn drive(
             ),
             || async {
                 let status: serde_json::Value =
-                    serde_json::from_str(&admin::get(&node.admin, "/status").await?)?;
+                    serde_json::from_str(&node.admin.get("/status").await?)?;
                 let connected = status["peers"]
                     .as_array()
                     .is_some_and(|p| p.iter().any(|x| x["peer"] == old_peer.as_str()));
@@ -369,7 +371,10 @@ async fn spawn(
         dir: dir.to_path_buf(),
         child,
         peer: peer.expect("set"),
-        admin: admin.expect("set"),
+        admin: admin::Client::new(
+            admin.expect("set"),
+            Some(admin::Token::read(&admin::cookie_path(dir))?),
+        ),
         tcp: tcp.expect("set"),
     })
 }
@@ -390,13 +395,13 @@ async fn stop(node: &mut NodeProcess) {
     }
 }
 
-async fn view_size(admin: &str) -> Result<usize> {
-    let status: serde_json::Value = serde_json::from_str(&admin::get(admin, "/status").await?)?;
+async fn view_size(admin: &admin::Client) -> Result<usize> {
+    let status: serde_json::Value = serde_json::from_str(&admin.get("/status").await?)?;
     Ok(status["view"].as_array().map_or(0, Vec::len))
 }
 
-async fn received(admin: &str) -> Result<u64> {
-    let status: serde_json::Value = serde_json::from_str(&admin::get(admin, "/status").await?)?;
+async fn received(admin: &admin::Client) -> Result<u64> {
+    let status: serde_json::Value = serde_json::from_str(&admin.get("/status").await?)?;
     Ok(status["topics"][TOPIC].as_u64().unwrap_or(0))
 }
 

@@ -11,6 +11,7 @@ mod admin;
 mod config;
 mod devnet;
 mod node;
+mod state;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +39,9 @@ enum Command {
         /// The admin URL, e.g. `http://127.0.0.1:9100`; read from `DATA_DIR/admin.addr` when absent.
         #[arg(long)]
         admin: Option<String>,
+        /// The admin token file; default `DATA_DIR/admin.cookie`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// The node's data directory.
         #[arg(long, default_value = "causality-data")]
         data_dir: PathBuf,
@@ -136,26 +140,32 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { data_dir } => {
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("cannot create {}", data_dir.display()))?;
-            let keypair = causality_net::Keypair::load_or_create(&data_dir.join("identity.key"))?;
+            // An existing identity is only read; a new one is created under the data
+            // directory's lock, so it cannot race a starting node.
+            let keypair = match causality_net::Keypair::load(&data_dir.join("identity.key"))? {
+                Some(keypair) => keypair,
+                None => {
+                    let config = config::Config {
+                        data_dir: data_dir.clone(),
+                        ..config::Config::default()
+                    };
+                    node::open_data_dir(&config)?.2
+                }
+            };
             println!("{}", keypair.peer_id());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { admin, data_dir } => {
-            let admin = match admin {
-                Some(admin) => admin,
-                None => std::fs::read_to_string(data_dir.join("admin.addr"))
-                    .with_context(|| {
-                        format!(
-                            "no running node found in {} (no admin.addr); pass --admin",
-                            data_dir.display()
-                        )
-                    })?
-                    .trim()
-                    .to_owned(),
+        Command::Status {
+            admin,
+            token_file,
+            data_dir,
+        } => {
+            let token_file = token_file.unwrap_or_else(|| admin::cookie_path(&data_dir));
+            let client = match admin {
+                Some(url) => admin::Client::new(url, Some(admin::Token::read(&token_file)?)),
+                None => admin::Client::for_data_dir(&data_dir)?,
             };
-            print!("{}", admin::get(&admin, "/status").await?);
+            print!("{}", client.get("/status").await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Log {

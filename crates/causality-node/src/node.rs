@@ -7,14 +7,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use causality_discovery::Discovery;
-use causality_log::{LogError, LogLayer, LogStore as _, RocksLog, RocksLogOptions, SyncPolicy};
+use causality_log::{
+    Budget, LogError, LogLayer, LogStore as _, RocksLog, RocksLogOptions, SyncPolicy,
+};
 use causality_net::{Keypair, Libp2pConfig, Libp2pNetwork, Network, PeerId, Topic};
 use futures::StreamExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
+use crate::admin::Token;
 use crate::config::{Config, LogFormat};
+use crate::state::{NodeState, SEQ_RESERVE};
 
 /// The diagnostic echo protocol every node serves.
 pub(crate) const ECHO: &str = "/causality/echo/0.1.0";
@@ -58,22 +62,23 @@ impl Node {
 }
 
 /// Opens the data directory: creates it, checks it is writable, opens the database (whose
-/// lock refuses a second process) and the identity.
-pub(crate) fn open_data_dir(config: &Config) -> Result<(RocksLog, Keypair)> {
+/// lock refuses a second process) with the log and the node's own state, and the identity.
+pub(crate) fn open_data_dir(config: &Config) -> Result<(RocksLog, NodeState, Keypair)> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("data directory {}: cannot create it", dir.display()))?;
-    let probe = dir.join(".write-test");
-    std::fs::File::create(&probe)
-        .and_then(|mut f| f.write_all(b"ok"))
-        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    let log = match RocksLog::open(
+    let probe = tempfile::Builder::new()
+        .prefix(".write-test.")
+        .tempfile_in(dir)
+        .and_then(|mut f| f.write_all(b"ok"));
+    probe.with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let log = match RocksLog::open_with(
         dir.join("db"),
         RocksLogOptions::default().with_sync(SyncPolicy::Periodic {
             max_batch: 256,
             max_delay: Duration::from_millis(50),
         }),
+        vec![NodeState::descriptor()],
     ) {
         Ok(log) => log,
         Err(LogError::Locked { .. }) => {
@@ -87,8 +92,34 @@ pub(crate) fn open_data_dir(config: &Config) -> Result<(RocksLog, Keypair)> {
                 .with_context(|| format!("cannot open the database in {}", dir.display()));
         }
     };
+    let state = NodeState::new(Arc::clone(log.db()))?;
     let keypair = Keypair::load_or_create(&dir.join("identity.key"))?;
-    Ok((log, keypair))
+    Ok((log, state, keypair))
+}
+
+/// Keeps the sequence reservation ahead of the network and the saved bans current.
+struct Persistence {
+    state: NodeState,
+    network: Network,
+    ceiling: u64,
+    bans: BTreeMap<PeerId, u64>,
+}
+
+impl Persistence {
+    /// Raises the reservation when the next sequence number is within half a block of it,
+    /// and saves the bans when they changed.
+    fn save(&mut self) -> Result<()> {
+        let next = self.network.next_seq();
+        if next.saturating_add(SEQ_RESERVE / 2) > self.ceiling {
+            self.ceiling = self.state.reserve_seq(next)?;
+        }
+        let bans = self.network.bans();
+        if bans != self.bans {
+            self.state.save_bans(&bans)?;
+            self.bans = bans;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) async fn run(config: Config) -> Result<()> {
@@ -102,9 +133,18 @@ pub(crate) async fn run(config: Config) -> Result<()> {
                 config.admin_port
             )
         })?;
-    let (log, keypair) = open_data_dir(&config)?;
+    let (log, state, keypair) = open_data_dir(&config)?;
 
-    let (log_layer, log_guard) = LogLayer::new(Arc::new(log.clone()));
+    // Everything at info level and above goes into the log, within a write budget: what a
+    // peer can provoke (connections, rejections) cannot fill the disk.
+    let (log_layer, log_guard) = LogLayer::with_budget(
+        Arc::new(log.clone()),
+        causality_log::DEFAULT_QUEUE,
+        Budget {
+            bytes_per_second: config.event_log_bytes_per_second,
+            burst_bytes: config.event_log_burst_bytes,
+        },
+    );
     let filter = EnvFilter::try_new(&config.log_filter)
         .with_context(|| format!("log_filter: `{}`", config.log_filter))?;
     let stderr = match config.log_format {
@@ -122,8 +162,16 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .try_init()
         .context("cannot install the log subscriber")?;
 
+    // Start above every sequence number the last run could have used, and reserve the next
+    // block before signing anything; restore the bans in force.
+    let floor = state
+        .seq_ceiling()
+        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    let bans = state.bans()?;
     let libp2p_metrics = Arc::new(Mutex::new(causality_net::MetricsRegistry::default()));
     let mut net_config = Libp2pConfig::new(keypair);
+    net_config.node.seq_floor = floor;
+    net_config.node.bans = bans.clone();
     net_config.metrics = Some(Arc::clone(&libp2p_metrics));
     net_config.listen = config.listen_addrs()?;
     net_config.node.limits.max_peers = config.max_peers;
@@ -134,6 +182,12 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .clone()
         .with_agent(concat!("causality-node/", env!("CARGO_PKG_VERSION")));
     let network = Libp2pNetwork::start(net_config).await?;
+    let mut persistence = Persistence {
+        ceiling: state.reserve_seq(network.next_seq())?,
+        state,
+        network: network.clone(),
+        bans,
+    };
     let discovery = Discovery::start(
         network.clone(),
         causality_discovery::Config {
@@ -160,7 +214,9 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         let received = Arc::clone(&received);
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
-                tracing::info!(target: "causality_node", topic = %message.topic, from = %message.sender, "message received");
+                // Debug, not info: one line per message would put every peer's traffic
+                // into the log.
+                tracing::debug!(target: "causality_node", topic = %message.topic, from = %message.sender, "message received");
                 *received
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -179,7 +235,13 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         received,
     });
     let admin_addr = admin.local_addr()?;
-    tokio::spawn(crate::admin::serve(admin, Arc::clone(&node)));
+    let token = Token::create(&config.data_dir)?;
+    tokio::spawn(crate::admin::serve(
+        admin,
+        Arc::clone(&node),
+        token,
+        crate::admin::Limits::default(),
+    ));
     std::fs::write(
         config.data_dir.join("admin.addr"),
         format!("http://{admin_addr}\n"),
@@ -200,13 +262,28 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .and_then(|()| stdout.flush());
     drop(stdout);
 
-    shutdown_signal().await;
+    let mut save = tokio::time::interval(Duration::from_secs(1));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = save.tick() => {
+                if let Err(e) = persistence.save() {
+                    tracing::error!(target: "causality_node", error = %format!("{e:#}"), "cannot save the node state");
+                }
+            }
+        }
+    }
     tracing::info!(target: "causality_node", "shutting down");
+    persistence.save()?;
+    drop(persistence);
     drop(node);
     drop(network);
     log_guard.flush();
     log.sync()?;
     let _ = std::fs::remove_file(config.data_dir.join("admin.addr"));
+    let _ = std::fs::remove_file(crate::admin::cookie_path(&config.data_dir));
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use causality_hash::ContentId;
 use causality_net::{LinkConfig, MemoryNetwork, Network};
-use causality_proofshare::state::ANNOUNCEMENT_TYPE;
+use causality_proofshare::ANNOUNCEMENT_TYPE;
 use causality_proofshare::{
     Announcement, Config, Event, MemoryStore, ProofMessage, ProofShare, ProofSystem,
     VerificationKey, Verifiers, groth16, proof_topic,

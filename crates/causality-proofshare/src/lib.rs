@@ -4,9 +4,9 @@
 mod error;
 #[cfg(feature = "groth16")]
 pub mod groth16;
-pub mod messages;
-pub mod state;
-pub mod store;
+mod messages;
+mod state;
+mod store;
 mod system;
 
 /// Raw protobuf wire types generated from `proto/causality/proofshare/`.
@@ -29,12 +29,16 @@ use tokio_stream::wrappers::BroadcastStream;
 
 pub use crate::error::{ImportError, ProofShareError, VerifyError};
 pub use crate::messages::{
-    Ack, Announcement, Batch, Limits, MessageError, ProofMessage, VerificationKey,
+    ACK_DOMAIN, Ack, Announcement, Batch, Limits, MAX_ACKS_PER_REQUEST, MAX_REQUEST_BYTES,
+    MessageError, ProofMessage, VerificationKey, part_id,
 };
 pub use crate::state::{
-    AcceptPolicy, BatchInfo, Command, Config, Event, Reply, State, Stats, VerifierView, proof_topic,
+    ANNOUNCEMENT_TYPE, AcceptPolicy, BatchInfo, Command, Config, Event, PROOF_TOPIC, Reply, State,
+    Stats, VerifierView, proof_topic,
 };
-pub use crate::store::{MemoryStore, ProofStore};
+#[cfg(feature = "rocksdb")]
+pub use crate::store::RocksStore;
+pub use crate::store::{MAX_ACKS_PER_PROOF, MemoryStore, ProofStore};
 pub use crate::system::{Claim, PreparedKey, ProofSystem, ProofVerifier, Verifiers};
 
 /// The request protocol proof sharing speaks (its one version).

@@ -1,16 +1,4 @@
-//! Proof sharing as a pure state machine ([`Protocol`]): no sockets, no tasks, no clock —
-//! time comes in as an argument, randomness from a seeded generator, storage through the
-//! synchronous [`ProofStore`] it owns.
-//!
-//! The flow: a node stores a proof it made ([`Command::StoreProof`], which verifies it)
-//! and announces it ([`Command::Announce`]) on `register/proof/{verification_key_id}`.
-//! Small proofs travel inline; larger ones by id. A node following that key receives the
-//! announcement before gossip forwards it (a validated topic), fetches the key if it lacks
-//! it, pulls the body if it came by id, checks every id against its content, verifies the
-//! proof (in batches, every `batch_window_ms`), and only then lets gossip forward it, stores
-//! it, reports it ([`Event::Verified`]) and acknowledges it to its announcer with a signed
-//! [`Ack`]. An invalid proof is never forwarded: its relay and its originator are penalized
-//! and its id remembered, so copies cost nothing.
+//! The state machine: see [`State`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -532,7 +520,21 @@ impl Budget {
     }
 }
 
-/// Proof sharing's state machine. See the [module docs](self).
+/// Proof sharing's state machine.
+///
+/// Proof sharing as a pure state machine ([`Protocol`]): no sockets, no tasks, no clock —
+/// time comes in as an argument, randomness from a seeded generator, storage through the
+/// synchronous [`ProofStore`] it owns.
+///
+/// The flow: a node stores a proof it made ([`Command::StoreProof`], which verifies it)
+/// and announces it ([`Command::Announce`]) on `register/proof/{verification_key_id}`.
+/// Small proofs travel inline; larger ones by id. A node following that key receives the
+/// announcement before gossip forwards it (a validated topic), fetches the key if it lacks
+/// it, pulls the body if it came by id, checks every id against its content, verifies the
+/// proof (in batches, every `batch_window_ms`), and only then lets gossip forward it, stores
+/// it, reports it ([`Event::Verified`]) and acknowledges it to its announcer with a signed
+/// [`Ack`]. An invalid proof is never forwarded: its relay and its originator are penalized
+/// and its id remembered, so copies cost nothing.
 pub struct State {
     config: Config,
     keypair: Keypair,

@@ -10,9 +10,9 @@ use ark_bn254::{Fq, Fq2, G2Affine};
 use ark_serialize::CanonicalSerialize;
 use causality_hash::ContentId;
 use causality_net::{MemoryNetwork, Network};
+use causality_proofshare::ANNOUNCEMENT_TYPE;
 use causality_proofshare::groth16::{self, decode_proof, proof_bytes};
 use causality_proofshare::proto::v1 as pb;
-use causality_proofshare::state::ANNOUNCEMENT_TYPE;
 use causality_proofshare::{
     Announcement, Batch, Config, Event, MemoryStore, PROTOCOL, ProofMessage, ProofShare,
     ProofSystem, VerificationKey, Verifiers, proof_topic,
@@ -464,7 +464,7 @@ async fn a_batch_whose_root_or_id_does_not_match_is_refused() {
 /// judged (here, verified locally once the real assignees' attestations are overdue).
 #[tokio::test(start_paused = true)]
 async fn attestations_from_unassigned_keys_do_not_count() {
-    use causality_proofshare::messages::part_id;
+    use causality_proofshare::part_id;
     use causality_proofshare::{AcceptPolicy, Ack};
     let sim = MemoryNetwork::new(9);
     // Two identities of one attacker (a Sybil pair: k = 2 attestations per part).

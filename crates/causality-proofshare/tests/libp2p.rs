@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use causality_net::{Keypair, Libp2pConfig, Libp2pNetwork, Network};
-use causality_proofshare::state::ANNOUNCEMENT_TYPE;
+use causality_proofshare::ANNOUNCEMENT_TYPE;
 use causality_proofshare::{
     Announcement, Config, MemoryStore, ProofMessage, ProofShare, ProofSystem, VerificationKey,
     Verifiers, groth16, proof_topic,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use causality_discovery::{Config as DiscoveryConfig, Discovery};
 use causality_net::{MemoryNetwork, Network};
-use causality_proofshare::state::ANNOUNCEMENT_TYPE;
+use causality_proofshare::ANNOUNCEMENT_TYPE;
 use causality_proofshare::{
     Announcement, Config, MemoryStore, Options, ProofMessage, ProofShare, ProofSystem,
     VerificationKey, Verifiers, proof_topic,

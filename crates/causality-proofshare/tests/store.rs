@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use causality_hash::ContentId;
 use causality_net::{Keypair, MemoryNetwork};
-use causality_proofshare::store::RocksStore;
+use causality_proofshare::RocksStore;
 use causality_proofshare::{
     Ack, Config, MemoryStore, ProofMessage, ProofShare, ProofStore, ProofSystem, VerificationKey,
     Verifiers,
@@ -77,7 +77,7 @@ fn conformance(store: &mut dyn ProofStore) {
     }
     assert_eq!(
         store.acks(&target).unwrap().len(),
-        causality_proofshare::store::MAX_ACKS_PER_PROOF
+        causality_proofshare::MAX_ACKS_PER_PROOF
     );
     assert!(store.acks(&proofs[0].proof_id).unwrap().is_empty());
 

@@ -110,12 +110,12 @@ fn deltas_against_states() {
             operations,
             previous_state_hash: Some(state.state_hash()),
         };
-        let at = causality_regsync::model::At {
+        let at = causality_regsync::At {
             epoch: state.epoch + 1,
             last_updated: state.last_updated + 1,
         };
-        let (next, _) = causality_regsync::model::apply(Some(&state), &delta, at, &NoContext)
-            .expect("a valid update");
+        let (next, _) =
+            causality_regsync::apply(Some(&state), &delta, at, &NoContext).expect("a valid update");
         let (d, s, h) = (
             delta.encode().len(),
             next.encode().len(),
@@ -136,7 +136,7 @@ fn deltas_against_states() {
 
 struct NoContext;
 
-impl causality_regsync::model::Context for NoContext {
+impl causality_regsync::Context for NoContext {
     fn register(&self, _: &RegisterId) -> Option<Register> {
         None
     }

@@ -3,13 +3,14 @@
 //! be in the committed set, at a state, by an inclusion proof; to be absent by the
 //! inclusion proofs of its two neighbours, adjacent in the sorted order.
 
+use causality_hash::ContentId;
 use causality_hash::merkle::{Hash, leaf_hash};
-use causality_hash::{ContentId, InclusionProof, MerkleTree};
+use causality_hash::merkle::{InclusionProof, MerkleTree};
 
 use crate::model::{RegisterId, StateHash};
 
 /// The leaf of a register at a state.
-pub fn leaf(register: &RegisterId, state: &StateHash) -> Hash {
+pub(crate) fn leaf(register: &RegisterId, state: &StateHash) -> Hash {
     let mut bytes = [0u8; 64];
     bytes[..32].copy_from_slice(register.as_bytes());
     bytes[32..].copy_from_slice(state.as_bytes());

@@ -1,13 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
-pub mod commitment;
+mod commitment;
 mod error;
 pub mod messages;
-pub mod model;
+mod model;
 pub mod riblt;
-pub mod state;
-pub mod store;
+mod state;
+mod store;
 
 /// Raw protobuf wire types generated from `proto/causality/regsync/`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -16,7 +16,7 @@ pub mod proto;
 
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{self, Poll};
 use std::time::Duration;
 
 use causality_hash::ContentId;
@@ -28,10 +28,9 @@ use tokio_stream::wrappers::BroadcastStream;
 
 pub use crate::commitment::{MembershipProof, ProofError, SetCommitment};
 pub use crate::error::{DecodeError, OpError, SyncError, UpdateError};
-pub use crate::messages::RegisterStateMessage;
 pub use crate::model::{
-    Fence, Genesis, Lifecycle, Limits, NullifierUse, Operation, Register, RegisterContents,
-    RegisterDelta, RegisterId, StateHash, TimeMap, UpdateHeader,
+    At, Context, Fence, Genesis, Lifecycle, Limits, NullifierUse, Operation, Register,
+    RegisterContents, RegisterDelta, RegisterId, StateHash, TimeMap, UpdateHeader, apply,
 };
 pub use crate::state::{
     ClassRules, Command, Config, Event, ReconcileReport, Reply, State, Stats, Via, binding,
@@ -39,7 +38,7 @@ pub use crate::state::{
 };
 #[cfg(feature = "rocksdb")]
 pub use crate::store::RocksStore;
-pub use crate::store::{DoubleUse, Fork, MemoryStore, RegisterStore, StoreError};
+pub use crate::store::{Commit, DoubleUse, Fork, Head, MemoryStore, RegisterStore, StoreError};
 
 /// The request protocol register sync speaks (its one version).
 pub const PROTOCOL: &str = "/causality/regsync/0.1.0";
@@ -600,7 +599,7 @@ impl RegisterSubscription {
 impl Stream for RegisterSubscription {
     type Item = StateHash;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
             match Pin::new(&mut self.stream).poll_next(cx) {
                 Poll::Ready(Some(Ok(Event::Applied {

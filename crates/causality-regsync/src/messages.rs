@@ -519,7 +519,7 @@ fn leaf_from_proto(l: pb::ProvenLeaf, size: u64) -> Result<ProvenLeaf, DecodeErr
     Ok(ProvenLeaf {
         register_id: id(&l.register_id, "leaf register")?,
         state_hash: id(&l.state_hash, "leaf state")?,
-        proof: causality_hash::InclusionProof {
+        proof: causality_hash::merkle::InclusionProof {
             index: l.index,
             size,
             path: l

@@ -171,10 +171,10 @@ fn update(
         operations,
         previous_state_hash: Some(s.head),
     };
-    let (next, _) = causality_regsync::model::apply(
+    let (next, _) = causality_regsync::apply(
         Some(&previous),
         &delta,
-        causality_regsync::model::At {
+        causality_regsync::At {
             epoch: previous.epoch + 1,
             last_updated: 2,
         },
@@ -212,7 +212,7 @@ fn update(
 
 struct NoContext;
 
-impl causality_regsync::model::Context for NoContext {
+impl causality_regsync::Context for NoContext {
     fn register(&self, _: &RegisterId) -> Option<causality_regsync::Register> {
         None
     }

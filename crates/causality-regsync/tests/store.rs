@@ -6,11 +6,11 @@ mod common;
 use causality_hash::ContentId;
 use causality_net::Keypair;
 use causality_net::service::sim::{Sim, SimConfig};
-use causality_regsync::store::{Commit, Head};
 use causality_regsync::{
     Command, Config, DoubleUse, Fork, Genesis, MemoryStore, NullifierUse, Operation, Register,
     RegisterDelta, RegisterStore, RocksStore, State, TimeMap, UpdateHeader,
 };
+use causality_regsync::{Commit, Head};
 use common::balance;
 
 fn register(owner: &Keypair, nonce: &str, amount: u64, epoch: u64) -> Register {

@@ -167,6 +167,16 @@ pub struct NodeConfig {
     pub policy: Policy,
     /// Wall-clock source for envelope timestamps and every timer.
     pub clock: Arc<dyn crate::Clock>,
+    /// The lowest sequence number this node may sign with. Sequence numbers start from the
+    /// clock (µs since the epoch) or from here, whichever is higher; a node that persists
+    /// [`Network::next_seq`](crate::Network::next_seq) (plus a margin for what it may
+    /// publish before the next save) and passes it back on restart stays above what its
+    /// peers remember even when its clock stepped backwards. Default 0.
+    pub seq_floor: u64,
+    /// Bans to restore at start: peer and the wall-clock time (ms since the epoch) the ban
+    /// ends, as [`Network::bans`](crate::Network::bans) reported them. Expired ones are
+    /// ignored. Default none.
+    pub bans: BTreeMap<PeerId, u64>,
 }
 
 impl NodeConfig {
@@ -179,6 +189,8 @@ impl NodeConfig {
             limits: Limits::default(),
             policy: Policy::open(),
             clock: Arc::new(crate::clock::SystemClock::new()),
+            seq_floor: 0,
+            bans: BTreeMap::new(),
         }
     }
 }
@@ -269,17 +281,28 @@ impl Core {
             outbound: Outbound::default(),
             disconnects: BTreeSet::new(),
             // Sequence numbers start from the clock (µs), so a restarted node continues
-            // above what its peers remember.
-            seq: now_ms.saturating_mul(1000).max(1),
+            // above what its peers remember; the floor covers a clock that stepped back.
+            seq: now_ms.saturating_mul(1000).max(config.seq_floor).max(1),
             next_maintenance_ms: now_ms + MAINTENANCE_MS,
             metrics: NetworkMetrics::default(),
             changed: true,
             outputs: VecDeque::new(),
             limits,
         };
+        for (peer, until) in &config.bans {
+            if let Some(duration) = until.checked_sub(now_ms).filter(|ms| *ms > 0) {
+                core.scores
+                    .ban(*peer, std::time::Duration::from_millis(duration), now_ms);
+            }
+        }
         core.register_handshake();
         core.register_evidence();
         core
+    }
+
+    /// The sequence number the next envelope will carry.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq
     }
 
     pub(crate) fn local(&self) -> PeerId {

@@ -39,6 +39,11 @@ pub struct Libp2pConfig {
     /// Inbound request streams open at once per node, all protocols; beyond it new
     /// streams are reset. Default 256.
     pub max_inbound_streams: usize,
+    /// Inbound request streams open at once from one peer. Default 32.
+    pub max_inbound_streams_per_peer: usize,
+    /// How long an inbound stream may take to deliver its request frame before it is
+    /// closed. Default 10 s.
+    pub request_read_timeout: Duration,
     /// Record libp2p's own metrics (prefixed `libp2p_`) into this registry (feature
     /// `metrics`): swarm, identify, ping and gossipsub events, and the bytes of every
     /// connection by protocol stack and direction (`libp2p_bandwidth_bytes_total`).
@@ -65,6 +70,8 @@ impl Libp2pConfig {
             idle_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_millis(700),
             max_inbound_streams: 256,
+            max_inbound_streams_per_peer: 32,
+            request_read_timeout: Duration::from_secs(10),
             #[cfg(feature = "metrics")]
             metrics: None,
             #[cfg(feature = "nat")]
@@ -90,6 +97,20 @@ impl Libp2pConfig {
         if self.max_inbound_streams == 0 {
             return Err(ConfigError::new(
                 "max_inbound_streams",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_inbound_streams_per_peer == 0
+            || self.max_inbound_streams_per_peer > self.max_inbound_streams
+        {
+            return Err(ConfigError::new(
+                "max_inbound_streams_per_peer",
+                "must be between 1 and max_inbound_streams",
+            ));
+        }
+        if self.request_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "request_read_timeout",
                 "must be greater than zero",
             ));
         }

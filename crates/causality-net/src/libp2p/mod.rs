@@ -23,7 +23,7 @@ use futures::StreamExt as _;
 use libp2p::swarm::SwarmEvent;
 
 pub use self::config::{Libp2pConfig, Security};
-use self::transport::Libp2pTransport;
+use self::transport::{Libp2pTransport, StreamSlots};
 use crate::error::NetError;
 use crate::network::Network;
 
@@ -45,7 +45,14 @@ impl Libp2pNetwork {
                     source: Box::new(e),
                 })?;
         }
-        let mut transport = Libp2pTransport::new(swarm, config.max_inbound_streams);
+        let mut transport = Libp2pTransport::new(
+            swarm,
+            StreamSlots::new(
+                config.max_inbound_streams,
+                config.max_inbound_streams_per_peer,
+            ),
+            config.request_read_timeout,
+        );
         #[cfg(feature = "metrics")]
         {
             transport.metrics = config.metrics.as_ref().map(|registry| {

@@ -23,9 +23,6 @@ use crate::peer::PeerId;
 use crate::topic::PhysicalTopic;
 use crate::transport::{Transport, TransportEvent};
 
-/// How long an inbound stream may take to deliver its request frame.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Fresh streams tried after the first fails.
 const RETRIES: u32 = 4;
 
@@ -55,6 +52,61 @@ async fn exchange(
         .map_err(RequestFailure::Io)?;
     let _ = stream.close().await;
     Ok(response)
+}
+
+/// Inbound stream slots: a cap for the node and a smaller one per peer, so one peer that
+/// opens streams and trickles their bytes (slow loris) holds a bounded share and the
+/// others are still served.
+#[derive(Debug)]
+pub(crate) struct StreamSlots {
+    total: Arc<Semaphore>,
+    per_peer: usize,
+    open: std::sync::Mutex<HashMap<PeerId, usize>>,
+}
+
+/// One inbound stream's claim on [`StreamSlots`]; released on drop.
+struct Slot {
+    slots: Arc<StreamSlots>,
+    peer: PeerId,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl StreamSlots {
+    pub(crate) fn new(total: usize, per_peer: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_peer,
+            open: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for a new stream from `peer`, unless it or the node is at its cap.
+    fn claim(self: &Arc<Self>, peer: PeerId) -> Option<Slot> {
+        let mut open = crate::event::lock(&self.open);
+        let count = open.entry(peer).or_insert(0);
+        if *count >= self.per_peer {
+            return None;
+        }
+        let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        *count += 1;
+        Some(Slot {
+            slots: Arc::clone(self),
+            peer,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = crate::event::lock(&self.slots.open);
+        if let Some(count) = open.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// What stream tasks report back.
@@ -87,12 +139,18 @@ pub(crate) struct Libp2pTransport {
     inbound: HashMap<u64, oneshot::Sender<Vec<u8>>>,
     next_inbound: u64,
     accepting: HashMap<String, JoinHandle<()>>,
-    streams: Arc<Semaphore>,
+    streams: Arc<StreamSlots>,
+    /// How long an inbound stream may take to deliver its request frame.
+    read_timeout: Duration,
     dials: HashMap<ConnectionId, (u64, Multiaddr)>,
 }
 
 impl Libp2pTransport {
-    pub(super) fn new(mut swarm: Swarm<Behaviour>, max_inbound_streams: usize) -> Self {
+    pub(super) fn new(
+        mut swarm: Swarm<Behaviour>,
+        streams: Arc<StreamSlots>,
+        read_timeout: Duration,
+    ) -> Self {
         let control = swarm.behaviour_mut().streams.new_control();
         let (results_tx, results_rx) = mpsc::channel(1024);
         Self {
@@ -107,7 +165,8 @@ impl Libp2pTransport {
             inbound: HashMap::new(),
             next_inbound: 0,
             accepting: HashMap::new(),
-            streams: Arc::new(Semaphore::new(max_inbound_streams)),
+            streams,
+            read_timeout,
             dials: HashMap::new(),
         }
     }
@@ -344,21 +403,22 @@ impl Libp2pTransport {
         };
         let results = self.results_tx.clone();
         let streams = Arc::clone(&self.streams);
+        let read_timeout = self.read_timeout;
         let name = protocol.clone();
         let task = tokio::spawn(async move {
             while let Some((peer_id, mut stream)) = incoming.next().await {
                 let Some(peer) = from_libp2p(&peer_id) else {
                     continue;
                 };
-                let Ok(permit) = Arc::clone(&streams).try_acquire_owned() else {
+                let Some(slot) = streams.claim(peer) else {
                     tracing::debug!(target: "causality_net", kind = "network", peer = %peer, "too many inbound streams; stream reset");
                     continue;
                 };
                 let (results, protocol) = (results.clone(), name.clone());
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _slot = slot;
                     let read =
-                        tokio::time::timeout(READ_TIMEOUT, read_frame(&mut stream, max_request))
+                        tokio::time::timeout(read_timeout, read_frame(&mut stream, max_request))
                             .await;
                     let bytes = match read {
                         Ok(Ok(bytes)) => bytes,

@@ -1,25 +1,4 @@
-//! Register sync as a pure state machine ([`Protocol`]): no sockets, no tasks, no clock —
-//! time comes in as an argument, storage through the synchronous [`RegisterStore`] it owns.
-//!
-//! The flow: an owner applies an update here ([`Command::Update`]), which signs a header
-//! linking the previous state hash to the new one and announces it on
-//! `register/update/{register_id}`, with the delta inline when small. A follower holding
-//! the previous state checks the owner's signature, applies the delta, checks that the
-//! result hashes to the announced state and stores it (one atomic write). A follower that
-//! is behind buffers the update briefly and asks a peer for the missing chain — signed
-//! headers, then the deltas from what it holds, or the full state when that is smaller.
-//!
-//! Rules (docs/PROTOCOLS.md §9):
-//! - a header is valid when signed by the owner of the state it follows (a creation by its
-//!   genesis owner), its epoch is the previous one plus one and its block height does not
-//!   go back; a state is valid when it hashes to its header's state hash and agrees with it;
-//! - forks (two valid updates of one state) resolve by the lower update id at the fork
-//!   point; the losing branch stays stored, recorded as [`Fork`] evidence;
-//! - a nullifier is accepted once per domain; of two uses the lower use id is kept, and
-//!   both are kept as [`DoubleUse`] evidence;
-//! - a class may need a proof for its updates: the update is applied only once proof
-//!   sharing has verified the proof under the class's key and it binds the new state
-//!   ([`binding`]).
+//! The state machine: see [`State`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -551,7 +530,30 @@ struct Served {
     size: u64,
 }
 
-/// The register sync state machine. See the [module docs](self).
+/// The register sync state machine.
+///
+/// Register sync as a pure state machine ([`Protocol`]): no sockets, no tasks, no clock —
+/// time comes in as an argument, storage through the synchronous [`RegisterStore`] it owns.
+///
+/// The flow: an owner applies an update here ([`Command::Update`]), which signs a header
+/// linking the previous state hash to the new one and announces it on
+/// `register/update/{register_id}`, with the delta inline when small. A follower holding
+/// the previous state checks the owner's signature, applies the delta, checks that the
+/// result hashes to the announced state and stores it (one atomic write). A follower that
+/// is behind buffers the update briefly and asks a peer for the missing chain — signed
+/// headers, then the deltas from what it holds, or the full state when that is smaller.
+///
+/// Rules (docs/PROTOCOLS.md §9):
+/// - a header is valid when signed by the owner of the state it follows (a creation by its
+///   genesis owner), its epoch is the previous one plus one and its block height does not
+///   go back; a state is valid when it hashes to its header's state hash and agrees with it;
+/// - forks (two valid updates of one state) resolve by the lower update id at the fork
+///   point; the losing branch stays stored, recorded as [`Fork`] evidence;
+/// - a nullifier is accepted once per domain; of two uses the lower use id is kept, and
+///   both are kept as [`DoubleUse`] evidence;
+/// - a class may need a proof for its updates: the update is applied only once proof
+///   sharing has verified the proof under the class's key and it binds the new state
+///   ([`binding`]).
 pub struct State {
     config: Config,
     key: Keypair,
@@ -1034,7 +1036,7 @@ fn check_state(state: &Register, header: &UpdateHeader) -> Result<(), UpdateErro
 }
 
 /// A register's reconciliation item: the first bytes of its leaf.
-pub fn register_item(id: &RegisterId, state: &StateHash) -> Item {
+pub(crate) fn register_item(id: &RegisterId, state: &StateHash) -> Item {
     leaf(id, state)[..ITEM_BYTES]
         .try_into()
         .expect("item bytes")
