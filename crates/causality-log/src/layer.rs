@@ -62,17 +62,21 @@ impl Bucket {
 
     /// Takes `cost` tokens if there are that many at `now`.
     fn take(&mut self, cost: u64, now: Duration) -> bool {
-        let elapsed = now.saturating_sub(self.at);
-        let refill = u64::try_from(
-            elapsed.as_micros() * u128::from(self.budget.bytes_per_second) / 1_000_000,
-        )
-        .unwrap_or(u64::MAX);
+        let rate = u128::from(self.budget.bytes_per_second.max(1));
+        let elapsed = now.saturating_sub(self.at).as_micros();
+        let refill = elapsed * rate / 1_000_000;
         if refill > 0 {
+            // Advance by the time the refill stands for (rounded up, never past `now`),
+            // so frequent calls do not lose the fractions.
+            let spent = (refill * 1_000_000).div_ceil(rate).min(elapsed);
+            self.at += Duration::from_micros(u64::try_from(spent).unwrap_or(u64::MAX));
             self.tokens = self
                 .tokens
-                .saturating_add(refill)
+                .saturating_add(u64::try_from(refill).unwrap_or(u64::MAX))
                 .min(self.budget.burst_bytes);
-            self.at = now;
+            if self.tokens == self.budget.burst_bytes {
+                self.at = now;
+            }
         }
         if self.tokens >= cost {
             self.tokens -= cost;
@@ -411,6 +415,19 @@ mod tests {
         assert!(!bucket.take(1, ms(0)));
         assert!(!bucket.take(200, ms(100)), "100 ms refill 100 bytes");
         assert!(bucket.take(200, ms(200)));
+        // Many small steps refill as much as one large one.
+        let mut stepped = Bucket::new(Budget {
+            bytes_per_second: 1000,
+            burst_bytes: 1000,
+        });
+        assert!(stepped.take(1000, ms(0)));
+        for t in 1..=1500 {
+            let _ = stepped.take(0, Duration::from_micros(t * 333));
+        }
+        assert!(
+            stepped.take(499, Duration::from_micros(1500 * 333)),
+            "0.4995 s refill 499 bytes"
+        );
         // A long quiet period refills to the burst, not beyond.
         assert!(bucket.take(5000, ms(60_000)));
         assert!(!bucket.take(10, ms(60_000)));
