@@ -1,6 +1,7 @@
 //! [`LogLayer`]: record `tracing` events into a [`LogStore`].
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,25 @@ pub struct Budget {
     pub bytes_per_second: u64,
     /// What may be written at once after a quiet period.
     pub burst_bytes: u64,
+}
+
+impl Budget {
+    /// What an entry with these fields costs against a budget: its message, source and
+    /// metadata, plus 64 bytes for the rest. The same for a [`NewEntry`] and the
+    /// [`LogEntry`](crate::LogEntry) it becomes, so a reader can total what a budget let
+    /// through.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use causality_log::Budget;
+    ///
+    /// let metadata = BTreeMap::from([("peer".to_owned(), "12D3".to_owned())]);
+    /// assert_eq!(Budget::entry_cost(b"dialed", "net", &metadata), 6 + 3 + 8 + 64);
+    /// ```
+    pub fn entry_cost(payload: &[u8], source: &str, metadata: &BTreeMap<String, String>) -> u64 {
+        let metadata: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (payload.len() + source.len() + metadata) as u64 + ENTRY_OVERHEAD
+    }
 }
 
 impl Default for Budget {
@@ -88,8 +108,7 @@ impl Bucket {
 }
 
 fn cost(entry: &NewEntry) -> u64 {
-    let metadata: usize = entry.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
-    (entry.payload.len() + entry.source.len() + metadata) as u64 + ENTRY_OVERHEAD
+    Budget::entry_cost(&entry.payload, &entry.source, &entry.metadata)
 }
 
 enum Msg {

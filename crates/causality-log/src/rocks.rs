@@ -210,27 +210,25 @@ impl RocksLog {
         let mut db_opts = db_options();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        if let Ok(existing) = Db::list_cf(&db_opts, path) {
-            let legacy = format!("{}.tree", options.namespace);
-            if existing.contains(&legacy) {
-                return Err(LogError::Storage(format!(
-                    "{} holds a log in an earlier storage layout (column family {legacy}); \
-                     this version cannot read it",
-                    path.display()
-                )));
-            }
-        }
         let mut families = Self::column_families(&options.namespace);
         families.extend(extra);
+        // A new database has no column families to list.
+        let existing = Db::list_cf(&db_opts, path).unwrap_or_default();
+        let legacy = format!("{}.tree", options.namespace);
+        if existing.contains(&legacy) {
+            return Err(LogError::Storage(format!(
+                "{} holds a log in an earlier storage layout (column family {legacy}); \
+                 this version cannot read it",
+                path.display()
+            )));
+        }
         // RocksDB opens a database only with all its column families: those an
         // application keeps beside the log (and we were not told of) open with defaults.
-        if let Ok(existing) = Db::list_cf(&db_opts, path) {
-            for name in existing {
-                if name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
-                    && !families.iter().any(|f| f.name() == name)
-                {
-                    families.push(ColumnFamilyDescriptor::new(name, cf_options()));
-                }
+        for name in existing {
+            if name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
+                && !families.iter().any(|f| f.name() == name)
+            {
+                families.push(ColumnFamilyDescriptor::new(name, cf_options()));
             }
         }
         let db =

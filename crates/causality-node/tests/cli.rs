@@ -415,17 +415,9 @@ fn a_connection_flood_grows_the_event_log_by_its_budget_only() {
     runtime.block_on(async {
         use futures::StreamExt as _;
         for _ in 0..churns {
-            let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-                .with_tokio()
-                .with_tcp(
-                    libp2p::tcp::Config::default(),
-                    libp2p::noise::Config::new,
-                    libp2p::yamux::Config::default,
-                )
-                .unwrap()
-                .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
-                .unwrap()
-                .build();
+            let mut swarm = raw_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+                libp2p::swarm::dummy::Behaviour
+            });
             swarm.dial(target.clone()).unwrap();
             let connected = tokio::time::timeout(Duration::from_secs(10), async {
                 loop {
@@ -459,8 +451,7 @@ fn a_connection_flood_grows_the_event_log_by_its_budget_only() {
         if text.contains("peer") || text.contains("handshake") {
             connections += 1;
         }
-        let metadata: usize = entry.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
-        grown += (entry.payload.len() + entry.source.len() + metadata) as u64 + 64;
+        grown += causality_log::Budget::entry_cost(&entry.payload, &entry.source, &entry.metadata);
     }
     let bound = burst + (elapsed.as_secs_f64() * rate as f64).ceil() as u64 + 1024;
     println!(
@@ -512,6 +503,26 @@ fn a_killed_node_restarts_above_its_sequence_reservation() {
     stop(&mut restarted);
 }
 
+/// A bare libp2p swarm (TCP, noise, yamux) of `identity` running `behaviour`: a peer that
+/// speaks the transport but none of the node's protocols.
+fn raw_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    identity: libp2p::identity::Keypair,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build()
+}
+
 /// A peer that sends junk on a topic the node follows is banned; the ban is saved and a
 /// restarted node (same data directory) still refuses the peer.
 #[test]
@@ -536,27 +547,16 @@ fn a_ban_survives_a_restart_of_the_node() {
     let identity = libp2p::identity::Keypair::generate_ed25519();
     let junk_sender = identity.public().to_peer_id().to_string();
     let swarm = |identity: libp2p::identity::Keypair| {
-        libp2p::SwarmBuilder::with_existing_identity(identity)
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
+        raw_swarm(identity, |key| {
+            gossipsub::Behaviour::<
+                gossipsub::IdentityTransform,
+                gossipsub::AllowAllSubscriptionFilter,
+            >::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::Config::default(),
             )
             .unwrap()
-            .with_behaviour(|key| {
-                gossipsub::Behaviour::<
-                    gossipsub::IdentityTransform,
-                    gossipsub::AllowAllSubscriptionFilter,
-                >::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    gossipsub::Config::default(),
-                )
-                .unwrap()
-            })
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-            .build()
+        })
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
