@@ -5,6 +5,7 @@ mod error;
 pub mod messages;
 mod record;
 mod state;
+mod view;
 
 /// Raw protobuf wire types generated from `proto/causality/discovery/`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -22,7 +23,7 @@ use tokio::sync::{broadcast, watch};
 pub use crate::error::{DiscoveryError, RecordError};
 pub use crate::record::{
     MAX_ADDRESS_LEN, MAX_ADDRESSES, MAX_RECORD_BYTES, MAX_ROLE_LEN, MAX_ROLES, PeerRecord,
-    RECORD_DOMAIN,
+    RECORD_DOMAIN, RecordCache,
 };
 pub use crate::state::{
     Command, Config, Event, MAX_WEIGHT_MILLI, Membership, RecordFilter, Reply, State, Timer,
@@ -87,7 +88,7 @@ impl fmt::Debug for Discovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Discovery")
             .field("peer_id", &self.local)
-            .field("view", &self.membership.borrow().records.len())
+            .field("view", &self.membership.borrow().len())
             .finish()
     }
 }
@@ -132,7 +133,7 @@ impl Discovery {
 
     /// The records in the live view (not our own).
     pub fn view(&self) -> Vec<PeerRecord> {
-        self.membership.borrow().records.values().cloned().collect()
+        self.membership.borrow().records().cloned().collect()
     }
 
     /// The peer ids in the view, and ours, sorted.

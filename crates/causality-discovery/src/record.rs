@@ -235,3 +235,104 @@ fn signing_bytes(unsigned: &pb::PeerRecord) -> Vec<u8> {
     unsigned.encode(&mut out).expect("a Vec grows");
     out
 }
+
+/// Verified records shared between the state machines of one process, keyed by the BLAKE3
+/// digest of their signed bytes.
+///
+/// A record is a pure function of its bytes once its signature checked out, so a state
+/// machine that meets bytes another already verified takes the shared copy: no second
+/// key decompression or signature check, and one allocation for the whole process instead
+/// of one per holder. Expiry, which depends on the clock, is still checked by each holder.
+/// Entries are weak: a record nobody holds any more is forgotten at the next sweep, so the
+/// cache never holds more than the live records plus what dropped since the last sweep.
+///
+/// ```
+/// use causality_discovery::{PeerRecord, RecordCache};
+/// use causality_net::{default_hello, Keypair};
+///
+/// let keypair = Keypair::from_secret([7; 32]);
+/// let record = PeerRecord::sign_with(&keypair, &default_hello(), vec![], vec![], 1000, 1, u64::MAX);
+/// let cache = RecordCache::new();
+/// let first = cache.verify(&record.to_proto(), 2).unwrap();
+/// let second = cache.verify(&record.to_proto(), 2).unwrap();
+/// assert!(std::sync::Arc::ptr_eq(&first, &second));
+/// assert_eq!(cache.len(), 1);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RecordCache(std::sync::Arc<std::sync::Mutex<CacheInner>>);
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    records: std::collections::HashMap<[u8; 32], std::sync::Weak<PeerRecord>>,
+    /// Sweep dead entries when the map grows past this.
+    sweep_at: usize,
+}
+
+impl RecordCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Entries held (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        // The map stays consistent whatever a panicking holder was doing.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The digest a record is cached under, and the shared copy when there is one.
+    pub(crate) fn lookup(
+        &self,
+        record: &pb::PeerRecord,
+    ) -> ([u8; 32], Option<std::sync::Arc<PeerRecord>>) {
+        let digest = *causality_hash::ContentId::of(&record.encode_to_vec()).as_bytes();
+        let found = self
+            .lock()
+            .records
+            .get(&digest)
+            .and_then(std::sync::Weak::upgrade);
+        (digest, found)
+    }
+
+    /// Shares a record just verified under `digest`.
+    pub(crate) fn share(&self, digest: [u8; 32], record: &std::sync::Arc<PeerRecord>) {
+        let mut inner = self.lock();
+        inner
+            .records
+            .insert(digest, std::sync::Arc::downgrade(record));
+        if inner.records.len() >= inner.sweep_at {
+            inner.records.retain(|_, r| r.strong_count() > 0);
+            inner.sweep_at = (inner.records.len() * 2).max(1024);
+        }
+    }
+
+    /// [`PeerRecord::verify`] through the cache: the shared copy when these bytes were
+    /// verified before (expiry checked again against `now_ms`), else a verified new one.
+    pub fn verify(
+        &self,
+        record: &pb::PeerRecord,
+        now_ms: u64,
+    ) -> Result<std::sync::Arc<PeerRecord>, RecordError> {
+        let (digest, found) = self.lookup(record);
+        if let Some(found) = found {
+            if found.expires_at_ms <= now_ms {
+                return Err(RecordError::Expired(found.peer));
+            }
+            return Ok(found);
+        }
+        let verified = std::sync::Arc::new(PeerRecord::verify(record, now_ms)?);
+        self.share(digest, &verified);
+        Ok(verified)
+    }
+}

@@ -20,7 +20,8 @@ use rand_chacha::ChaCha20Rng;
 use crate::error::{DiscoveryError, RecordError};
 use crate::messages;
 use crate::proto::v1 as pb;
-use crate::record::PeerRecord;
+use crate::record::{PeerRecord, RecordCache};
+use crate::view::{Member, View};
 
 /// Discovery settings.
 #[derive(Clone, Debug)]
@@ -145,7 +146,7 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ViewEvent {
     /// A peer entered the view (or its record changed).
-    Joined(PeerRecord),
+    Joined(Arc<PeerRecord>),
     /// A peer left the view: expired, unreachable or replaced.
     Left(PeerId),
 }
@@ -194,16 +195,34 @@ pub struct Membership {
     pub version: u64,
     /// Our own record.
     pub own: PeerRecord,
-    /// The records of the view (not ours), by peer.
-    pub records: Arc<BTreeMap<PeerId, PeerRecord>>,
-    /// Each record's rendezvous digest for this epoch (same keys as `records`).
-    digests: Arc<BTreeMap<PeerId, PeerDigest>>,
+    /// The records of the view (not ours) with their rendezvous digests, by peer.
+    records: Arc<BTreeMap<PeerId, Member>>,
     own_digest: PeerDigest,
     weights: Arc<BTreeMap<PeerId, u32>>,
     hrw: Rendezvous,
 }
 
 impl Membership {
+    /// The records of the view (not ours), by peer id.
+    pub fn records(&self) -> impl Iterator<Item = &PeerRecord> {
+        self.records.values().map(|m| &*m.record)
+    }
+
+    /// `peer`'s record, when the view holds it (ours is [`own`](Self::own)).
+    pub fn get(&self, peer: &PeerId) -> Option<&PeerRecord> {
+        self.records.get(peer).map(|m| &*m.record)
+    }
+
+    /// How many records the view holds (not counting ours).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the view holds no record besides ours.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// The peer ids in the view, and ours, sorted.
     pub fn members(&self) -> Vec<PeerId> {
         let mut members: Vec<PeerId> = self.records.keys().copied().collect();
@@ -220,7 +239,7 @@ impl Membership {
         k: usize,
         filter: RecordFilter<'_>,
     ) -> Vec<PeerRecord> {
-        let view = self.records.values().zip(self.digests.values().copied());
+        let view = self.records.values().map(|m| (&*m.record, m.digest));
         responsible(
             &self.hrw,
             &self.weights,
@@ -294,24 +313,6 @@ enum Outgoing {
     Call(CallId),
 }
 
-#[derive(Debug)]
-struct Known {
-    record: PeerRecord,
-    /// Its rendezvous digest for our epoch.
-    digest: PeerDigest,
-    /// When we last received a newer version (or first learned it), ms.
-    updated_ms: u64,
-    connected: bool,
-    /// The peer whose exchange introduced the record (`None`: its owner, or inserted
-    /// directly); counted against that source's quota while the record is held.
-    source: Option<PeerId>,
-    /// We dialed it (an outbound connection): never shed, so what we chose ourselves keeps
-    /// us connected whoever else connects to us.
-    dialed: bool,
-    failures: u32,
-    next_dial_ms: u64,
-}
-
 /// Gives back one unit of `peer`'s quota count, forgetting it at zero.
 fn release(counts: &mut HashMap<PeerId, usize>, peer: &PeerId) {
     if let Some(n) = counts.get_mut(peer) {
@@ -334,7 +335,7 @@ pub struct State {
     config: Config,
     local: PeerId,
     own: PeerRecord,
-    view: BTreeMap<PeerId, Known>,
+    view: View,
     /// Connected peers not (yet) in the view — bootstrap peers before their record arrives,
     /// or connections that never send one — with the ticks they have been here.
     connected_unknown: BTreeMap<PeerId, u32>,
@@ -342,14 +343,8 @@ pub struct State {
     provider_count: usize,
     /// Registrations held per provider.
     provided_by: HashMap<PeerId, usize>,
-    /// Records held per introducing source.
-    introduced_by: HashMap<PeerId, usize>,
-    /// For each peer we exchange with while connected: the record versions (owner → seq)
-    /// it holds, from what we sent it and what it sent us. Exchanges carry only records a
-    /// partner lacks, so a settled view costs almost nothing to maintain. Forgotten when
-    /// the connection closes or an exchange fails; owners leaving the view are dropped,
-    /// and a map is cleared past twice the view's capacity, so each stays bounded.
-    told: HashMap<PeerId, HashMap<PeerId, u64>>,
+    /// Verified records shared with other state machines of the process, if any.
+    cache: Option<RecordCache>,
     hrw: Rendezvous,
     rng: ChaCha20Rng,
     keypair: Keypair,
@@ -359,9 +354,6 @@ pub struct State {
     calls: BTreeMap<CallId, Call>,
     /// Calls waiting for a connection to a rendezvous peer we dialed.
     dialing: BTreeMap<PeerId, Vec<CallId>>,
-    /// The view as last published, shared with [`Membership`] snapshots.
-    snapshot: Arc<BTreeMap<PeerId, PeerRecord>>,
-    digests: Arc<BTreeMap<PeerId, PeerDigest>>,
     own_digest: PeerDigest,
     weights: Arc<BTreeMap<PeerId, u32>>,
     version: u64,
@@ -401,8 +393,6 @@ impl State {
             outgoing: HashMap::new(),
             calls: BTreeMap::new(),
             dialing: BTreeMap::new(),
-            snapshot: Arc::new(BTreeMap::new()),
-            digests: Arc::new(BTreeMap::new()),
             own_digest: Rendezvous::for_epoch(config.epoch).peer_digest(own.peer.as_bytes()),
             weights: Arc::new(config.weights.clone()),
             version: 0,
@@ -414,16 +404,24 @@ impl State {
                     ^ u64::from_le_bytes(own.peer.as_bytes()[..8].try_into().expect("8 bytes")),
             ),
             own,
-            view: BTreeMap::new(),
+            view: View::new(),
             connected_unknown: BTreeMap::new(),
             provided_by: HashMap::new(),
-            introduced_by: HashMap::new(),
+            cache: None,
             providers: HashMap::new(),
             provider_count: 0,
-            told: HashMap::new(),
             config,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Shares verified records with every state machine given the same `cache`: a record
+    /// one of them verified is taken as is by the others (see [`RecordCache`]). Many
+    /// simulated nodes in one process hold one copy of each record this way.
+    #[must_use]
+    pub fn with_record_cache(mut self, cache: RecordCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The configuration.
@@ -462,8 +460,7 @@ impl State {
         Membership {
             version: self.version,
             own: self.own.clone(),
-            records: Arc::clone(&self.snapshot),
-            digests: Arc::clone(&self.digests),
+            records: Arc::clone(self.view.members()),
             own_digest: self.own_digest,
             weights: Arc::clone(&self.weights),
             hrw: self.hrw.clone(),
@@ -476,24 +473,12 @@ impl State {
 
     fn event(&mut self, event: ViewEvent) {
         self.view_changed = true;
-        match &event {
-            ViewEvent::Joined(record) => {
-                Arc::make_mut(&mut self.snapshot).insert(record.peer, record.clone());
-                if let Some(known) = self.view.get(&record.peer) {
-                    Arc::make_mut(&mut self.digests).insert(record.peer, known.digest);
-                }
-            }
-            ViewEvent::Left(peer) => {
-                Arc::make_mut(&mut self.snapshot).remove(peer);
-                Arc::make_mut(&mut self.digests).remove(peer);
-            }
-        }
         self.push(Output::Event(Event::View(event)));
     }
 
     /// Every record in the view (not our own), by peer id.
     pub fn view(&self) -> Vec<PeerRecord> {
-        self.view.values().map(|k| k.record.clone()).collect()
+        self.view.iter().map(|(_, k)| (*k.record).clone()).collect()
     }
 
     /// How many records the view holds (not counting ours).
@@ -503,7 +488,7 @@ impl State {
 
     /// Peers in the view, plus ourselves.
     pub fn members(&self) -> Vec<PeerId> {
-        let mut members: Vec<PeerId> = self.view.keys().copied().collect();
+        let mut members: Vec<PeerId> = self.view.iter().map(|(p, _)| *p).collect();
         members.push(self.local);
         members.sort();
         members
@@ -511,7 +496,7 @@ impl State {
 
     /// Connected peers (with or without a record).
     pub fn connected(&self) -> usize {
-        self.view.values().filter(|k| k.connected).count() + self.connected_unknown.len()
+        self.view.linked().len() + self.connected_unknown.len()
     }
 
     /// The `k` peers (possibly including ourselves) responsible for `key`: weighted HRW top-k
@@ -526,9 +511,7 @@ impl State {
             &self.hrw,
             &self.weights,
             (&self.own, self.own_digest),
-            self.view
-                .values()
-                .map(|known| (&known.record, known.digest)),
+            self.view.members().values().map(|m| (&*m.record, m.digest)),
             key,
             k,
             filter,
@@ -540,13 +523,7 @@ impl State {
     /// Periodic maintenance at `now_ms`.
     pub fn tick(&mut self, now_ms: u64) {
         // Expire records and providers.
-        let expired: Vec<PeerId> = self
-            .view
-            .iter()
-            .filter(|(_, k)| k.record.expires_at_ms <= now_ms)
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in expired {
+        for peer in self.view.expired(now_ms) {
             self.remove(peer);
         }
         let mut removed = 0;
@@ -576,20 +553,21 @@ impl State {
 
         // Dial toward the target, counting only peers whose records we hold: connections
         // that never send one (Sybils sitting on our slots) do not stop us dialing.
-        let useful = self.view.values().filter(|k| k.connected).count();
+        let useful = self.view.linked().len();
         let want = self.config.target_connections.saturating_sub(useful);
         if want > 0 {
             let mut candidates: Vec<PeerId> = self
                 .view
                 .iter()
                 .filter(|(_, k)| {
-                    !k.connected && k.next_dial_ms <= now_ms && !k.record.addresses.is_empty()
+                    !k.connected() && k.next_dial_ms <= now_ms && !k.record.addresses.is_empty()
                 })
                 .map(|(p, _)| *p)
                 .collect();
             candidates.shuffle(&mut self.rng);
             for peer in candidates.into_iter().take(want) {
-                let backoff = self.backoff(self.view[&peer].failures);
+                let failures = self.view.get(&peer).map_or(0, |k| k.failures);
+                let backoff = self.backoff(failures);
                 let known = self.view.get_mut(&peer).expect("candidate is known");
                 known.next_dial_ms = now_ms + backoff;
                 known.dialed = true;
@@ -621,9 +599,10 @@ impl State {
             silent.sort_by(|a, b| b.cmp(a));
             let mut inbound: Vec<PeerId> = self
                 .view
+                .linked()
                 .iter()
-                .filter(|(_, k)| k.connected && !k.dialed)
-                .map(|(p, _)| *p)
+                .filter(|p| self.view.get(p).is_some_and(|k| !k.dialed))
+                .copied()
                 .collect();
             inbound.shuffle(&mut self.rng);
             let shed: Vec<PeerId> = silent
@@ -633,9 +612,7 @@ impl State {
                 .take(excess)
                 .collect();
             for peer in shed {
-                if let Some(known) = self.view.get_mut(&peer) {
-                    known.connected = false;
-                }
+                self.view.set_connected(&peer, false);
                 self.connected_unknown.remove(&peer);
                 self.push(Output::Disconnect(peer));
             }
@@ -644,9 +621,9 @@ impl State {
         // Exchange with a few connected peers.
         let mut partners: Vec<PeerId> = self
             .view
+            .linked()
             .iter()
-            .filter(|(_, k)| k.connected)
-            .map(|(p, _)| *p)
+            .copied()
             .chain(self.connected_unknown.keys().copied())
             .collect();
         partners.shuffle(&mut self.rng);
@@ -681,53 +658,48 @@ impl State {
     /// the versions `partner` already holds: the most recently updated half first, so
     /// refreshed records spread fast, then a random sample. What is sent is remembered.
     fn sample(&mut self, n: usize, partner: PeerId) -> Vec<pb::PeerRecord> {
-        let told = self.told.get(&partner);
-        let lacks = |owner: &PeerId, seq: u64| {
-            told.and_then(|t| t.get(owner))
-                .is_none_or(|&held| held < seq)
-        };
-        let mut peers: Vec<(u64, PeerId)> = self
-            .view
+        let mut lacking = self.view.lacking(&partner);
+        let own = self.view.lacks_own(&partner, self.own.seq);
+        // Newest first; the slot breaks ties, so the order is a function of the inputs.
+        let newest = |a: &(u64, u32), b: &(u64, u32)| b.cmp(a);
+        let fresh = (n / 2).min(lacking.len());
+        if fresh < lacking.len() {
+            lacking.select_nth_unstable_by(fresh, newest);
+        }
+        let (recent, rest) = lacking.split_at_mut(fresh);
+        recent.sort_unstable_by(newest);
+        let (sampled, _) = rest.partial_shuffle(&mut self.rng, n - fresh);
+        let chosen: Vec<Arc<PeerRecord>> = recent
             .iter()
-            .filter(|(p, k)| **p != partner && lacks(p, k.record.seq))
-            .map(|(p, k)| (k.updated_ms, *p))
+            .chain(sampled.iter())
+            .map(|(_, slot)| Arc::clone(self.view.at(*slot)))
             .collect();
-        let own = lacks(&self.local, self.own.seq);
-        peers.sort_unstable_by(|a, b| b.cmp(a));
-        let fresh = (n / 2).min(peers.len());
-        let (recent, rest) = peers.split_at_mut(fresh);
-        rest.shuffle(&mut self.rng);
-        let chosen: Vec<&PeerRecord> = own
-            .then_some(&self.own)
-            .into_iter()
-            .chain(
-                recent
-                    .iter()
-                    .chain(rest.iter())
-                    .take(n)
-                    .map(|(_, p)| &self.view[p].record),
-            )
-            .collect();
-        let records = chosen.iter().map(|r| r.to_proto()).collect();
-        let sent: Vec<(PeerId, u64)> = chosen.iter().map(|r| (r.peer, r.seq)).collect();
-        if self.is_connected(&partner) {
-            self.told.entry(partner).or_default().extend(sent);
+        let mut records = Vec::with_capacity(chosen.len() + 1);
+        if own {
+            records.push(self.own.to_proto());
+            let (peer, seq) = (self.own.peer, self.own.seq);
+            self.view.holds(&partner, &peer, seq, &self.own);
+        }
+        for record in chosen {
+            records.push(record.to_proto());
+            self.view
+                .holds(&partner, &record.peer, record.seq, &self.own);
         }
         records
     }
 
     /// Whether a connection to `peer` is up (only then is what it holds remembered).
     fn is_connected(&self, peer: &PeerId) -> bool {
-        self.connected_unknown.contains_key(peer)
-            || self.view.get(peer).is_some_and(|k| k.connected)
+        self.connected_unknown.contains_key(peer) || self.view.linked().contains(peer)
     }
 
     /// A connection to `peer` is up.
     pub fn on_connected(&mut self, peer: PeerId) {
+        self.view.track(peer);
         match self.view.get_mut(&peer) {
             Some(known) => {
-                known.connected = true;
                 known.failures = 0;
+                self.view.set_connected(&peer, true);
             }
             None => {
                 self.connected_unknown.insert(peer, 0);
@@ -740,11 +712,11 @@ impl State {
     /// The connection to `peer` closed.
     pub fn on_disconnected(&mut self, peer: PeerId) {
         self.connected_unknown.remove(&peer);
-        self.told.remove(&peer);
+        self.view.forget(&peer);
         if let Some(known) = self.view.get_mut(&peer) {
-            known.connected = false;
             known.dialed = false;
         }
+        self.view.set_connected(&peer, false);
     }
 
     /// Dialing `peer` failed; after enough failures it leaves the view.
@@ -752,7 +724,7 @@ impl State {
         let Some(known) = self.view.get_mut(&peer) else {
             return;
         };
-        if known.connected {
+        if known.connected() {
             return;
         }
         known.dialed = false;
@@ -804,7 +776,7 @@ impl State {
     /// An exchange we sent to `peer` failed: it may not hold what we sent, so the next
     /// exchange starts afresh.
     pub fn on_exchange_failed(&mut self, peer: PeerId) {
-        self.told.remove(&peer);
+        self.view.reset(&peer);
     }
 
     /// Registers `provider` for `id` locally.
@@ -845,7 +817,7 @@ impl State {
                 if *peer == self.local {
                     Some(self.own.clone())
                 } else {
-                    self.view.get(peer).map(|k| k.record.clone())
+                    self.view.get(peer).map(|k| (*k.record).clone())
                 }
             })
             .collect()
@@ -866,17 +838,9 @@ impl State {
                 Ok(owner) | Err(RecordError::Stale { peer: owner, .. }) => Some(*owner),
                 Err(_) => None,
             };
-            if let Some(owner) = owner
-                && self.is_connected(&from)
-            {
+            if let Some(owner) = owner {
                 // `from` holds this version (or a newer one): no need to send it back.
-                let held = self.told.entry(from).or_default();
-                if held.len() >= self.config.max_records.saturating_mul(2) {
-                    // Owners we do not keep (a full view): forget, at worst resend.
-                    held.clear();
-                }
-                let seq = held.entry(owner).or_default();
-                *seq = (*seq).max(record.seq);
+                self.view.holds(&from, &owner, record.seq, &self.own);
             }
             match result {
                 Ok(_) => {}
@@ -913,9 +877,22 @@ impl State {
         now_ms: u64,
         source: Option<PeerId>,
     ) -> Result<PeerId, RecordError> {
+        // Bytes another state machine of the process verified need no second check.
+        let (digest, shared) = match &self.cache {
+            Some(cache) => {
+                let (digest, shared) = cache.lookup(record);
+                (Some(digest), shared)
+            }
+            None => (None, None),
+        };
         // Cheap checks first: a record no newer than the one we hold needs no verification.
-        let key = crate::record::decode_key(&record.peer_id)?;
-        let peer = PeerId::from_verifying_key(&key);
+        let (peer, key) = match &shared {
+            Some(shared) => (shared.peer, None),
+            None => {
+                let key = crate::record::decode_key(&record.peer_id)?;
+                (PeerId::from_verifying_key(&key), Some(key))
+            }
+        };
         if let Some(known) = self.view.get(&peer)
             && (record.seq < known.record.seq
                 || (record.seq == known.record.seq && record.signature == known.record.signature()))
@@ -940,8 +917,21 @@ impl State {
                 latest,
             });
         }
-        let record = PeerRecord::verify_with(record, &key, now_ms)?;
-        if let Some(known) = self.view.get_mut(&record.peer) {
+        let record = match shared {
+            Some(shared) if shared.expires_at_ms <= now_ms => {
+                return Err(RecordError::Expired(peer));
+            }
+            Some(shared) => shared,
+            None => {
+                let key = key.ok_or(RecordError::BadPeerId)?;
+                let verified = Arc::new(PeerRecord::verify_with(record, &key, now_ms)?);
+                if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+                    cache.share(digest, &verified);
+                }
+                verified
+            }
+        };
+        if let Some(known) = self.view.get(&record.peer) {
             if record.seq <= known.record.seq {
                 return Err(RecordError::Stale {
                     peer: record.peer,
@@ -949,53 +939,33 @@ impl State {
                     have: known.record.seq,
                 });
             }
-            known.record = record.clone();
-            known.updated_ms = now_ms;
-            let peer = record.peer;
-            self.event(ViewEvent::Joined(record));
+            self.view.update(Arc::clone(&record), now_ms);
+            self.event(ViewEvent::Joined(Arc::clone(&record)));
             return Ok(peer);
         }
         if self.view.len() >= self.config.max_records {
             tracing::debug!(target: "causality_discovery", "view full; record dropped");
-            return Ok(record.peer);
+            return Ok(peer);
         }
-        let source = source.filter(|s| *s != record.peer);
+        let source = source.filter(|s| *s != peer);
         if let Some(source) = source {
-            let held = self.introduced_by.get(&source).copied().unwrap_or(0);
+            let held = self.view.introduced_by(&source);
             if held >= self.config.max_records_per_source {
                 tracing::debug!(target: "causality_discovery", peer = %source, held, "source over its quota; record dropped");
-                return Ok(record.peer);
+                return Ok(peer);
             }
-            *self.introduced_by.entry(source).or_default() += 1;
         }
-        let connected = self.connected_unknown.remove(&record.peer).is_some();
-        self.view.insert(
-            record.peer,
-            Known {
-                digest: self.hrw.peer_digest(record.peer.as_bytes()),
-                record: record.clone(),
-                updated_ms: now_ms,
-                connected,
-                source,
-                dialed: false,
-                failures: 0,
-                next_dial_ms: 0,
-            },
-        );
-        let peer = record.peer;
+        let connected = self.connected_unknown.remove(&peer).is_some();
+        let digest = self.hrw.peer_digest(peer.as_bytes());
+        self.view
+            .insert(Arc::clone(&record), digest, now_ms, source, connected);
         self.event(ViewEvent::Joined(record));
         Ok(peer)
     }
 
     fn remove(&mut self, peer: PeerId) {
-        for held in self.told.values_mut() {
-            held.remove(&peer);
-        }
-        if let Some(known) = self.view.remove(&peer) {
-            if let Some(source) = known.source {
-                release(&mut self.introduced_by, &source);
-            }
-            if known.connected {
+        if let Some(connected) = self.view.remove(&peer) {
+            if connected {
                 self.connected_unknown.insert(peer, 0);
             }
             self.event(ViewEvent::Left(peer));
