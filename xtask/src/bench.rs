@@ -95,7 +95,25 @@ const PER_ELEMENT: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Network sizes of `bench discovery --scale`.
+const SCALE_SIZES: &[&str] = &["1000", "3000", "10000"];
+
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    if let Some(at) = args.iter().position(|a| a == "--scale") {
+        let rest: Vec<&String> = args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != at)
+            .map(|(_, a)| a)
+            .collect();
+        if rest
+            .iter()
+            .any(|a| a.strip_prefix("causality-").unwrap_or(a) != "discovery")
+        {
+            bail!("--scale is a discovery scenario: `cargo xtask bench discovery --scale [N...]`");
+        }
+        return scale();
+    }
     let selected: Vec<&str> = if args.is_empty() {
         CRATES.to_vec()
     } else {
@@ -264,4 +282,24 @@ fn target_dir() -> Result<PathBuf> {
             .as_str()
             .context("no target directory")?,
     ))
+}
+
+/// Whole simulated networks of 1,000, 3,000 and 10,000 discovery nodes in one process
+/// each (release build): convergence, traffic, memory, gossip latency, simulated time
+/// per wall second. `CAUSALITY_SCALE_SIZES` (comma-separated) overrides the sizes.
+fn scale() -> Result<()> {
+    let sizes: Vec<String> = match std::env::var("CAUSALITY_SCALE_SIZES") {
+        Ok(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
+        Err(_) => SCALE_SIZES.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    println!(
+        "==> discovery at scale: {} nodes (release build, one process per size)",
+        sizes.join(", ")
+    );
+    exec(
+        cargo()
+            .args(["run", "--release", "--locked", "-p", "causality-discovery"])
+            .args(["--example", "scale", "--"])
+            .args(&sizes),
+    )
 }

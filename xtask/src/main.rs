@@ -22,6 +22,8 @@ tasks:
                      build reuse, examples, downstream projects, and rustdoc
   devnet [flags]     start a local multi-node network and exercise it
   bench [crate...]   run the criterion benchmarks (release) and print their figures
+  bench discovery --scale
+                     discovery and gossip over 1,000, 3,000 and 10,000 simulated nodes
   codegen [--check]  regenerate Rust from proto/ (--check: fail when stale)
   check-layers       fail if a crate depends on a crate at its own or a higher layer
   prereq             check (and as root, install) the C toolchain RocksDB needs

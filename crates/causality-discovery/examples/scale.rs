@@ -9,7 +9,8 @@
 //!
 //! Without sizes it runs one small network (the build check in CI); with several, one
 //! process per size, so each size's resident memory is its own. `--seed S` picks the
-//! seed (default 1); every figure but wall time and the rates derived from it is a function
+//! seed (default 1); `--ttl S` and `--per-source N` change the record lifetime and the
+//! per-source quota from their defaults; every figure but wall time and the rates derived from it is a function
 //! of the seed. All nodes share one [`RecordCache`], so each signed record is verified
 //! once and held once in the process, however many views hold it.
 
@@ -157,6 +158,15 @@ impl Protocol for Peer {
     }
 }
 
+/// Discovery settings changed from the defaults.
+#[derive(Default)]
+struct Options {
+    /// `Config::max_records_per_source`.
+    per_source: Option<usize>,
+    /// `Config::record_ttl`.
+    ttl: Option<Duration>,
+}
+
 /// What one run measured.
 struct Figures {
     n: usize,
@@ -180,7 +190,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn run(n: usize, seed: u64) -> Figures {
+fn run(n: usize, seed: u64, options: &Options) -> Figures {
     let wall = Instant::now();
     let baseline = resident();
     let mut sim: Sim<Peer> = Sim::new(
@@ -200,6 +210,10 @@ fn run(n: usize, seed: u64) -> Figures {
             bootstrap: vec![Sim::<Peer>::address((i + 1) % 3)],
             refresh_interval: Duration::from_secs(2),
             max_records: n + 10,
+            max_records_per_source: options
+                .per_source
+                .unwrap_or(Config::default().max_records_per_source),
+            record_ttl: options.ttl.unwrap_or(Config::default().record_ttl),
             seed: i as u64,
             ..Config::default()
         };
@@ -295,10 +309,23 @@ fn run(n: usize, seed: u64) -> Figures {
 fn main() {
     let mut seed = 1;
     let mut header = true;
+    let mut options = Options::default();
     let mut sizes = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--no-header" {
+        if arg == "--per-source" {
+            options.per_source = Some(
+                args.next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--per-source takes a number"),
+            );
+        } else if arg == "--ttl" {
+            options.ttl = Some(Duration::from_secs(
+                args.next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--ttl takes seconds"),
+            ));
+        } else if arg == "--no-header" {
             header = false;
         } else if arg == "--seed" {
             seed = args
@@ -323,6 +350,12 @@ fn main() {
             if !header {
                 cmd.arg("--no-header");
             }
+            if let Some(q) = options.per_source {
+                cmd.args(["--per-source".to_owned(), q.to_string()]);
+            }
+            if let Some(ttl) = options.ttl {
+                cmd.args(["--ttl".to_owned(), ttl.as_secs().to_string()]);
+            }
             header = false;
             let status = cmd.status().expect("run one size");
             assert!(status.success(), "N={n} failed");
@@ -344,7 +377,7 @@ fn main() {
         );
     }
     for n in sizes {
-        let f = run(n, seed);
+        let f = run(n, seed, &options);
         println!(
             "{:>6}  {:>10}  {:>13.0}  {:>10.0}  {:>8.1} MB  {:>7}  {:>17}  {:>10.2}  {:>6.0} s",
             f.n,

@@ -4,8 +4,8 @@
 //! each exchange partner already holds as one bit per slot; expiry checked against a
 //! watermark instead of a scan per tick.
 //!
-//! At 10,000 peers a view costs about 150 bytes per record here (index, slot, snapshot
-//! entry), where copying records into each structure cost about 2 KB.
+//! A record costs the view a snapshot entry (which is also the index) and a slot, about
+//! 130 bytes, whatever the record's size.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -44,6 +44,9 @@ impl Known {
 pub(crate) struct Member {
     pub(crate) record: Arc<PeerRecord>,
     pub(crate) digest: PeerDigest,
+    /// Where the view keeps the rest of what it knows of the peer (this map is also the
+    /// view's index).
+    slot: u32,
 }
 
 /// A small number standing for a source peer, so each record stores 4 bytes, not 33.
@@ -132,12 +135,12 @@ struct Told {
 /// The view: records by peer, in slots.
 #[derive(Debug, Default)]
 pub(crate) struct View {
-    index: BTreeMap<PeerId, u32>,
     slots: Vec<Option<Known>>,
     /// A bit per slot: whether it holds a record.
     live: Bits,
     free: Vec<u32>,
-    /// The view as last published, shared with membership snapshots.
+    /// The view as last published, shared with membership snapshots; also the index of
+    /// the slots.
     members: Arc<BTreeMap<PeerId, Member>>,
     told: HashMap<PeerId, Told>,
     /// Peers of the view that are connected.
@@ -156,23 +159,25 @@ impl View {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.index.len()
+        self.members.len()
     }
 
     pub(crate) fn get(&self, peer: &PeerId) -> Option<&Known> {
-        let slot = *self.index.get(peer)?;
+        let slot = self.members.get(peer)?.slot;
         self.slots[slot as usize].as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, peer: &PeerId) -> Option<&mut Known> {
-        let slot = *self.index.get(peer)?;
+        let slot = self.members.get(peer)?.slot;
         self.slots[slot as usize].as_mut()
     }
 
     /// The records, by peer id.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&PeerId, &Known)> {
-        self.index.iter().map(|(peer, slot)| {
-            let known = self.slots[*slot as usize].as_ref().expect("indexed slot");
+        self.members.iter().map(|(peer, member)| {
+            let known = self.slots[member.slot as usize]
+                .as_ref()
+                .expect("indexed slot");
             (peer, known)
         })
     }
@@ -202,15 +207,9 @@ impl View {
         connected: bool,
     ) {
         let peer = record.peer;
-        debug_assert!(!self.index.contains_key(&peer));
+        debug_assert!(!self.members.contains_key(&peer));
         self.next_expiry = self.next_expiry.min(record.expires_at_ms);
-        Arc::make_mut(&mut self.members).insert(
-            peer,
-            Member {
-                record: Arc::clone(&record),
-                digest,
-            },
-        );
+        let member_record = Arc::clone(&record);
         let known = Known {
             record,
             updated_ms: now_ms,
@@ -229,6 +228,11 @@ impl View {
                 slot
             }
             None => {
+                if self.slots.len() == self.slots.capacity() {
+                    // Grow by an eighth, not double: at 10,000 records the spare room of
+                    // a doubled vector would be a third of the view's memory.
+                    self.slots.reserve_exact(self.slots.len() / 8 + 16);
+                }
                 self.slots.push(Some(known));
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 records")
             }
@@ -237,18 +241,24 @@ impl View {
             told.holds.clear(slot);
         }
         self.live.set(slot);
-        self.index.insert(peer, slot);
+        Arc::make_mut(&mut self.members).insert(
+            peer,
+            Member {
+                record: member_record,
+                digest,
+                slot,
+            },
+        );
     }
 
     /// Replaces a held record by a newer version: no partner is known to hold it yet.
     pub(crate) fn update(&mut self, record: Arc<PeerRecord>, now_ms: u64) {
-        let Some(&slot) = self.index.get(&record.peer) else {
+        let Some(member) = Arc::make_mut(&mut self.members).get_mut(&record.peer) else {
             return;
         };
+        member.record = Arc::clone(&record);
+        let slot = member.slot;
         self.next_expiry = self.next_expiry.min(record.expires_at_ms);
-        if let Some(member) = Arc::make_mut(&mut self.members).get_mut(&record.peer) {
-            member.record = Arc::clone(&record);
-        }
         let known = self.slots[slot as usize].as_mut().expect("indexed slot");
         known.record = record;
         known.updated_ms = now_ms;
@@ -259,14 +269,13 @@ impl View {
 
     /// Removes `peer`'s record; returns whether its peer was connected.
     pub(crate) fn remove(&mut self, peer: &PeerId) -> Option<bool> {
-        let slot = self.index.remove(peer)?;
+        let slot = Arc::make_mut(&mut self.members).remove(peer)?.slot;
         let known = self.slots[slot as usize].take().expect("indexed slot");
         self.free.push(slot);
         self.live.clear(slot);
         for told in self.told.values_mut() {
             told.holds.clear(slot);
         }
-        Arc::make_mut(&mut self.members).remove(peer);
         if let Some(source) = known.source {
             self.sources.release(source);
         }
@@ -334,7 +343,7 @@ impl View {
         };
         if *owner == own.peer {
             told.own_seq = told.own_seq.max(seq);
-        } else if let Some(&slot) = self.index.get(owner)
+        } else if let Some(slot) = self.members.get(owner).map(|m| m.slot)
             && self.slots[slot as usize]
                 .as_ref()
                 .is_some_and(|k| k.record.seq <= seq)
@@ -352,7 +361,7 @@ impl View {
     /// slots at a time, so a partner that holds nearly everything costs almost nothing.
     pub(crate) fn lacking(&self, partner: &PeerId) -> Vec<(u64, u32)> {
         let told = self.told.get(partner);
-        let partner_slot = self.index.get(partner).copied();
+        let partner_slot = self.members.get(partner).map(|m| m.slot);
         let mut out = Vec::new();
         for (i, &live) in self.live.0.iter().enumerate() {
             let held = told.map_or(0, |t| t.holds.word(i));
