@@ -559,8 +559,10 @@ impl State {
             let mut candidates: Vec<PeerId> = self
                 .view
                 .iter()
-                .filter(|(_, k)| {
-                    !k.connected() && k.next_dial_ms <= now_ms && !k.record.addresses.is_empty()
+                .filter(|(p, k)| {
+                    !self.view.linked().contains(*p)
+                        && k.next_dial_ms <= now_ms
+                        && !k.record.addresses.is_empty()
                 })
                 .map(|(p, _)| *p)
                 .collect();
@@ -677,13 +679,11 @@ impl State {
         let mut records = Vec::with_capacity(chosen.len() + 1);
         if own {
             records.push(self.own.to_proto());
-            let (peer, seq) = (self.own.peer, self.own.seq);
-            self.view.holds(&partner, &peer, seq, &self.own);
+            self.view.holds_own(&partner, self.own.seq);
         }
         for record in chosen {
             records.push(record.to_proto());
-            self.view
-                .holds(&partner, &record.peer, record.seq, &self.own);
+            self.view.holds(&partner, &record.peer, record.seq);
         }
         records
     }
@@ -721,12 +721,12 @@ impl State {
 
     /// Dialing `peer` failed; after enough failures it leaves the view.
     pub fn on_dial_failed(&mut self, peer: PeerId) {
+        if self.view.linked().contains(&peer) {
+            return;
+        }
         let Some(known) = self.view.get_mut(&peer) else {
             return;
         };
-        if known.connected() {
-            return;
-        }
         known.dialed = false;
         known.failures += 1;
         if known.failures >= self.config.max_dial_failures {
@@ -838,9 +838,11 @@ impl State {
                 Ok(owner) | Err(RecordError::Stale { peer: owner, .. }) => Some(*owner),
                 Err(_) => None,
             };
-            if let Some(owner) = owner {
-                // `from` holds this version (or a newer one): no need to send it back.
-                self.view.holds(&from, &owner, record.seq, &self.own);
+            // `from` holds this version (or a newer one): no need to send it back.
+            match owner {
+                Some(owner) if owner == self.local => self.view.holds_own(&from, record.seq),
+                Some(owner) => self.view.holds(&from, &owner, record.seq),
+                None => {}
             }
             match result {
                 Ok(_) => {}

@@ -26,17 +26,9 @@ pub(crate) struct Known {
     /// directly); counted against that source's quota while the record is held.
     source: Option<SourceId>,
     pub(crate) failures: u32,
-    connected: bool,
     /// We dialed it (an outbound connection): never shed, so what we chose ourselves keeps
     /// us connected whoever else connects to us.
     pub(crate) dialed: bool,
-}
-
-impl Known {
-    /// Whether a connection to the peer is up.
-    pub(crate) fn connected(&self) -> bool {
-        self.connected
-    }
 }
 
 /// A record as published in the membership snapshot, with its rendezvous digest.
@@ -216,7 +208,6 @@ impl View {
             next_dial_ms: 0,
             source: source.map(|s| self.sources.acquire(s)),
             failures: 0,
-            connected,
             dialed: false,
         };
         if connected {
@@ -279,16 +270,14 @@ impl View {
         if let Some(source) = known.source {
             self.sources.release(source);
         }
-        self.linked.remove(peer);
-        Some(known.connected)
+        Some(self.linked.remove(peer))
     }
 
     /// Marks `peer` connected or not; whether the view holds it.
     pub(crate) fn set_connected(&mut self, peer: &PeerId, connected: bool) -> bool {
-        let Some(known) = self.get_mut(peer) else {
+        if !self.members.contains_key(peer) {
             return false;
-        };
-        known.connected = connected;
+        }
         if connected {
             self.linked.insert(*peer);
         } else {
@@ -335,15 +324,19 @@ impl View {
         }
     }
 
-    /// `partner` (if tracked) holds version `seq` of `owner`'s record, or a newer one;
-    /// `own` is our own record (not in the view).
-    pub(crate) fn holds(&mut self, partner: &PeerId, owner: &PeerId, seq: u64, own: &PeerRecord) {
+    /// `partner` (if tracked) holds version `seq` of our own record, or a newer one.
+    pub(crate) fn holds_own(&mut self, partner: &PeerId, seq: u64) {
+        if let Some(told) = self.told.get_mut(partner) {
+            told.own_seq = told.own_seq.max(seq);
+        }
+    }
+
+    /// `partner` (if tracked) holds version `seq` of `owner`'s record, or a newer one.
+    pub(crate) fn holds(&mut self, partner: &PeerId, owner: &PeerId, seq: u64) {
         let Some(told) = self.told.get_mut(partner) else {
             return;
         };
-        if *owner == own.peer {
-            told.own_seq = told.own_seq.max(seq);
-        } else if let Some(slot) = self.members.get(owner).map(|m| m.slot)
+        if let Some(slot) = self.members.get(owner).map(|m| m.slot)
             && self.slots[slot as usize]
                 .as_ref()
                 .is_some_and(|k| k.record.seq <= seq)
