@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 
 use crate::util::{cargo, exec, step};
-use crate::{codegen, disk, downstream, layers, paths, prereq, reuse};
+use crate::{codegen, disk, downstream, fuzz, layers, paths, prereq, reuse};
 
 /// The examples a user can copy, run as users would (default features).
 const EXAMPLES: &[(&str, &str)] = &[
@@ -16,6 +16,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("causality-regsync", "sync_a_register"),
     ("causality-exec", "run_a_dag"),
 ];
+
+/// How long CI runs each fuzz target.
+const FUZZ_SECONDS: u64 = 10;
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if !args.is_empty() {
@@ -150,6 +153,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 .args(locked)
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
+    })?;
+    // Every decoder of untrusted bytes, briefly, from its committed corpus (a sanitizer
+    // build under nightly; skipped, and said so, without nightly).
+    step("fuzzing", || {
+        fuzz::run(&["--time".to_owned(), FUZZ_SECONDS.to_string()])
     })?;
     println!("\nci: all checks passed");
     Ok(())

@@ -5,6 +5,7 @@ mod ci;
 mod codegen;
 mod disk;
 mod downstream;
+mod fuzz;
 mod layers;
 mod paths;
 mod prereq;
@@ -19,11 +20,15 @@ usage: cargo xtask <task> [options]
 tasks:
   ci                 everything CI checks: prerequisites, fmt, codegen, layering, clippy,
                      tests (unit, integration, doc, benches in test mode), per-crate
-                     build reuse, examples, downstream projects, and rustdoc
+                     build reuse, examples, downstream projects, packaging, rustdoc,
+                     and every fuzz target briefly (when nightly is installed)
   devnet [flags]     start a local multi-node network and exercise it
   bench [crate...]   run the criterion benchmarks (release) and print their figures
   bench discovery --scale
                      discovery and gossip over 1,000, 3,000 and 10,000 simulated nodes
+  fuzz [--time S] [--target NAME] [--write-seeds]
+                     build the fuzz targets (nightly, AddressSanitizer) and run each
+                     for S seconds (default 60); --write-seeds refreshes fuzz/corpus
   codegen [--check]  regenerate Rust from proto/ (--check: fail when stale)
   check-layers       fail if a crate depends on a crate at its own or a higher layer
   prereq             check (and as root, install) the C toolchain RocksDB needs
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
         "devnet" => devnet(rest),
         "bench" => bench::run(rest),
         "codegen" => codegen::run(rest),
+        "fuzz" => fuzz::run(rest),
         "check-layers" => layers::run(),
         "prereq" => prereq::ensure(),
         "help" | "-h" | "--help" => {

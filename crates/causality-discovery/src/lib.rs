@@ -2,6 +2,9 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 mod error;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 mod record;
 mod state;

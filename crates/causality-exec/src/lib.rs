@@ -8,6 +8,9 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 mod error;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod model;
 mod state;
 mod store;

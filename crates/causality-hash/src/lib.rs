@@ -3,6 +3,8 @@
 
 mod base32;
 mod cid;
+#[doc(hidden)]
+pub mod corpus;
 mod hrw;
 mod mac;
 pub mod merkle;

@@ -290,13 +290,15 @@ impl LogEntry {
         };
         let level =
             Level::from_proto(m.level).ok_or_else(|| LogError::corrupt(index, "unknown level"))?;
-        let kind = match pb::Kind::try_from(m.kind) {
-            Ok(pb::Kind::Effect) => Kind::Effect,
-            Ok(pb::Kind::Fact) => Kind::Fact,
-            Ok(pb::Kind::Message) => Kind::Message,
-            Ok(pb::Kind::Event) => Kind::Event,
-            Ok(pb::Kind::Network) => Kind::Network,
-            Ok(pb::Kind::Custom) if !m.custom_kind.is_empty() => Kind::Custom(m.custom_kind),
+        // A custom name belongs to the custom kind only: a built-in kind carrying one would
+        // be a second encoding (and a second id) of the same entry.
+        let kind = match (pb::Kind::try_from(m.kind), m.custom_kind.is_empty()) {
+            (Ok(pb::Kind::Effect), true) => Kind::Effect,
+            (Ok(pb::Kind::Fact), true) => Kind::Fact,
+            (Ok(pb::Kind::Message), true) => Kind::Message,
+            (Ok(pb::Kind::Event), true) => Kind::Event,
+            (Ok(pb::Kind::Network), true) => Kind::Network,
+            (Ok(pb::Kind::Custom), false) => Kind::Custom(m.custom_kind),
             _ => return Err(LogError::corrupt(index, "unknown kind")),
         };
         Ok(Self {

@@ -4,6 +4,9 @@
 mod checkpoint;
 mod entry;
 mod error;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "tracing")]
 mod layer;
 pub mod limits;

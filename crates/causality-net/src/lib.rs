@@ -8,6 +8,11 @@ mod envelope;
 mod error;
 mod event;
 mod evidence;
+#[cfg(any(feature = "libp2p", fuzzing, test))]
+mod frame;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "libp2p")]
 mod libp2p;
 mod limits;

@@ -2,6 +2,9 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 mod error;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "groth16")]
 pub mod groth16;
 mod messages;

@@ -3,6 +3,9 @@
 
 mod commitment;
 mod error;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 mod model;
 pub mod riblt;

@@ -31,7 +31,7 @@ fn protocol() -> RequestProtocol {
         .expect("valid handshake protocol")
 }
 
-fn decode_handshake(body: &[u8]) -> Result<Hello, NetError> {
+pub(crate) fn decode_handshake(body: &[u8]) -> Result<Hello, NetError> {
     let malformed = |detail: String| NetError::Malformed {
         what: "handshake",
         detail,

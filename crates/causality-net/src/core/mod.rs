@@ -15,6 +15,8 @@
 mod admission;
 mod equivocation;
 mod handshake;
+#[cfg(any(fuzzing, test))]
+pub(crate) use handshake::decode_handshake;
 mod rate;
 mod requests;
 mod scores;

@@ -7,10 +7,9 @@
 //! with length-delimited frames and the protocol's own size limits; connection limits. All
 //! protocols are the standard ones, unmodified, so stock libp2p peers interoperate.
 //!
-//! `config.rs` holds the configuration, `swarm.rs` builds the swarm, `codec.rs` the
+//! `config.rs` holds the configuration, `swarm.rs` builds the swarm, `crate::frame` the
 //! frames, `nat.rs` NAT traversal, `transport.rs` the transport the shared driver runs.
 
-mod codec;
 mod config;
 #[cfg(feature = "nat")]
 mod nat;

@@ -15,10 +15,10 @@ use libp2p::{Multiaddr, StreamProtocol, Swarm, identify};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::codec::{read_frame, write_frame};
 use super::swarm::{Behaviour, BehaviourEvent, from_libp2p, to_libp2p, topic_score_params};
 use crate::core::{Command, InboundId, RequestFailure, RequestId, Verdict};
 use crate::error::NetError;
+use crate::frame::{read_frame, write_frame};
 use crate::peer::PeerId;
 use crate::topic::PhysicalTopic;
 use crate::transport::{Transport, TransportEvent};

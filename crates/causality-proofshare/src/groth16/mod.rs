@@ -139,6 +139,12 @@ impl Key {
         Ok(Self::from_vk(&vk))
     }
 
+    /// The key as decoded.
+    #[cfg(any(fuzzing, test))]
+    pub(crate) fn vk(&self) -> &VerifyingKey<Bn254> {
+        &self.pvk.vk
+    }
+
     /// Prepares an arkworks key.
     pub fn from_vk(vk: &VerifyingKey<Bn254>) -> Self {
         Self {

@@ -1,0 +1,175 @@
+//! The contracts the fuzz targets in `fuzz/` check, over every decoder of execution bytes
+//! a peer or the store controls. Compiled with `--cfg fuzzing` (as `cargo fuzz` builds)
+//! and in tests, never into a normal build. A function panics only when a decoder breaks
+//! its contract: a typed error, or a value whose re-encoding decodes to the same value.
+
+use std::fmt::Debug;
+
+use causality_hash::ContentId;
+use causality_net::Keypair;
+use prost::Message as _;
+
+use crate::model::decode_bounded;
+use crate::proto::v1 as pb;
+use crate::{
+    Edge, ExecutionSequence, ExecutionSequenceMessage, ExecutionStatus, Limits, NodeClaimToken,
+    NodeResult, WorkSpec,
+};
+
+/// The byte limit the size-bounded decoders are given.
+const LIMIT: usize = 1 << 20;
+
+fn round_trip<T: PartialEq + Debug, E: Debug>(
+    data: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+    encode: impl Fn(&T) -> Vec<u8>,
+) -> Option<T> {
+    let value = decode(data).ok()?;
+    let again = decode(&encode(&value));
+    assert_eq!(
+        again.as_ref().ok(),
+        Some(&value),
+        "changed through a re-encoding"
+    );
+    Some(value)
+}
+
+/// One execution message; the first byte picks the decoder (sequence, status message,
+/// node result, claim token), the rest is its input. Signatures that verify before a
+/// re-encoding verify after it.
+pub fn messages(data: &[u8]) {
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits::default();
+    match which % 4 {
+        0 => {
+            if let Some(s) = round_trip(
+                bytes,
+                |b| ExecutionSequence::decode(b, &limits),
+                ExecutionSequence::encode,
+            ) {
+                let again = ExecutionSequence::decode(&s.encode(), &limits).expect("re-encoded");
+                assert_eq!(s.id(), again.id());
+            }
+        }
+        1 => {
+            if let Some(m) = round_trip(
+                bytes,
+                |b| ExecutionSequenceMessage::decode(b, LIMIT, &limits),
+                ExecutionSequenceMessage::encode,
+            ) {
+                let again = ExecutionSequenceMessage::decode(&m.encode(), LIMIT, &limits)
+                    .expect("re-encoded");
+                assert_eq!(m.verify(), again.verify());
+            }
+        }
+        2 => {
+            let decode = |b: &[u8]| {
+                decode_bounded::<pb::NodeResult>(b, "result", LIMIT)
+                    .and_then(|r| NodeResult::from_proto(r, &limits))
+            };
+            round_trip(bytes, decode, |r| r.to_proto().encode_to_vec());
+        }
+        _ => {
+            let decode = |b: &[u8]| {
+                decode_bounded::<pb::NodeClaimToken>(b, "token", LIMIT)
+                    .and_then(NodeClaimToken::from_proto)
+            };
+            if let Some(t) = round_trip(bytes, decode, |t| t.to_proto().encode_to_vec()) {
+                let again = decode(&t.to_proto().encode_to_vec()).expect("re-encoded");
+                assert_eq!(t.verify(), again.verify());
+            }
+        }
+    }
+}
+
+/// Valid inputs for each target, the starting corpus: `(target, bytes)`.
+pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let with = |which: u8, bytes: Vec<u8>| {
+        let mut seed = vec![which];
+        seed.extend(bytes);
+        seed
+    };
+    let leader = Keypair::from_index(5);
+    let executor = Keypair::from_index(6);
+    let sequence = ExecutionSequence::new(
+        leader.peer_id(),
+        b"nonce",
+        [
+            (0, WorkSpec::new("noop", b"in".to_vec())),
+            (1, WorkSpec::new("wasm", b"code".to_vec())),
+        ],
+        vec![Edge::new(0, 1)],
+    );
+    let token = NodeClaimToken {
+        sequence_id: sequence.id(),
+        node: 0,
+        token: 1,
+        term: 1,
+        holder: executor.peer_id(),
+        lease_until_ms: 10_000,
+        leader: leader.peer_id(),
+        signature: [0; 64],
+    }
+    .sign(&leader);
+    let result = NodeResult::new(
+        token.clone(),
+        b"out".to_vec(),
+        Some(ContentId::of(b"proof")),
+        1_000,
+        2_000,
+        &executor,
+    );
+    let status = ExecutionSequenceMessage {
+        sequence_id: sequence.id(),
+        status: ExecutionStatus::Running,
+        term: 1,
+        leader: leader.peer_id(),
+        completed_nodes: vec![0],
+        pending_nodes: vec![1],
+        failed_nodes: Vec::new(),
+        skipped_nodes: Vec::new(),
+        results: vec![result.clone()],
+        seq: 1,
+        signature: [0; 64],
+    }
+    .sign(&leader);
+    vec![
+        ("messages", with(0, sequence.encode())),
+        ("messages", with(1, status.encode())),
+        ("messages", with(2, result.to_proto().encode_to_vec())),
+        ("messages", with(3, token.to_proto().encode_to_vec())),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes the seeds into the committed corpus, `fuzz/corpus/exec_<target>/`.
+    #[test]
+    #[ignore = "writes into fuzz/corpus; run by `cargo xtask fuzz --write-seeds`"]
+    fn write_seeds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        let new = causality_hash::corpus::write_seeds(&root, "exec", &seeds()).unwrap();
+        println!("{new} new seeds in {}", root.display());
+    }
+
+    /// The contract holds on valid inputs and on every truncation and bit flip of them.
+    #[test]
+    fn contracts_hold_on_seeds_and_their_neighbours() {
+        for (target, seed) in seeds() {
+            assert_eq!(target, "messages");
+            messages(&seed);
+            for cut in 0..seed.len() {
+                messages(&seed[..cut]);
+            }
+            for bit in 8..seed.len() * 8 {
+                let mut flipped = seed.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                messages(&flipped);
+            }
+        }
+    }
+}
