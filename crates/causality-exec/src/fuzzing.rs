@@ -3,9 +3,8 @@
 //! and in tests, never into a normal build. A function panics only when a decoder breaks
 //! its contract: a typed error, or a value whose re-encoding decodes to the same value.
 
-use std::fmt::Debug;
-
 use causality_hash::ContentId;
+use causality_hash::fuzzing::{round_trip, selected};
 use causality_net::Keypair;
 use prost::Message as _;
 
@@ -18,21 +17,6 @@ use crate::{
 
 /// The byte limit the size-bounded decoders are given.
 const LIMIT: usize = 1 << 20;
-
-fn round_trip<T: PartialEq + Debug, E: Debug>(
-    data: &[u8],
-    decode: impl Fn(&[u8]) -> Result<T, E>,
-    encode: impl Fn(&T) -> Vec<u8>,
-) -> Option<T> {
-    let value = decode(data).ok()?;
-    let again = decode(&encode(&value));
-    assert_eq!(
-        again.as_ref().ok(),
-        Some(&value),
-        "changed through a re-encoding"
-    );
-    Some(value)
-}
 
 /// One execution message; the first byte picks the decoder (sequence, status message,
 /// node result, claim token), the rest is its input. Signatures that verify before a
@@ -86,11 +70,6 @@ pub fn messages(data: &[u8]) {
 
 /// Valid inputs for each target, the starting corpus: `(target, bytes)`.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let with = |which: u8, bytes: Vec<u8>| {
-        let mut seed = vec![which];
-        seed.extend(bytes);
-        seed
-    };
     let leader = Keypair::from_index(5);
     let executor = Keypair::from_index(6);
     let sequence = ExecutionSequence::new(
@@ -136,10 +115,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     .sign(&leader);
     vec![
-        ("messages", with(0, sequence.encode())),
-        ("messages", with(1, status.encode())),
-        ("messages", with(2, result.to_proto().encode_to_vec())),
-        ("messages", with(3, token.to_proto().encode_to_vec())),
+        ("messages", selected(0, sequence.encode())),
+        ("messages", selected(1, status.encode())),
+        ("messages", selected(2, result.to_proto().encode_to_vec())),
+        ("messages", selected(3, token.to_proto().encode_to_vec())),
     ]
 }
 
@@ -151,9 +130,9 @@ mod tests {
     #[test]
     #[ignore = "writes into fuzz/corpus; run by `cargo xtask fuzz --write-seeds`"]
     fn write_seeds() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-        let new = causality_hash::corpus::write_seeds(&root, "exec", &seeds()).unwrap();
-        println!("{new} new seeds in {}", root.display());
+        let new =
+            causality_hash::fuzzing::write_seeds(env!("CARGO_MANIFEST_DIR"), "exec", &seeds());
+        println!("{} new seeds", new.unwrap());
     }
 
     /// The contract holds on valid inputs and on every truncation and bit flip of them.
@@ -161,15 +140,7 @@ mod tests {
     fn contracts_hold_on_seeds_and_their_neighbours() {
         for (target, seed) in seeds() {
             assert_eq!(target, "messages");
-            messages(&seed);
-            for cut in 0..seed.len() {
-                messages(&seed[..cut]);
-            }
-            for bit in 8..seed.len() * 8 {
-                let mut flipped = seed.clone();
-                flipped[bit / 8] ^= 1 << (bit % 8);
-                messages(&flipped);
-            }
+            causality_hash::fuzzing::neighbours(&seed, 8, messages);
         }
     }
 }

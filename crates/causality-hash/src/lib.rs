@@ -4,7 +4,7 @@
 mod base32;
 mod cid;
 #[doc(hidden)]
-pub mod corpus;
+pub mod fuzzing;
 mod hrw;
 mod mac;
 pub mod merkle;

@@ -4,9 +4,8 @@
 //! function panics only when a decoder breaks its contract: a typed error, or a value
 //! whose re-encoding decodes to the same value.
 
-use std::fmt::Debug;
-
 use causality_hash::ContentId;
+use causality_hash::fuzzing::{round_trip, selected};
 use causality_net::Keypair;
 
 use crate::messages::{
@@ -18,21 +17,6 @@ use crate::{Genesis, Limits, Register, RegisterContents, RegisterDelta, TimeMap,
 
 /// The byte limit the size-bounded decoders are given.
 const LIMIT: usize = 1 << 20;
-
-fn round_trip<T: PartialEq + Debug, E: Debug>(
-    data: &[u8],
-    decode: impl Fn(&[u8]) -> Result<T, E>,
-    encode: impl Fn(&T) -> Vec<u8>,
-) -> Option<T> {
-    let value = decode(data).ok()?;
-    let again = decode(&encode(&value));
-    assert_eq!(
-        again.as_ref().ok(),
-        Some(&value),
-        "changed through a re-encoding"
-    );
-    Some(value)
-}
 
 /// One register message; the first byte picks the decoder (state message, commitment,
 /// nullifier use, time map, request, response, register, delta, header, symbols).
@@ -109,11 +93,6 @@ pub fn messages(data: &[u8]) {
 
 /// Valid inputs for each target, the starting corpus: `(target, bytes)`.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let with = |which: u8, bytes: Vec<u8>| {
-        let mut seed = vec![which];
-        seed.extend(bytes);
-        seed
-    };
     let key = Keypair::from_index(4);
     let genesis = Genesis::new(key.peer_id(), "fuzz", "token", b"nonce");
     let register = Register::created(genesis, RegisterContents::default(), 7);
@@ -154,15 +133,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let symbols = [0u8; 3 * crate::riblt::SYMBOL_BYTES].to_vec();
     vec![
-        ("messages", with(0, message.encode())),
-        ("messages", with(1, commitment.encode())),
-        ("messages", with(2, nullifier.encode())),
-        ("messages", with(3, encode_time_map("fuzz", &time_map))),
-        ("messages", with(4, request.encode())),
-        ("messages", with(5, response.encode())),
-        ("messages", with(6, register.encode())),
-        ("messages", with(8, header.encode())),
-        ("messages", with(9, symbols)),
+        ("messages", selected(0, message.encode())),
+        ("messages", selected(1, commitment.encode())),
+        ("messages", selected(2, nullifier.encode())),
+        ("messages", selected(3, encode_time_map("fuzz", &time_map))),
+        ("messages", selected(4, request.encode())),
+        ("messages", selected(5, response.encode())),
+        ("messages", selected(6, register.encode())),
+        ("messages", selected(8, header.encode())),
+        ("messages", selected(9, symbols)),
     ]
 }
 
@@ -174,9 +153,9 @@ mod tests {
     #[test]
     #[ignore = "writes into fuzz/corpus; run by `cargo xtask fuzz --write-seeds`"]
     fn write_seeds() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-        let new = causality_hash::corpus::write_seeds(&root, "regsync", &seeds()).unwrap();
-        println!("{new} new seeds in {}", root.display());
+        let new =
+            causality_hash::fuzzing::write_seeds(env!("CARGO_MANIFEST_DIR"), "regsync", &seeds());
+        println!("{} new seeds", new.unwrap());
     }
 
     /// The contract holds on valid inputs and on every truncation and bit flip of them.
@@ -184,15 +163,7 @@ mod tests {
     fn contracts_hold_on_seeds_and_their_neighbours() {
         for (target, seed) in seeds() {
             assert_eq!(target, "messages");
-            messages(&seed);
-            for cut in 0..seed.len() {
-                messages(&seed[..cut]);
-            }
-            for bit in 8..seed.len() * 8 {
-                let mut flipped = seed.clone();
-                flipped[bit / 8] ^= 1 << (bit % 8);
-                messages(&flipped);
-            }
+            causality_hash::fuzzing::neighbours(&seed, 8, messages);
         }
     }
 }
