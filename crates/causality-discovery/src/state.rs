@@ -276,12 +276,8 @@ fn responsible<'a>(
     k: usize,
     filter: RecordFilter<'_>,
 ) -> Vec<PeerRecord> {
-    let candidates: Vec<(PeerDigest, &PeerRecord)> = std::iter::once(own)
-        .chain(view)
-        .filter(|(r, _)| filter(r))
-        .map(|(r, d)| (d, r))
-        .collect();
-    hrw.top_k_weighted_prepared(key, &candidates, k, |(d, r)| {
+    let candidates = std::iter::once(own).chain(view).filter(|(r, _)| filter(r));
+    hrw.top_k_weighted_iter(key, candidates, k, |(r, d)| {
         (
             *d,
             weight_of(weights, &r.peer),
@@ -289,7 +285,7 @@ fn responsible<'a>(
         )
     })
     .into_iter()
-    .map(|(_, r)| (*r).clone())
+    .map(|(r, _)| r.clone())
     .collect()
 }
 

@@ -159,11 +159,11 @@ impl Rendezvous {
         let mut best = TopK::new(k);
         for (i, item) in items.iter().enumerate() {
             let (digest, _) = prepared(item);
-            best.offer(Self::combine(kd, digest), i, |a, b| {
+            best.offer(Self::combine(kd, digest), i, |&a, &b| {
                 prepared(&items[a]).1.cmp(prepared(&items[b]).1)
             });
         }
-        best.into_indices().collect()
+        best.into_items().collect()
     }
 
     /// The `k` peers with the highest weighted scores for `key`, best first.
@@ -176,13 +176,13 @@ impl Rendezvous {
         k: usize,
         weight: impl Fn(&P) -> f64,
     ) -> Vec<&'a P> {
-        let digests: Vec<(PeerDigest, f64, &[u8])> = peers
+        let digests: Vec<(PeerDigest, f64, &'a P)> = peers
             .iter()
-            .map(|p| (self.peer_digest(p.as_ref()), weight(p), p.as_ref()))
+            .map(|p| (self.peer_digest(p.as_ref()), weight(p), p))
             .collect();
-        self.top_k_weighted_indices(key, &digests, k, |(d, w, p)| (*d, *w, *p))
+        self.top_k_weighted_iter(key, digests, k, |(d, w, p)| (*d, *w, p.as_ref()))
             .into_iter()
-            .map(|i| &peers[i])
+            .map(|(_, _, p)| p)
             .collect()
     }
 
@@ -195,29 +195,49 @@ impl Rendezvous {
         k: usize,
         prepared: impl Fn(&T) -> (PeerDigest, f64, &[u8]),
     ) -> Vec<&'a T> {
-        self.top_k_weighted_indices(key, items, k, prepared)
-            .into_iter()
-            .map(|i| &items[i])
-            .collect()
+        self.top_k_weighted_iter(key, items, k, |item| prepared(item))
     }
 
-    fn top_k_weighted_indices<T>(
+    /// [`top_k_weighted_prepared`](Self::top_k_weighted_prepared) over any sequence of
+    /// items (a view's map, a filtered iterator), without collecting it first.
+    ///
+    /// Once `k` items are held, an item whose raw score cannot reach the k-th weighted
+    /// score for its weight is skipped without computing its logarithm; the bound keeps a
+    /// margin far above the rounding of `exp` and `ln`, so the result is exactly that of
+    /// scoring every item.
+    ///
+    /// ```
+    /// use causality_hash::Rendezvous;
+    ///
+    /// let hrw = Rendezvous::for_epoch(1);
+    /// let peers: Vec<[u8; 32]> = (0u8..50).map(|i| [i; 32]).collect();
+    /// let view = peers.iter().map(|p| (hrw.peer_digest(p), 1.0, p));
+    /// let best = hrw.top_k_weighted_iter(b"key", view, 3, |(d, w, p)| (*d, *w, p.as_slice()));
+    /// assert_eq!(best.len(), 3);
+    /// ```
+    pub fn top_k_weighted_iter<T>(
         &self,
         key: &[u8],
-        items: &[T],
+        items: impl IntoIterator<Item = T>,
         k: usize,
         prepared: impl Fn(&T) -> (PeerDigest, f64, &[u8]),
-    ) -> Vec<usize> {
+    ) -> Vec<T> {
         let kd = self.key_digest(key);
         let mut best = TopK::new(k);
-        for (i, item) in items.iter().enumerate() {
-            let (digest, weight, _) = prepared(item);
-            let score = weighted(Self::combine(kd, digest), weight);
-            best.offer(OrdF64(score), i, |a, b| {
-                prepared(&items[a]).2.cmp(prepared(&items[b]).2)
+        let mut floor = Floor::default();
+        for item in items {
+            let (digest, weight, _) = prepared(&item);
+            let raw = Self::combine(kd, digest);
+            if let Some(OrdF64(kth)) = best.kth()
+                && floor.below(raw, weight, kth)
+            {
+                continue;
+            }
+            best.offer(OrdF64(weighted(raw, weight)), item, |a, b| {
+                prepared(a).2.cmp(prepared(b).2)
             });
         }
-        best.into_indices().collect()
+        best.into_items().collect()
     }
 
     /// The index of the single best peer, or `None` when `peers` is empty.
@@ -250,6 +270,41 @@ fn weighted(score: u64, weight: f64) -> f64 {
     -weight / libm::log(u)
 }
 
+/// The raw scores below which an item cannot reach the k-th best weighted score, for one
+/// weight and one k-th score (both change rarely during a scan, so `exp` runs rarely).
+#[derive(Default)]
+struct Floor {
+    weight: f64,
+    kth: f64,
+    /// Skip when `(raw >> 12) + 0.5` is below this.
+    limit: f64,
+}
+
+impl Floor {
+    /// Relative margin on `u`: some 10⁻¹² on the weighted score, where `exp`, `ln` and the
+    /// division round by 10⁻¹⁶.
+    const MARGIN: f64 = 1e-9;
+
+    /// Whether an item of raw score `raw` and weight `weight` surely scores below `kth`.
+    #[inline]
+    fn below(&mut self, raw: u64, weight: f64, kth: f64) -> bool {
+        if weight.to_bits() != self.weight.to_bits() || kth.to_bits() != self.kth.to_bits() {
+            self.weight = weight;
+            self.kth = kth;
+            self.limit = if !(weight.is_finite() && weight > 0.0) {
+                // Scores 0: below any positive k-th, and never above it.
+                if kth > 0.0 { f64::INFINITY } else { 0.0 }
+            } else if kth > 0.0 {
+                // -w / ln(u) < kth  ⟺  u < exp(-w / kth).
+                libm::exp(-weight / kth) * (1.0 - Self::MARGIN) * (1u64 << 52) as f64
+            } else {
+                0.0
+            };
+        }
+        ((raw >> 12) as f64 + 0.5) < self.limit
+    }
+}
+
 /// `f64` ordered by `total_cmp`; the weighted scores are never NaN.
 #[derive(Clone, Copy, PartialEq)]
 struct OrdF64(f64);
@@ -268,16 +323,16 @@ impl Ord for OrdF64 {
     }
 }
 
-/// The best `k` of a stream of `(score, index)`, kept sorted best first.
+/// The best `k` of a stream of `(score, item)`, kept sorted best first.
 ///
 /// `k` is small in practice (replication factors), so a sorted vector with insertion beats
 /// a heap; each offer that does not beat the current k-th costs one comparison.
-struct TopK<S> {
+struct TopK<S, T> {
     k: usize,
-    items: Vec<(S, usize)>,
+    items: Vec<(S, T)>,
 }
 
-impl<S: Ord + Copy> TopK<S> {
+impl<S: Ord + Copy, T> TopK<S, T> {
     fn new(k: usize) -> Self {
         Self {
             k,
@@ -285,12 +340,17 @@ impl<S: Ord + Copy> TopK<S> {
         }
     }
 
-    fn offer(&mut self, score: S, index: usize, tie: impl Fn(usize, usize) -> Ordering) {
+    /// The k-th best score, once `k` items are held.
+    fn kth(&self) -> Option<S> {
+        (self.k > 0 && self.items.len() == self.k).then(|| self.items[self.k - 1].0)
+    }
+
+    fn offer(&mut self, score: S, item: T, tie: impl Fn(&T, &T) -> Ordering) {
         if self.k == 0 {
             return;
         }
-        let better = |a: &(S, usize), b: &(S, usize)| a.0.cmp(&b.0).then_with(|| tie(a.1, b.1));
-        let item = (score, index);
+        let better = |a: &(S, T), b: &(S, T)| a.0.cmp(&b.0).then_with(|| tie(&a.1, &b.1));
+        let item = (score, item);
         if self.items.len() == self.k {
             let last = self.items.last().expect("k > 0");
             if better(&item, last) != Ordering::Greater {
@@ -304,14 +364,71 @@ impl<S: Ord + Copy> TopK<S> {
         self.items.insert(pos, item);
     }
 
-    fn into_indices(self) -> impl Iterator<Item = usize> {
-        self.items.into_iter().map(|(_, i)| i)
+    fn into_items(self) -> impl Iterator<Item = T> {
+        self.items.into_iter().map(|(_, item)| item)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Skipping items below the floor changes nothing: for many keys, sizes and weight
+    /// mixes (equal, alternating, wide, invalid), the result is that of scoring every item
+    /// and sorting.
+    #[test]
+    fn the_floor_skips_only_what_cannot_win() {
+        let hrw = Rendezvous::for_epoch(9);
+        let all = peers(2_000);
+        let mixes: [&dyn Fn(usize) -> f64; 4] = [
+            &|_| 1.0,
+            &|i| if i % 2 == 0 { 1.0 } else { 2.5 },
+            &|i| 0.01 + (i % 97) as f64,
+            &|i| {
+                if i % 13 == 0 {
+                    f64::NAN
+                } else if i % 17 == 0 {
+                    0.0
+                } else {
+                    1.0
+                }
+            },
+        ];
+        for (m, weight) in mixes.iter().enumerate() {
+            for n in [1, 5, 200, 2_000] {
+                for key in 0u32..40 {
+                    let key = key.to_le_bytes();
+                    let items: Vec<(PeerDigest, f64, &[u8; 32])> = all[..n]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (hrw.peer_digest(p), weight(i), p))
+                        .collect();
+                    let mut naive: Vec<(f64, &[u8; 32])> = items
+                        .iter()
+                        .map(|(d, w, p)| {
+                            (
+                                weighted(Rendezvous::combine(hrw.key_digest(&key), *d), *w),
+                                *p,
+                            )
+                        })
+                        .collect();
+                    naive.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.1.cmp(a.1)));
+                    for k in [1, 3, 8] {
+                        let fast: Vec<&[u8; 32]> = hrw
+                            .top_k_weighted_iter(&key, items.iter(), k, |(d, w, p)| {
+                                (*d, *w, p.as_slice())
+                            })
+                            .into_iter()
+                            .map(|(_, _, p)| *p)
+                            .collect();
+                        let expected: Vec<&[u8; 32]> =
+                            naive.iter().take(k).map(|(_, p)| *p).collect();
+                        assert_eq!(fast, expected, "mix {m}, n {n}, k {k}");
+                    }
+                }
+            }
+        }
+    }
 
     fn peers(n: u32) -> Vec<[u8; 32]> {
         (0..n)
