@@ -18,16 +18,6 @@ use crate::util::{cargo, exec, root};
 
 const USAGE: &str = "usage: cargo xtask fuzz [--time SECONDS] [--target NAME] [--write-seeds]";
 
-/// The crates whose `fuzzing` modules provide the seeds.
-const SEEDED: &[&str] = &[
-    "causality-net",
-    "causality-log",
-    "causality-discovery",
-    "causality-proofshare",
-    "causality-regsync",
-    "causality-exec",
-];
-
 /// The flags `cargo fuzz build` passes (its defaults on Linux, AddressSanitizer).
 const RUSTFLAGS: &str = "-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
     -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
@@ -137,10 +127,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs each crate's ignored `write_seeds` test, which writes its valid encodings into
-/// `fuzz/corpus/`.
+/// Runs the ignored `write_seeds` test of each crate a target fuzzes (`<crate>_<what>`
+/// is `causality-<crate>`'s), which writes its valid encodings into `fuzz/corpus/`.
 fn write_seeds() -> Result<()> {
-    for krate in SEEDED {
+    let mut crates: Vec<String> = targets()?
+        .iter()
+        .filter_map(|t| t.split_once('_'))
+        .map(|(krate, _)| format!("causality-{krate}"))
+        .collect();
+    crates.dedup();
+    for krate in &crates {
         exec(
             cargo()
                 .args(["test", "--locked", "--all-features", "--lib", "-p", krate])

@@ -19,8 +19,7 @@ use crate::{
 const LIMIT: usize = 1 << 20;
 
 /// One execution message; the first byte picks the decoder (sequence, status message,
-/// node result, claim token), the rest is its input. Signatures that verify before a
-/// re-encoding verify after it.
+/// node result, claim token), the rest is its input.
 pub fn messages(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
@@ -28,25 +27,18 @@ pub fn messages(data: &[u8]) {
     let limits = Limits::default();
     match which % 4 {
         0 => {
-            if let Some(s) = round_trip(
+            round_trip(
                 bytes,
                 |b| ExecutionSequence::decode(b, &limits),
                 ExecutionSequence::encode,
-            ) {
-                let again = ExecutionSequence::decode(&s.encode(), &limits).expect("re-encoded");
-                assert_eq!(s.id(), again.id());
-            }
+            );
         }
         1 => {
-            if let Some(m) = round_trip(
+            round_trip(
                 bytes,
                 |b| ExecutionSequenceMessage::decode(b, LIMIT, &limits),
                 ExecutionSequenceMessage::encode,
-            ) {
-                let again = ExecutionSequenceMessage::decode(&m.encode(), LIMIT, &limits)
-                    .expect("re-encoded");
-                assert_eq!(m.verify(), again.verify());
-            }
+            );
         }
         2 => {
             let decode = |b: &[u8]| {
@@ -60,10 +52,7 @@ pub fn messages(data: &[u8]) {
                 decode_bounded::<pb::NodeClaimToken>(b, "token", LIMIT)
                     .and_then(NodeClaimToken::from_proto)
             };
-            if let Some(t) = round_trip(bytes, decode, |t| t.to_proto().encode_to_vec()) {
-                let again = decode(&t.to_proto().encode_to_vec()).expect("re-encoded");
-                assert_eq!(t.verify(), again.verify());
-            }
+            round_trip(bytes, decode, |t| t.to_proto().encode_to_vec());
         }
     }
 }

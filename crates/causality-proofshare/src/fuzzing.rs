@@ -48,10 +48,7 @@ pub fn messages(data: &[u8]) {
             round_trip(bytes, |b| Batch::decode(b, &limits), Batch::encode);
         }
         4 => {
-            if let Some(ack) = round_trip(bytes, Ack::decode, Ack::encode) {
-                let again = Ack::decode(&ack.encode()).expect("re-encoded");
-                assert_eq!(ack.verify().is_ok(), again.verify().is_ok());
-            }
+            round_trip(bytes, Ack::decode, Ack::encode);
         }
         5 => {
             round_trip(bytes, |b| Request::decode(b, &limits), Request::encode);

@@ -34,10 +34,7 @@ pub fn messages(data: &[u8]) {
             );
         }
         1 => {
-            if let Some(c) = round_trip(bytes, Commitment::decode, Commitment::encode) {
-                let again = Commitment::decode(&c.encode()).expect("re-encoded");
-                assert_eq!(c.verify(), again.verify());
-            }
+            round_trip(bytes, Commitment::decode, Commitment::encode);
         }
         2 => {
             round_trip(
@@ -64,10 +61,7 @@ pub fn messages(data: &[u8]) {
             );
         }
         6 => {
-            if let Some(r) = round_trip(bytes, |b| Register::decode(b, &limits), Register::encode) {
-                let again = Register::decode(&r.encode(), &limits).expect("re-encoded");
-                assert_eq!(r.state_hash(), again.state_hash());
-            }
+            round_trip(bytes, |b| Register::decode(b, &limits), Register::encode);
         }
         7 => {
             round_trip(
