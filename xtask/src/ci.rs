@@ -17,6 +17,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("causality-exec", "run_a_dag"),
 ];
 
+/// How many seeds CI's simulation step runs.
+const SIM_SEEDS: u64 = 16;
+
 /// How long CI runs each fuzz target.
 const FUZZ_SECONDS: u64 = 10;
 
@@ -137,6 +140,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 .args(["package", "--workspace", "--no-verify", "--allow-dirty"])
                 .args(["--exclude", "causality-node", "--exclude", "xtask"])
                 .args(["--exclude", "causality-workspace-hack"])
+                .args(["--exclude", "causality-sim"])
                 .args(locked),
         )?;
         exec(
@@ -153,6 +157,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 .args(locked)
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
+    })?;
+    // Whole-network scenarios from a fixed set of seeds (the test suite ran a few more,
+    // and the seeds that found bugs); the debug build the tests already made.
+    step("simulation", || {
+        crate::sim::run(&[
+            "--debug".to_owned(),
+            "--seeds".to_owned(),
+            SIM_SEEDS.to_string(),
+        ])
     })?;
     // Every decoder of untrusted bytes, briefly, from its committed corpus (a sanitizer
     // build under nightly; skipped, and said so, without nightly).

@@ -18,6 +18,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("causality-regsync", 5),
     ("causality-exec", 6),
     ("causality-node", 7),
+    // The whole-network simulator composes every protocol, as the node does.
+    ("causality-sim", 7),
 ];
 
 /// Feature unification for builds (generated; depends on no crate of ours): outside the

@@ -10,6 +10,7 @@ mod layers;
 mod paths;
 mod prereq;
 mod reuse;
+mod sim;
 mod util;
 
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ tasks:
   bench [crate...]   run the criterion benchmarks (release) and print their figures
   bench discovery --scale
                      discovery and gossip over 1,000, 3,000 and 10,000 simulated nodes
+  sim [--seeds N] [--first S] [--seed S] [--nodes M] [--fail-fast] [--debug]
+                     seeded whole-network scenarios (every protocol, faults, Byzantine
+                     nodes) with named invariants; --seed S replays one seed twice
   fuzz [--time S] [--target NAME] [--write-seeds]
                      build the fuzz targets (nightly, AddressSanitizer) and run each
                      for S seconds (default 60); --write-seeds refreshes fuzz/corpus
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "codegen" => codegen::run(rest),
         "fuzz" => fuzz::run(rest),
+        "sim" => sim::run(rest),
         "check-layers" => layers::run(),
         "prereq" => prereq::ensure(),
         "help" | "-h" | "--help" => {

@@ -112,6 +112,11 @@ pub enum SubmissionError {
     /// Bad bytes.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The leader is cut off from most executors it knows of (a partition's minority
+    /// side): it accepts nothing until it reconnects, or a leader on the majority side
+    /// takes the node over.
+    #[error("the leader is cut off from most executors")]
+    NoQuorum,
     /// The leader could not be reached or answered badly.
     #[error("leader: {0}")]
     Remote(String),

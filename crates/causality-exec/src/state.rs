@@ -73,6 +73,9 @@ pub struct Config {
     pub retry_max_ms: u64,
     /// Replicas of a sequence, the leader included (default 3).
     pub replicas: usize,
+    /// How long a leader must stay out of reach before a replica takes over (default
+    /// 3 s): long enough for connections to come back after a heal.
+    pub takeover_ms: u64,
     /// Accepted results are stated at most this often (default 20 ms).
     pub status_interval_ms: u64,
     /// Seed of the retry jitter.
@@ -97,6 +100,7 @@ impl Default for Config {
             retry_base_ms: 100,
             retry_max_ms: 5_000,
             replicas: 3,
+            takeover_ms: 3_000,
             status_interval_ms: 20,
             seed: 0,
             predictive: true,
@@ -248,6 +252,8 @@ pub enum Timer {
     Renew(SequenceId, NodeId, u64),
     /// A lease may be running past its estimate.
     Hedge(SequenceId, NodeId, u64),
+    /// The leader has been out of reach for the takeover delay: take over if still so.
+    Takeover(SequenceId),
 }
 
 /// The request protocol's name.
@@ -386,6 +392,10 @@ struct Tracked {
     role: Role,
     term: u64,
     leader: Option<PeerId>,
+    /// When this node last saw the leader go out of reach (cleared when it is back).
+    leader_lost_at: Option<u64>,
+    /// See [`State::replica_set`]; recomputed when the view changes.
+    replica_set: Vec<PeerId>,
     status: ExecutionStatus,
     nodes: Nodes,
     attempts: BTreeMap<NodeId, u32>,
@@ -561,6 +571,11 @@ impl State {
         self.sequences.get(id)?.last_statement.as_ref()
     }
 
+    /// Whether this node keeps sequence `id` (as its leader or a replica).
+    pub fn keeps(&self, id: &SequenceId) -> bool {
+        self.sequences.contains_key(id)
+    }
+
     /// Whether this node leads a sequence, and in which term.
     pub fn leading(&self, id: &SequenceId) -> Option<u64> {
         let t = self.sequences.get(id)?;
@@ -608,19 +623,44 @@ impl State {
     // ---- who leads ----
 
     /// Live executors (in view and connected, or this node), in rendezvous order for `id`.
+    /// The reachable members of the sequence's replica set, in rendezvous order (this
+    /// node counts as reachable).
     fn candidates(&self, id: &SequenceId) -> Vec<PeerId> {
-        let live: Vec<PeerId> = self
-            .view
-            .keys()
-            .copied()
+        let set = match self.sequences.get(id) {
+            Some(t) => t.replica_set.clone(),
+            None => self.replica_set(id),
+        };
+        set.into_iter()
             .filter(|p| *p == self.local || self.connected.contains(p))
-            .collect();
-        let r = Rendezvous::for_epoch(0);
-        let bytes: Vec<[u8; 32]> = live.iter().map(|p| *p.as_bytes()).collect();
-        r.top_k(id.as_bytes(), &bytes, bytes.len())
+            .collect()
+    }
+
+    /// The sequence's replica set: its top `replicas` executors by rendezvous over the
+    /// whole view, reachable or not (so both sides of a partition name the same set).
+    fn replica_set(&self, id: &SequenceId) -> Vec<PeerId> {
+        let all: Vec<[u8; 32]> = self.view.keys().map(|p| *p.as_bytes()).collect();
+        Rendezvous::for_epoch(0)
+            .top_k(id.as_bytes(), &all, self.config.replicas.max(1))
             .into_iter()
             .filter_map(|b| PeerId::from_bytes(b).ok())
             .collect()
+    }
+
+    /// Whether this node reaches a majority of the sequence's replica set (itself
+    /// counted): a leader needs it to grant leases and accept results, a replica to take
+    /// over. The two sides of a partition cannot both reach a majority of one set, so
+    /// they cannot both lead and accept a node twice; the minority side waits for the
+    /// heal. With no executors in view there is nothing to be split from.
+    fn has_quorum(&self, t: &Tracked) -> bool {
+        if t.replica_set.is_empty() {
+            return true;
+        }
+        let live = t
+            .replica_set
+            .iter()
+            .filter(|p| **p == self.local || self.connected.contains(*p))
+            .count();
+        2 * live > t.replica_set.len()
     }
 
     fn is_executor(&self) -> bool {
@@ -707,6 +747,7 @@ impl State {
             })
             .collect();
         let nodes = Nodes::new(nodes, dag.rank.clone(), &sequence.exits);
+        let replica_set = self.replica_set(&id);
         self.sequences.insert(
             id,
             Tracked {
@@ -715,6 +756,8 @@ impl State {
                 role: Role::Replica,
                 term: 0,
                 leader: None,
+                leader_lost_at: None,
+                replica_set,
                 status: ExecutionStatus::Pending,
                 nodes,
                 attempts: BTreeMap::new(),
@@ -734,8 +777,12 @@ impl State {
         self.check_leadership(id);
     }
 
-    /// Takes the lead of `id` when this node is the first live candidate and no live
-    /// leader holds it.
+    /// Takes the lead of `id` when no reachable leader holds it, this node reaches a
+    /// majority of the replica set, and its turn came: the first reachable member of the
+    /// set leads a new sequence at once, the `r`-th after `r` takeover delays; after a
+    /// lost leader each waits one delay more. A member that does not hold the sequence
+    /// never leads, and the next one's turn comes; one that does takes the next term, and
+    /// its statements stop the others.
     fn check_leadership(&mut self, id: SequenceId) {
         let candidates = self.candidates(&id);
         let Some(t) = self.sequences.get(&id) else {
@@ -747,15 +794,44 @@ impl State {
         let leader_alive = t
             .leader
             .is_some_and(|l| l == self.local || self.connected.contains(&l));
-        if leader_alive || candidates.first() != Some(&self.local) {
+        // A term was led before (its leader may be unknown here after a restart).
+        let had_leader = t.leader.is_some() || t.term > 0;
+        let lost_at = t.leader_lost_at;
+        if leader_alive {
+            if lost_at.is_some() {
+                self.sequences.get_mut(&id).expect("tracked").leader_lost_at = None;
+            }
             return;
         }
+        let Some(rank) = candidates.iter().position(|p| *p == self.local) else {
+            return;
+        };
+        if !self.has_quorum(t) {
+            return;
+        }
+        // A leader out of reach may only be reconnecting (after a heal, connections come
+        // back one by one): wait a delay before taking over, and one per member ahead.
+        let turns = rank as u64 + u64::from(had_leader);
+        let delay = turns * self.config.takeover_ms;
+        let since = match lost_at {
+            Some(at) => at,
+            None => {
+                self.sequences.get_mut(&id).expect("tracked").leader_lost_at = Some(self.now_ms);
+                self.now_ms
+            }
+        };
+        if self.now_ms < since + delay {
+            self.schedule(since + delay, Timer::Takeover(id));
+            return;
+        }
+        let t = &self.sequences[&id];
         let took_over = t.term > 0;
         let term = t.term + 1;
         let t = self.sequences.get_mut(&id).expect("tracked");
         t.role = Role::Leader;
         t.term = term;
         t.leader = Some(self.local);
+        t.leader_lost_at = None;
         t.status = ExecutionStatus::Running;
         t.statement_seq = 0;
         // Leases of earlier terms are unknown here: those nodes are ready again (their
@@ -895,7 +971,7 @@ impl State {
         let Some(t) = self.sequences.get(&id) else {
             return;
         };
-        if t.role != Role::Leader || t.status.is_final() {
+        if t.role != Role::Leader || t.status.is_final() || !self.has_quorum(t) {
             return;
         }
         // The view is shared: borrow from a handle on it rather than copy each executor's
@@ -1107,8 +1183,17 @@ impl State {
         if current.token != token || t.hedges.contains_key(&n) || t.role != Role::Leader {
             return;
         }
+        if !self.has_quorum(t) {
+            return;
+        }
         let first = current.holder;
         let work = t.sequence.nodes[&n].clone();
+        // An executor that already voted on the node does not get to vote again.
+        let voted: BTreeSet<PeerId> = t
+            .votes
+            .get(&n)
+            .map(|v| v.iter().map(|r| r.token.holder).collect())
+            .unwrap_or_default();
         // Not now (over budget, nobody free): look again one estimate later.
         let again = self.now_ms
             + self.config.hedge_factor.max(1) * self.estimate(&first, &work.kind, &work).max(1);
@@ -1121,6 +1206,7 @@ impl State {
             .iter()
             .filter(|(p, i)| {
                 **p != first
+                    && !voted.contains(*p)
                     && (**p == self.local || self.connected.contains(*p))
                     && i.kinds.contains(&work.kind)
                     && self.inflight(p) < i.capacity.max(1)
@@ -1270,6 +1356,10 @@ impl State {
                 current: token_number(t.term, 0),
             });
         }
+        if !self.has_quorum(t) {
+            self.stats.refused += 1;
+            return Err(SubmissionError::NoQuorum);
+        }
         let Some(state) = t.nodes.get(&n) else {
             return Err(SubmissionError::Unclaimed(n));
         };
@@ -1365,6 +1455,12 @@ impl State {
         Ok(())
     }
 
+    /// Counts `result` towards agreement on node `n`. Votes are kept until `needed` of
+    /// them agree; each comes from an executor that has not voted on the node yet. With
+    /// fewer than `needed` liars, `2 · needed − 1` votes always hold `needed` agreeing
+    /// honest ones, so a disagreement is not a failure before that many votes (or before
+    /// the executors able to vote run out): otherwise a single liar could fail every
+    /// node it is leased. Once `needed` agree, the outvoted are penalized.
     fn vote(
         &mut self,
         id: SequenceId,
@@ -1374,15 +1470,45 @@ impl State {
     ) -> Result<(), SubmissionError> {
         let t = self.sequences.get_mut(&id).expect("tracked");
         let votes = t.votes.entry(n).or_default();
+        if votes.iter().any(|v| v.token.holder == result.token.holder) {
+            // One executor, one vote: a second lease of the same node (a hedge, a retry)
+            // must not let it agree with itself.
+            tracing::debug!(target: "causality_exec", sequence = %id.short(), node = n, holder = %result.token.holder.short(), "a second vote from one executor is not counted");
+            t.nodes.insert(n, NodeState::Ready);
+            self.dispatch(id);
+            return Ok(());
+        }
         votes.push(result.clone());
         let agreeing = votes.iter().filter(|v| v.output == result.output).count();
         if agreeing as u32 >= needed {
-            t.votes.remove(&n);
+            let votes = t.votes.remove(&n).unwrap_or_default();
+            let outvoted: BTreeSet<PeerId> = votes
+                .iter()
+                .filter(|v| v.output != result.output)
+                .map(|v| v.token.holder)
+                .collect();
+            for holder in outvoted {
+                self.stats.refused += 1;
+                self.penalize(
+                    holder,
+                    Severity::Moderate,
+                    format!("invalid result: outvoted by {needed} agreeing executors on node {n}"),
+                );
+                self.publish_verification(id, n, &format!("{} was outvoted", holder.short()));
+            }
             self.accept(id, n, result);
             return Ok(());
         }
-        if votes.len() as u32 >= needed {
-            // They disagree: start over with other executors.
+        let kind = &t.sequence.nodes[&n].kind;
+        let voted: BTreeSet<PeerId> = votes.iter().map(|v| v.token.holder).collect();
+        let can_still_vote = self
+            .view
+            .iter()
+            .any(|(p, i)| i.kinds.contains(kind) && !voted.contains(p));
+        let most = 2 * needed.max(1) - 1;
+        if votes.len() as u32 >= most || !can_still_vote {
+            // More disagreement than the liars agreement is set to outvote: start over
+            // with other executors.
             let holders: Vec<PeerId> = votes.iter().map(|v| v.token.holder).collect();
             t.votes.remove(&n);
             for h in holders {
@@ -1558,6 +1684,7 @@ impl State {
             t.role = Role::Replica;
             t.term = m.term;
             t.leader = Some(m.leader);
+            t.leader_lost_at = None;
         }
         // The leader checked each result's holder signature against the token it granted;
         // its signature over the statement covers them (results from other replicas, in a
@@ -2274,6 +2401,18 @@ impl State {
     }
 
     /// Leadership may have moved: a peer left or the view changed.
+    /// The view changed: the replica sets follow it.
+    fn view_changed(&mut self) {
+        let ids: Vec<SequenceId> = self.sequences.keys().copied().collect();
+        for id in &ids {
+            let set = self.replica_set(id);
+            if let Some(t) = self.sequences.get_mut(id) {
+                t.replica_set = set;
+            }
+        }
+        self.membership_changed();
+    }
+
     fn membership_changed(&mut self) {
         let ids: Vec<SequenceId> = self.sequences.keys().copied().collect();
         for id in ids {
@@ -2327,6 +2466,10 @@ impl Protocol for State {
             Input::Timer(Timer::Status(id)) => self.state_now(id),
             Input::Timer(Timer::Renew(id, n, token)) => self.renew(id, n, token),
             Input::Timer(Timer::Hedge(id, n, token)) => self.hedge(id, n, token),
+            Input::Timer(Timer::Takeover(id)) => {
+                self.check_leadership(id);
+                self.dispatch(id);
+            }
             Input::Command { command, call } => self.on_command(command, call),
             Input::PeerConnected(peer) => {
                 self.connected.insert(peer);
@@ -2338,7 +2481,7 @@ impl Protocol for State {
             }
             Input::View(view) => {
                 self.view = view;
-                self.membership_changed();
+                self.view_changed();
             }
             Input::DialFailed { .. } => {}
         }

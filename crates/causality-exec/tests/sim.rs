@@ -287,6 +287,57 @@ fn a_wrong_result_is_outvoted_and_the_node_re_executed_elsewhere() {
 }
 
 #[test]
+fn two_liars_cannot_fail_work_that_needs_three_agreeing_executors() {
+    // Seven executors, two of which answer everything wrongly; every node needs three
+    // executors to agree. A disagreement is not a failure while honest executors remain:
+    // votes are kept until three agree, and then only the outvoted are blamed.
+    let mut sim = network(6, 7);
+    let nodes = (0..20u32).map(|i| {
+        let mut work = WorkSpec::new("hash", i.to_le_bytes().to_vec());
+        work.agreement = 3;
+        (i, work)
+    });
+    let sequence = ExecutionSequence::new(sim.peer_id(0), b"liars", nodes, Vec::new());
+    let id = sequence.id();
+    for n in 0..7 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence.clone());
+    let liars = [2usize, 5];
+    let wrong = |n: usize| liars.contains(&n);
+    let mut d = Driver::new();
+    let done = d.run_until(&mut sim, 60_000, &never, &wrong, |s| {
+        final_status(s, &id) == Some(ExecutionStatus::Completed)
+    });
+    let (leader, _) = leader_of(&sim, &id).unwrap();
+    assert!(
+        done,
+        "completed: {:?}",
+        sim.node(leader)
+            .unwrap()
+            .status(&id)
+            .map(|m| &m.failed_nodes)
+    );
+    let got = accepted(&d.statements);
+    for (n, work) in &sequence.nodes {
+        assert_eq!(got[n].len(), 1, "node {n} accepted once");
+        assert_eq!(
+            got[n].first(),
+            Some(&run(work, &[])),
+            "node {n}: the honest output"
+        );
+    }
+    let liar_peers: Vec<_> = liars.iter().map(|&n| sim.peer_id(n)).collect();
+    assert!(!sim.penalties().is_empty(), "the outvoted are blamed");
+    for p in sim.penalties() {
+        assert!(
+            liar_peers.contains(&p.peer),
+            "only liars are penalized: {p:?}"
+        );
+    }
+}
+
+#[test]
 fn failing_work_is_retried_with_backoff_then_fails_the_sequence_with_its_reason() {
     let mut sim = network(5, 3);
     let sequence = ExecutionSequence::new(

@@ -182,6 +182,8 @@ struct Node<P: Protocol> {
     seq: u64,
     /// Wall-clock time spent in the state machine's `handle`.
     busy: std::time::Duration,
+    /// How far this node's clock is off the simulation's, ms.
+    offset: i64,
 }
 
 /// The simulation. See the [module docs](self).
@@ -302,6 +304,7 @@ impl<P: Protocol> Sim<P> {
             seen: HashSet::new(),
             seq: 0,
             busy: std::time::Duration::ZERO,
+            offset: 0,
         });
         // Started by the first step, so nodes added together all exist when they start.
         self.schedule(self.now, n, Delivery::Input(Input::Start));
@@ -318,6 +321,18 @@ impl<P: Protocol> Sim<P> {
     /// itself does not depend on it).
     pub fn busy(&self, n: usize) -> std::time::Duration {
         self.nodes[n].busy
+    }
+
+    /// Sets node `n`'s clock `offset_ms` off the simulation's (ahead when positive): the
+    /// times it is handed and the timestamps it stamps are on its clock, and its timers
+    /// fire when its clock reaches them. It stays across a crash (the machine's clock).
+    pub fn set_clock_offset(&mut self, n: usize, offset_ms: i64) {
+        self.nodes[n].offset = offset_ms;
+    }
+
+    /// Node `n`'s clock, ms.
+    pub fn clock_ms(&self, n: usize) -> u64 {
+        self.now.saturating_add_signed(self.nodes[n].offset)
     }
 
     /// Node `n`'s state machine, mutably.
@@ -695,7 +710,7 @@ impl<P: Protocol> Sim<P> {
         }
         self.stats.inputs += 1;
         self.record(n, &input);
-        let now = self.now;
+        let now = self.clock_ms(n);
         let node = &mut self.nodes[n];
         let protocol = node.protocol.as_mut().expect("alive");
         let started = std::time::Instant::now();
@@ -752,7 +767,7 @@ impl<P: Protocol> Sim<P> {
                     topic,
                     sender: node.peer,
                     seq: node.seq,
-                    timestamp_ms: self.now,
+                    timestamp_ms: self.now.saturating_add_signed(node.offset),
                     version: crate::PROTOCOL_VERSION,
                     payload_type,
                     payload,
@@ -865,7 +880,8 @@ impl<P: Protocol> Sim<P> {
                 self.seq += 1;
                 let key = (at_ms, self.seq);
                 self.nodes[n].timers.insert(key, timer);
-                self.schedule(at_ms.max(self.now), n, Delivery::Timer { key });
+                let at = at_ms.saturating_add_signed(-self.nodes[n].offset);
+                self.schedule(at.max(self.now), n, Delivery::Timer { key });
             }
             Output::Dial { peer, address } => {
                 let target = match address.iter().next() {
@@ -905,5 +921,62 @@ impl<P: Protocol> Sim<P> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Schedules one timer 100 ms ahead on its clock, and notes the times it is handed.
+    #[derive(Default)]
+    struct Clocked {
+        seen: Vec<u64>,
+        out: Vec<Output<Self>>,
+    }
+
+    impl Protocol for Clocked {
+        type Command = ();
+        type Reply = ();
+        type Event = ();
+        type Timer = ();
+        type View = ();
+        fn protocols(&self) -> Vec<crate::RequestProtocol> {
+            Vec::new()
+        }
+        fn handle(&mut self, now_ms: u64, input: Input<Self>) {
+            self.seen.push(now_ms);
+            if matches!(input, Input::Start) {
+                self.out.push(Output::Schedule {
+                    at_ms: now_ms + 100,
+                    timer: (),
+                });
+            }
+        }
+        fn poll_output(&mut self) -> Option<Output<Self>> {
+            self.out.pop()
+        }
+    }
+
+    #[test]
+    fn a_skewed_node_lives_on_its_own_clock() {
+        let mut sim: Sim<Clocked> = Sim::new(1, SimConfig::default());
+        let fast = sim.add_node(|_| Clocked::default());
+        let slow = sim.add_node(|_| Clocked::default());
+        sim.set_clock_offset(fast, 5_000);
+        sim.set_clock_offset(slow, -5_000);
+        let t0 = sim.now_ms();
+        assert_eq!(sim.clock_ms(fast), t0 + 5_000);
+        sim.run_for(99);
+        assert_eq!(
+            sim.node(fast).unwrap().seen,
+            vec![t0 + 5_000],
+            "started on its clock"
+        );
+        assert_eq!(sim.node(slow).unwrap().seen, vec![t0 - 5_000]);
+        sim.run_for(1);
+        // Each timer fires 100 ms later by its own clock, which is 100 ms of simulation.
+        assert_eq!(sim.node(fast).unwrap().seen, vec![t0 + 5_000, t0 + 5_100]);
+        assert_eq!(sim.node(slow).unwrap().seen, vec![t0 - 5_000, t0 - 4_900]);
     }
 }
