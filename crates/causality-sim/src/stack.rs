@@ -371,7 +371,7 @@ fn run<P: Component>(protocol: &mut P, router: &mut Router, now_ms: u64, input: 
     }
 }
 
-/// One node running every protocol. See the [module docs](self).
+/// One node running every protocol, its inputs routed to the protocol each belongs to.
 pub struct Stack {
     discovery: DiscoveryState,
     proofs: ProofState,
