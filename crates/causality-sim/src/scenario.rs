@@ -336,9 +336,10 @@ pub fn run(seed: u64, options: &Options, pool: &ProofPool) -> Outcome {
         attacks[t].insert(Attack::InvalidProof);
         honest[t] = true;
     }
+    // Executors that may hand in outputs of their own: agreement must outvote them all.
     let wrong_executors = attacks
         .iter()
-        .filter(|a| a.contains(&Attack::WrongOutputs))
+        .filter(|a| a.contains(&Attack::WrongOutputs) || a.contains(&Attack::StaleToken))
         .count() as u32;
     let mut sim: Sim<Stack> = Sim::new(seed, config.clone());
     let start = sim.now_ms();
