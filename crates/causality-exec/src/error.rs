@@ -157,6 +157,16 @@ pub enum ExecError {
     /// No executor to lead the sequence.
     #[error("no executor in view to lead the sequence")]
     NoLeader,
+    /// Fewer than a majority of the sequence's replicas took it (a partition, or replicas
+    /// out of reach): it is not kept safely yet. Submitting the same sequence again is
+    /// safe — its id is its content — once more replicas are reachable.
+    #[error("the sequence reached {reached} of its {replicas} replicas, not a majority")]
+    NoQuorum {
+        /// Replicas that took it.
+        reached: usize,
+        /// The size of its replica set.
+        replicas: usize,
+    },
     /// The store failed.
     #[error("store: {0}")]
     Store(String),

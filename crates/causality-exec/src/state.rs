@@ -14,7 +14,9 @@ use prost::Message as _;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 
-use crate::error::{ClaimError, ExecError, RetryError, SequenceError, SubmissionError};
+use crate::error::{
+    ClaimError, DecodeError, ExecError, RetryError, SequenceError, SubmissionError,
+};
 use crate::model::{
     Dag, ExecutionSequence, ExecutionSequenceMessage, ExecutionStatus, FailureReason, Limits,
     NodeClaimToken, NodeId, NodeResult, SequenceId, WorkSpec, decode_bounded,
@@ -229,6 +231,8 @@ pub struct Stats {
     pub executed: u64,
     /// Terms taken over from a lost leader.
     pub takeovers: u64,
+    /// Leaderships given up on losing the majority of the replica set.
+    pub step_downs: u64,
     /// Stragglers re-issued to a second executor.
     pub hedges: u64,
     /// Sequences completed (as leader).
@@ -381,6 +385,9 @@ impl std::ops::Index<&NodeId> for Nodes {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     Leader,
+    /// Asking the reachable replicas for their terms before leading (see
+    /// [`State::canvass`]).
+    Candidate,
     Replica,
 }
 
@@ -412,19 +419,58 @@ struct Tracked {
     last_statement: Option<ExecutionSequenceMessage>,
     /// The last failure per node.
     failures: BTreeMap<NodeId, String>,
+    /// Members of the replica set known to hold the sequence (they took it, or answered
+    /// for it); a leader hands it to the others as they come within reach.
+    holders: BTreeSet<PeerId>,
+    /// As a candidate: the members asked, and how many answered.
+    canvass: BTreeSet<PeerId>,
+    answered: usize,
+    canvass_until: u64,
+    /// The highest term a candidate named in a canvass here: statements of earlier terms
+    /// are no longer kept.
+    promised: u64,
+    /// As leader: the statement its replicas are asked to keep before it is published.
+    keeping: Option<Keeping>,
+    /// As leader: state again once the statement in `keeping` is settled.
+    restate: bool,
+}
+
+/// A statement waiting for a majority of the replica set to keep it.
+#[derive(Debug)]
+struct Keeping {
+    message: ExecutionSequenceMessage,
+    need: usize,
+    acks: usize,
+    outstanding: usize,
+}
+
+/// A submission waiting for a majority of the sequence's replicas to take it.
+#[derive(Debug)]
+struct Submission {
+    call: Option<CallId>,
+    need: usize,
+    have: usize,
+    outstanding: usize,
+    replicas: usize,
+    refusal: Option<String>,
 }
 
 #[derive(Debug)]
 enum Pending {
     Submit {
-        call: Option<CallId>,
+        submission: u64,
         id: SequenceId,
     },
+    /// A leader handing a sequence to a replica that lacks it.
+    Forward(SequenceId, PeerId),
+    /// A candidate asking a replica what it holds of a sequence.
+    Canvass(SequenceId),
+    /// A leader asking a replica to keep a statement (by its number).
+    Keep(SequenceId, u64),
     Assign(SequenceId, NodeId, u64),
     Claim(CallId),
     Result(Option<CallId>),
     Renew(SequenceId, NodeId),
-    State(SequenceId),
     Retry(CallId),
 }
 
@@ -476,6 +522,8 @@ pub struct State {
 
     monitored: BTreeSet<SequenceId>,
     inflight_requests: HashMap<OutboundId, Pending>,
+    submissions: HashMap<u64, Submission>,
+    next_submission: u64,
     stats: Stats,
 }
 
@@ -486,6 +534,16 @@ impl std::fmt::Debug for State {
             .field("sequences", &self.sequences.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// The largest replica set a sequence may name.
+pub(crate) const MAX_REPLICAS: usize = 16;
+
+fn offer(sequence: &ExecutionSequence, replicas: &[PeerId]) -> pb::Offer {
+    pb::Offer {
+        sequence: Some(sequence.to_proto()),
+        replicas: replicas.iter().map(|p| p.as_bytes().to_vec()).collect(),
     }
 }
 
@@ -517,11 +575,17 @@ impl State {
                 tracing::warn!(target: "causality_exec", sequence = %id.short(), "a kept sequence does not validate");
                 continue;
             };
-            this.track(sequence, dag);
+            let replicas = this.store.replicas(&id).ok().flatten().unwrap_or_default();
+            this.track(sequence, dag, replicas);
             let term = this.store.term(&id).unwrap_or(0);
             let results = this.store.results(&id).unwrap_or_default();
+            let statement = this.store.statement(&id).ok().flatten();
             let t = this.sequences.get_mut(&id).expect("tracked");
             t.term = term;
+            if let Some(m) = statement {
+                t.status = m.status;
+                t.last_statement = Some(m);
+            }
             for r in results {
                 if t.nodes.contains_key(&r.token.node) {
                     t.nodes.insert(r.token.node, NodeState::Done(Box::new(r)));
@@ -557,6 +621,8 @@ impl State {
 
             monitored: BTreeSet::new(),
             inflight_requests: HashMap::new(),
+            submissions: HashMap::new(),
+            next_submission: 0,
             stats: Stats::default(),
         }
     }
@@ -566,7 +632,8 @@ impl State {
         &self.stats
     }
 
-    /// The latest statement of a sequence known here.
+    /// The latest statement of a sequence known here: as its leader, the latest one a
+    /// majority of the replicas keeps (the one the network sees).
     pub fn status(&self, id: &SequenceId) -> Option<&ExecutionSequenceMessage> {
         self.sequences.get(id)?.last_statement.as_ref()
     }
@@ -640,7 +707,11 @@ impl State {
     fn replica_set(&self, id: &SequenceId) -> Vec<PeerId> {
         let all: Vec<[u8; 32]> = self.view.keys().map(|p| *p.as_bytes()).collect();
         Rendezvous::for_epoch(0)
-            .top_k(id.as_bytes(), &all, self.config.replicas.max(1))
+            .top_k(
+                id.as_bytes(),
+                &all,
+                self.config.replicas.clamp(1, MAX_REPLICAS),
+            )
             .into_iter()
             .filter_map(|b| PeerId::from_bytes(b).ok())
             .collect()
@@ -682,41 +753,64 @@ impl State {
             );
         }
         let id = sequence.id();
-        let replicas: Vec<PeerId> = self
-            .candidates(&id)
-            .into_iter()
-            .take(self.config.replicas.max(1))
-            .collect();
-        if replicas.is_empty() {
+        let set = match self.sequences.get(&id) {
+            Some(t) => t.replica_set.clone(),
+            None => self.replica_set(&id),
+        };
+        if set.is_empty() {
             return self.reply(call, Reply::Submitted(Err(ExecError::NoLeader)));
         }
-        let remote: Vec<PeerId> = replicas
-            .iter()
-            .copied()
-            .filter(|p| *p != self.local)
-            .collect();
-        if replicas.contains(&self.local) {
-            self.accept_sequence(sequence.clone(), dag);
+        // Kept only once a majority of the replica set holds it: any majority that later
+        // elects a leader then includes a holder, whichever side of a partition it is on.
+        let need = set.len() / 2 + 1;
+        let reachable = self.candidates(&id);
+        if reachable.len() < need {
+            tracing::info!(target: "causality_exec", sequence = %id.short(), reachable = reachable.len(), replicas = set.len(), "too few replicas within reach to submit");
+            return self.reply(
+                call,
+                Reply::Submitted(Err(ExecError::NoQuorum {
+                    reached: 0,
+                    replicas: set.len(),
+                })),
+            );
         }
-        // Kept here as a replica: that is enough to answer (the others are told all the
-        // same).
-        let call = if replicas.contains(&self.local) {
+        let here = reachable.contains(&self.local);
+        if here {
+            self.accept_sequence(sequence.clone(), dag, set.clone());
+        }
+        let remote: Vec<PeerId> = reachable.into_iter().filter(|p| *p != self.local).collect();
+        let have = usize::from(here);
+        let call = if have >= need {
             self.reply(call, Reply::Submitted(Ok(id)));
             None
         } else {
             call
         };
+        let submission = self.next_submission;
+        self.next_submission += 1;
+        self.submissions.insert(
+            submission,
+            Submission {
+                call,
+                need,
+                have,
+                outstanding: remote.len(),
+                replicas: set.len(),
+                refusal: None,
+            },
+        );
+        let offer = offer(&sequence, &set);
         for p in remote {
             self.request(
                 p,
-                pb::request::Kind::Submit(sequence.to_proto()),
-                Pending::Submit { call, id },
+                pb::request::Kind::Offer(offer.clone()),
+                Pending::Submit { submission, id },
             );
         }
     }
 
     /// Keeps a validated sequence as a replica; leads it if this node is first.
-    fn accept_sequence(&mut self, sequence: ExecutionSequence, dag: Dag) {
+    fn accept_sequence(&mut self, sequence: ExecutionSequence, dag: Dag, replicas: Vec<PeerId>) {
         let id = sequence.id();
         if self.sequences.contains_key(&id) {
             return;
@@ -724,12 +818,17 @@ impl State {
         if let Err(e) = self.store.put_sequence(&sequence) {
             tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a sequence failed");
         }
-        self.track(sequence, dag);
+        if let Err(e) = self.store.put_replicas(&id, &replicas) {
+            tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a replica set failed");
+        }
+        self.track(sequence, dag, replicas);
         self.check_leadership(id);
     }
 
     /// Starts tracking a validated sequence as a replica.
-    fn track(&mut self, sequence: ExecutionSequence, dag: Dag) {
+    /// Its replica set is fixed from then on (computed from the view if `replicas` is
+    /// empty, once the view names executors).
+    fn track(&mut self, sequence: ExecutionSequence, dag: Dag, replicas: Vec<PeerId>) {
         let id = sequence.id();
         let nodes = sequence
             .nodes
@@ -747,7 +846,11 @@ impl State {
             })
             .collect();
         let nodes = Nodes::new(nodes, dag.rank.clone(), &sequence.exits);
-        let replica_set = self.replica_set(&id);
+        let replica_set = if replicas.is_empty() {
+            self.replica_set(&id)
+        } else {
+            replicas
+        };
         self.sequences.insert(
             id,
             Tracked {
@@ -770,26 +873,57 @@ impl State {
                 statement_seq: 0,
                 last_statement: None,
                 failures: BTreeMap::new(),
+                holders: BTreeSet::from([self.local]),
+                canvass: BTreeSet::new(),
+                answered: 0,
+                canvass_until: 0,
+                promised: 0,
+                keeping: None,
+                restate: false,
             },
         );
         self.outputs
             .push_back(Output::Subscribe(sequence_topic(&id)));
-        self.check_leadership(id);
     }
 
     /// Takes the lead of `id` when no reachable leader holds it, this node reaches a
     /// majority of the replica set, and its turn came: the first reachable member of the
     /// set leads a new sequence at once, the `r`-th after `r` takeover delays; after a
     /// lost leader each waits one delay more. A member that does not hold the sequence
-    /// never leads, and the next one's turn comes; one that does takes the next term, and
-    /// its statements stop the others.
+    /// never leads, and the next one's turn comes. Before leading, it canvasses the
+    /// reachable members ([`State::canvass`]): a later term there makes it follow instead.
+    /// A leader that loses the majority steps down at once: it accepts nothing more, and
+    /// leads again only through a new canvass and a new term.
     fn check_leadership(&mut self, id: SequenceId) {
         let candidates = self.candidates(&id);
         let Some(t) = self.sequences.get(&id) else {
             return;
         };
-        if t.role == Role::Leader || t.status.is_final() {
+        if t.status.is_final() {
             return;
+        }
+        match t.role {
+            Role::Leader if !self.has_quorum(t) => return self.step_down(id),
+            Role::Candidate if !self.has_quorum(t) => {
+                let t = self.sequences.get_mut(&id).expect("tracked");
+                t.role = Role::Replica;
+                t.canvass.clear();
+                t.leader_lost_at = Some(self.now_ms);
+                return;
+            }
+            Role::Candidate => {
+                // Members that went out of reach will not answer; a canvass past its
+                // deadline ends with the answers it has.
+                let t = self.sequences.get_mut(&id).expect("tracked");
+                let connected = &self.connected;
+                t.canvass.retain(|p| connected.contains(p));
+                if t.canvass.is_empty() || self.now_ms >= t.canvass_until {
+                    self.conclude_canvass(id);
+                }
+                return;
+            }
+            Role::Leader => return,
+            Role::Replica => {}
         }
         let leader_alive = t
             .leader
@@ -824,14 +958,123 @@ impl State {
             self.schedule(since + delay, Timer::Takeover(id));
             return;
         }
-        let t = &self.sequences[&id];
+        self.canvass(id, candidates);
+    }
+
+    /// Asks the reachable members of the replica set what they hold of `id` before
+    /// leading it: one that knows a later term makes this node follow that term's leader;
+    /// the results they kept are adopted. It leads (in the next term) once every member
+    /// asked has answered and the answers with this node make a majority of the set — so
+    /// a node back from a partition, or restarted, learns of the term led meanwhile
+    /// before it grants or accepts anything.
+    fn canvass(&mut self, id: SequenceId, candidates: Vec<PeerId>) {
+        let others: Vec<PeerId> = candidates
+            .into_iter()
+            .filter(|p| *p != self.local)
+            .collect();
+        if others.is_empty() {
+            return self.lead(id);
+        }
+        tracing::debug!(target: "causality_exec", sequence = %id.short(), asked = others.len(), "canvassing the replicas before leading");
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        t.role = Role::Candidate;
+        t.canvass = others.iter().copied().collect();
+        t.answered = 0;
+        t.canvass_until = self.now_ms + self.config.takeover_ms;
+        // This node counts among the majority it asks: it keeps no earlier term either.
+        let term = t.term + 1;
+        t.promised = t.promised.max(term);
+        let at = t.canvass_until;
+        self.schedule(at, Timer::Takeover(id));
+        for p in others {
+            self.request(
+                p,
+                pb::request::Kind::Canvass(pb::Canvass {
+                    sequence_id: id.as_bytes().to_vec(),
+                    term,
+                }),
+                Pending::Canvass(id),
+            );
+        }
+    }
+
+    /// A canvassed member's answer: what it holds (its last statement, if any, and its
+    /// results), `None` when it does not hold the sequence, or a failure.
+    #[allow(clippy::type_complexity)]
+    fn canvassed(
+        &mut self,
+        id: SequenceId,
+        peer: PeerId,
+        answer: Result<Option<(Option<ExecutionSequenceMessage>, Vec<NodeResult>)>, ()>,
+    ) {
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        let asked = t.canvass.remove(&peer);
+        let answered = answer.is_ok();
+        match answer {
+            Ok(Some((statement, results))) => {
+                t.holders.insert(peer);
+                if let Some(m) = statement
+                    && m.term > t.term
+                {
+                    tracing::info!(target: "causality_exec", sequence = %id.short(), term = m.term, leader = %m.leader.short(), "a replica knows a later term; following it");
+                    self.on_statement(m, peer);
+                }
+                self.merge_results(id, results);
+            }
+            // It lacks the sequence: hand it over (a new sequence is on its way to it
+            // from the submitter).
+            Ok(None) if t.term > 0 => self.forward(id, peer),
+            Ok(None) => {}
+            Err(()) => {}
+        }
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        if !asked || t.role != Role::Candidate {
+            // Followed a later term: its leader may itself be out of reach.
+            return self.check_leadership(id);
+        }
+        if answered {
+            t.answered += 1;
+        }
+        if t.canvass.is_empty() {
+            self.conclude_canvass(id);
+        }
+    }
+
+    /// Ends a canvass: leads when the answers with this node make a majority of the
+    /// replica set, else tries again after a delay.
+    fn conclude_canvass(&mut self, id: SequenceId) {
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        if t.role != Role::Candidate {
+            return;
+        }
+        if 2 * (t.answered + 1) > t.replica_set.len() {
+            return self.lead(id);
+        }
+        tracing::debug!(target: "causality_exec", sequence = %id.short(), answered = t.answered, "too few replicas answered the canvass");
+        t.role = Role::Replica;
+        t.canvass.clear();
+        t.leader_lost_at = Some(self.now_ms);
+        let at = self.now_ms + self.config.takeover_ms;
+        self.schedule(at, Timer::Takeover(id));
+    }
+
+    /// Leads `id` in the next term.
+    fn lead(&mut self, id: SequenceId) {
+        let t = self.sequences.get_mut(&id).expect("tracked");
         let took_over = t.term > 0;
         let term = t.term + 1;
-        let t = self.sequences.get_mut(&id).expect("tracked");
+        tracing::debug!(target: "causality_exec", sequence = %id.short(), term, "leading");
         t.role = Role::Leader;
         t.term = term;
         t.leader = Some(self.local);
         t.leader_lost_at = None;
+        t.canvass.clear();
         t.status = ExecutionStatus::Running;
         t.statement_seq = 0;
         // Leases of earlier terms are unknown here: those nodes are ready again (their
@@ -849,19 +1092,15 @@ impl State {
         if took_over {
             self.stats.takeovers += 1;
             tracing::info!(target: "causality_exec", sequence = %id.short(), term, "took over a sequence from a lost leader");
-            // Ask the other replicas what they kept, in case a statement passed us by.
-            let others: Vec<PeerId> = candidates
-                .into_iter()
-                .skip(1)
-                .take(self.config.replicas)
-                .filter(|p| self.connected.contains(p))
+            // Members that came within reach while no one led may lack the sequence.
+            let lacking: Vec<PeerId> = t
+                .replica_set
+                .iter()
+                .copied()
+                .filter(|p| !t.holders.contains(p) && self.connected.contains(p))
                 .collect();
-            for p in others {
-                self.request(
-                    p,
-                    pb::request::Kind::State(id.as_bytes().to_vec()),
-                    Pending::State(id),
-                );
+            for p in lacking {
+                self.forward(id, p);
             }
         }
         if let Err(e) = self.store.put_term(&id, term) {
@@ -872,11 +1111,90 @@ impl State {
             term,
         });
         self.resolve_all(id);
+        self.complete_if_done(id);
         self.state_now(id);
         self.dispatch(id);
     }
 
+    /// A leader cut off from most of the replica set stops leading at once: the majority
+    /// side may elect another leader meanwhile, and what this node would accept could be
+    /// accepted there too. Its leases' slots are freed; their tokens are stale to the
+    /// next term.
+    fn step_down(&mut self, id: SequenceId) {
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        t.role = Role::Replica;
+        t.leader = None;
+        t.leader_lost_at = Some(self.now_ms);
+        t.hedges.clear();
+        t.votes.clear();
+        // A statement not kept by a majority is not published; its results are stated
+        // again by whoever leads next if they hold (a later term's results replace them).
+        if let Some(k) = t.keeping.take() {
+            let mut results = k.message.results;
+            results.append(&mut t.unstated);
+            t.unstated = results;
+        }
+        t.restate = false;
+        for leases in self.leases_of.values_mut() {
+            leases.retain(|(s, _, _), _| *s != id);
+        }
+        self.stats.step_downs += 1;
+        tracing::info!(target: "causality_exec", sequence = %id.short(), term = t.term, "cut off from most of the replica set; stepping down");
+    }
+
+    /// Hands the sequence to a member of its replica set that may lack it.
+    fn forward(&mut self, id: SequenceId, peer: PeerId) {
+        let Some(t) = self.sequences.get(&id) else {
+            return;
+        };
+        let inflight = self
+            .inflight_requests
+            .values()
+            .any(|p| matches!(p, Pending::Forward(s, p) if *s == id && *p == peer));
+        if t.holders.contains(&peer) || inflight {
+            return;
+        }
+        let offer = offer(&t.sequence, &t.replica_set);
+        self.request(
+            peer,
+            pb::request::Kind::Offer(offer),
+            Pending::Forward(id, peer),
+        );
+    }
+
+    /// A peer came within reach: the sequences this node leads go to it if it is one of
+    /// their replicas and may lack them.
+    fn forward_to(&mut self, peer: PeerId) {
+        let ids: Vec<SequenceId> = self
+            .sequences
+            .iter()
+            .filter(|(_, t)| {
+                t.role == Role::Leader
+                    && !t.status.is_final()
+                    && t.replica_set.contains(&peer)
+                    && !t.holders.contains(&peer)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.forward(id, peer);
+        }
+    }
+
     // ---- leading ----
+
+    /// As leader: the sequence is complete once its exits are resolved (results adopted
+    /// from other replicas may resolve them, not only results accepted here).
+    fn complete_if_done(&mut self, id: SequenceId) {
+        if let Some(t) = self.sequences.get_mut(&id)
+            && t.role == Role::Leader
+            && !t.status.is_final()
+            && t.nodes.exits_resolved()
+        {
+            t.status = ExecutionStatus::Completed;
+            self.stats.completed += 1;
+        }
+    }
 
     /// Marks nodes ready or skipped as their predecessors resolve (all of them).
     fn resolve_all(&mut self, id: SequenceId) {
@@ -1559,7 +1877,8 @@ impl State {
         let Some(t) = self.sequences.get_mut(&id) else {
             return;
         };
-        if t.nodes.get(&n) != Some(&NodeState::Validating(token.clone())) {
+        if t.role != Role::Leader || t.nodes.get(&n) != Some(&NodeState::Validating(token.clone()))
+        {
             return;
         }
         let Some(result) = t.votes.remove(&n).and_then(|mut v| v.pop()) else {
@@ -1575,6 +1894,7 @@ impl State {
         if let Err(e) = self.store.put_results(std::slice::from_ref(&result)) {
             tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a result failed");
         }
+        tracing::debug!(target: "causality_exec", sequence = %id.short(), node = n, token = result.token.token, "accepted a result");
         let t = self.sequences.get_mut(&id).expect("tracked");
         t.nodes.insert(n, NodeState::Done(Box::new(result.clone())));
         t.unstated.push(result.clone());
@@ -1610,7 +1930,12 @@ impl State {
             return;
         }
         t.status_scheduled = false;
+        if t.keeping.is_some() {
+            t.restate = true;
+            return;
+        }
         t.statement_seq += 1;
+        tracing::trace!(target: "causality_exec", sequence = %id.short(), seq = t.statement_seq, "stating");
         let mut completed = Vec::new();
         let mut pending = Vec::new();
         let mut failed = Vec::new();
@@ -1637,9 +1962,87 @@ impl State {
             signature: [0; 64],
         }
         .sign(&self.key);
-        t.last_statement = Some(message.clone());
+        // Published only once a majority of the replica set keeps it: a later leader
+        // canvasses a majority, so it learns every result published.
+        let need = t.replica_set.len() / 2 + 1;
+        let others: Vec<PeerId> = t
+            .replica_set
+            .iter()
+            .copied()
+            .filter(|p| *p != self.local && self.connected.contains(p))
+            .collect();
+        if need <= 1 {
+            return self.publish_statement(message);
+        }
+        t.keeping = Some(Keeping {
+            message: message.clone(),
+            need,
+            acks: 1,
+            outstanding: others.len(),
+        });
+        if others.len() + 1 < need {
+            return self.kept(id, message.seq, None);
+        }
+        let seq = message.seq;
+        let proto = message.to_proto();
+        for p in others {
+            self.request(
+                p,
+                pb::request::Kind::Keep(proto.clone()),
+                Pending::Keep(id, seq),
+            );
+        }
+    }
+
+    /// A replica's answer to a keep request (`None`: no answer is coming).
+    fn kept(&mut self, id: SequenceId, seq: u64, ok: Option<bool>) {
+        let Some(t) = self.sequences.get_mut(&id) else {
+            return;
+        };
+        let Some(k) = t.keeping.as_mut().filter(|k| k.message.seq == seq) else {
+            return;
+        };
+        if let Some(ok) = ok {
+            k.outstanding -= 1;
+            k.acks += usize::from(ok);
+        }
+        if k.acks >= k.need {
+            let k = t.keeping.take().expect("present");
+            self.publish_statement(k.message);
+        } else if k.outstanding == 0 || ok.is_none() {
+            // Not kept: its results go out with the next statement.
+            let k = t.keeping.take().expect("present");
+            tracing::debug!(target: "causality_exec", sequence = %id.short(), seq, acks = k.acks, need = k.need, "a statement was not kept by a majority");
+            let mut results = k.message.results;
+            results.append(&mut t.unstated);
+            t.unstated = results;
+            if !t.status_scheduled {
+                t.status_scheduled = true;
+                let at = self.now_ms + self.config.status_interval_ms;
+                self.schedule(at, Timer::Status(id));
+            }
+        } else {
+            return;
+        }
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        if std::mem::take(&mut t.restate) {
+            self.state_now(id);
+        }
+    }
+
+    /// Publishes a statement a majority keeps: on the sequence topic, on the result topic
+    /// when final, and to monitors.
+    fn publish_statement(&mut self, message: ExecutionSequenceMessage) {
+        let id = message.sequence_id;
+        tracing::trace!(target: "causality_exec", sequence = %id.short(), seq = message.seq, status = ?message.status, "publishing a statement");
+        if let Some(t) = self.sequences.get_mut(&id) {
+            t.last_statement = Some(message.clone());
+            if let Err(e) = self.store.put_statement(&message) {
+                tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a statement failed");
+            }
+        }
         let payload = message.encode();
-        let status = t.status;
+        let status = message.status;
         self.outputs.push_back(Output::Publish {
             topic: sequence_topic(&id),
             payload_type: STATUS_TYPE.into(),
@@ -1660,28 +2063,36 @@ impl State {
     // ---- following a leader ----
 
     fn on_statement(&mut self, m: ExecutionSequenceMessage, via: PeerId) -> Acceptance {
+        self.follow(m, via, true)
+    }
+
+    /// Takes in a leader's statement; `announce`: tell monitors (not for a statement only
+    /// asked to be kept, which is announced when published).
+    fn follow(&mut self, m: ExecutionSequenceMessage, via: PeerId, announce: bool) -> Acceptance {
         if !m.verify() {
             self.penalize(via, Severity::Severe, "forged execution statement".into());
             return Acceptance::Reject("forged statement".into());
         }
         let id = m.sequence_id;
         let local = self.local;
-        let monitored = self.monitored.contains(&id);
+        let monitored = announce && self.monitored.contains(&id);
         let Some(t) = self.sequences.get_mut(&id) else {
             if monitored {
                 self.event(Event::Status(Box::new(m)));
             }
             return Acceptance::Accept;
         };
-        if m.term < t.term || m.leader == local {
+        if m.term < t.term || m.term < t.promised && !announce || m.leader == local {
             // A stale leader's statement (or our own): fenced out.
             return Acceptance::Ignore;
         }
         if m.term > t.term && t.role == Role::Leader {
             tracing::info!(target: "causality_exec", sequence = %id.short(), term = m.term, "a later term leads; stepping down");
         }
-        if m.term > t.term || t.role != Role::Leader {
+        // A candidate keeps canvassing past a statement of the term it means to end.
+        if m.term > t.term || t.role == Role::Replica {
             t.role = Role::Replica;
+            t.canvass.clear();
             t.term = m.term;
             t.leader = Some(m.leader);
             t.leader_lost_at = None;
@@ -1722,9 +2133,13 @@ impl State {
             t.last_statement = Some(m.clone());
         }
         let term = t.term;
-        if let Err(e) = self
-            .store
-            .put_term(&id, term)
+        let stored = if latest {
+            self.store.put_statement(&m)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = stored
+            .and_then(|()| self.store.put_term(&id, term))
             .and_then(|()| self.store.put_results(&m.results))
         {
             tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping a statement failed");
@@ -2022,11 +2437,21 @@ impl State {
         t.status = ExecutionStatus::Running;
         self.stats.sequence_retries += 1;
         tracing::info!(target: "causality_exec", sequence = %id.short(), nodes = failed.len(), "retrying a failed sequence from its last good state");
+        // The answer is the new run's statement: one still being kept gives way to it (its
+        // results go out with the new one).
+        if let Some(k) = t.keeping.take() {
+            let mut results = k.message.results;
+            results.append(&mut t.unstated);
+            t.unstated = results;
+        }
         self.state_now(id);
-        let statement = self.sequences[&id]
-            .last_statement
-            .clone()
-            .expect("just stated");
+        // The sequence runs again here at once (a monitor opened now follows the new
+        // run), though the network hears of it once a majority keeps the statement.
+        let t = self.sequences.get_mut(&id).expect("tracked");
+        if let Some(k) = &t.keeping {
+            t.last_statement = Some(k.message.clone());
+        }
+        let statement = t.last_statement.clone().expect("just stated");
         self.dispatch(id);
         Ok(statement)
     }
@@ -2070,12 +2495,35 @@ impl State {
                     .and_then(|s| s.validate(&self.config.limits).map(|d| (s, d)));
                 match r {
                     Ok((s, d)) => {
-                        self.accept_sequence(s, d);
+                        let set = self.replica_set(&s.id());
+                        self.accept_sequence(s, d, set);
                         self.respond(id, R::Accepted(true));
                     }
                     Err(e) => {
                         self.penalize(peer, Severity::Moderate, format!("invalid sequence: {e}"));
                         self.respond(id, refused(e.to_string()));
+                    }
+                }
+            }
+            Some(Kind::Offer(o)) => {
+                let r = o
+                    .sequence
+                    .ok_or(SequenceError::Decode(DecodeError::Field("sequence")))
+                    .and_then(|s| {
+                        ExecutionSequence::from_proto(s, &self.config.limits)
+                            .map_err(SequenceError::from)
+                    })
+                    .and_then(|s| s.validate(&self.config.limits).map(|d| (s, d)))
+                    .map_err(|e| e.to_string())
+                    .and_then(|(s, d)| Ok((s, d, self.offered_set(&o.replicas)?)));
+                match r {
+                    Ok((s, d, set)) => {
+                        self.accept_sequence(s, d, set);
+                        self.respond(id, R::Accepted(true));
+                    }
+                    Err(e) => {
+                        self.penalize(peer, Severity::Moderate, format!("invalid offer: {e}"));
+                        self.respond(id, refused(e));
                     }
                 }
             }
@@ -2123,12 +2571,50 @@ impl State {
                 }
             }
             Some(Kind::State(seq)) => {
-                let statement = ContentId::from_slice(&seq)
-                    .ok()
-                    .and_then(|s| self.full_statement(&s));
-                match statement {
-                    Some(m) => self.respond(id, R::State(m.to_proto())),
+                let held = ContentId::from_slice(&seq).ok().and_then(|s| self.held(&s));
+                match held {
+                    Some(h) => self.respond(id, R::Held(h)),
                     None => self.respond(id, refused("unknown sequence".into())),
+                }
+            }
+            Some(Kind::Canvass(c)) => {
+                let Ok(seq) = ContentId::from_slice(&c.sequence_id) else {
+                    return self.respond(id, refused("unknown sequence".into()));
+                };
+                let Some(t) = self.sequences.get_mut(&seq) else {
+                    return self.respond(id, refused("unknown sequence".into()));
+                };
+                t.promised = t.promised.max(c.term);
+                // A leader asked for a later term is out of reach of the candidate's
+                // side: it stops, as it could keep nothing more.
+                if t.role == Role::Leader && c.term > t.term {
+                    self.step_down(seq);
+                }
+                match self.held(&seq) {
+                    Some(h) => self.respond(id, R::Held(h)),
+                    None => self.respond(id, refused("unknown sequence".into())),
+                }
+            }
+            Some(Kind::Keep(m)) => {
+                let m = match ExecutionSequenceMessage::from_proto(m, &self.config.limits) {
+                    Ok(m) => m,
+                    Err(e) => return self.respond(id, refused(e.to_string())),
+                };
+                if m.leader != peer {
+                    self.penalize(
+                        peer,
+                        Severity::Severe,
+                        "a statement of another leader".into(),
+                    );
+                    return self.respond(id, refused("not the statement's leader".into()));
+                }
+                if !self.sequences.contains_key(&m.sequence_id) {
+                    return self.respond(id, refused("unknown sequence".into()));
+                }
+                match self.follow(m, peer, false) {
+                    Acceptance::Accept => self.respond(id, R::Accepted(true)),
+                    Acceptance::Ignore => self.respond(id, refused("a later term".into())),
+                    Acceptance::Reject(e) => self.respond(id, refused(e)),
                 }
             }
             Some(Kind::Retry(seq)) => {
@@ -2145,20 +2631,42 @@ impl State {
         }
     }
 
-    /// Everything this replica holds of a sequence: every accepted result.
-    fn full_statement(&self, id: &SequenceId) -> Option<ExecutionSequenceMessage> {
+    /// A replica set as offered: distinct peer ids, at most [`MAX_REPLICAS`], this node
+    /// among them.
+    fn offered_set(&self, ids: &[Vec<u8>]) -> Result<Vec<PeerId>, String> {
+        if ids.is_empty() || ids.len() > MAX_REPLICAS {
+            return Err(format!("a replica set of {} members", ids.len()));
+        }
+        let mut set = Vec::with_capacity(ids.len());
+        for b in ids {
+            let p = PeerId::from_bytes(b).map_err(|e| format!("a replica: {e}"))?;
+            if set.contains(&p) {
+                return Err("a replica named twice".into());
+            }
+            set.push(p);
+        }
+        if !set.contains(&self.local) {
+            return Err("this node is not one of its replicas".into());
+        }
+        Ok(set)
+    }
+
+    /// Everything this replica holds of a sequence: the last statement it kept (as
+    /// signed) and every accepted result.
+    fn held(&self, id: &SequenceId) -> Option<pb::Held> {
         let t = self.sequences.get(id)?;
-        let results: Vec<NodeResult> = t
+        let results = t
             .nodes
             .values()
             .filter_map(|s| match s {
-                NodeState::Done(r) => Some((**r).clone()),
+                NodeState::Done(r) => Some(r.to_proto()),
                 _ => None,
             })
             .collect();
-        let mut m = t.last_statement.clone()?;
-        m.results = results;
-        Some(m)
+        Some(pb::Held {
+            statement: t.last_statement.as_ref().map(|m| m.to_proto()),
+            results,
+        })
     }
 
     fn on_response(&mut self, id: OutboundId, peer: PeerId, body: Result<Vec<u8>, String>) {
@@ -2176,34 +2684,79 @@ impl State {
             .map(|r| r.kind)
         });
         match pending {
-            Pending::Submit { call, id: seq } => {
+            Pending::Submit {
+                submission,
+                id: seq,
+            } => {
                 let ok = matches!(response, Ok(Some(R::Accepted(true))));
-                if !ok {
+                if ok {
+                    if let Some(t) = self.sequences.get_mut(&seq) {
+                        t.holders.insert(peer);
+                    }
+                } else {
                     tracing::info!(target: "causality_exec", sequence = %seq.short(), peer = %peer.short(), "a replica refused the sequence");
                 }
-                // Reply once: on the first acceptance, or when the last replica refused.
-                let remaining: usize = self
-                    .inflight_requests
-                    .values()
-                    .filter(|p| matches!(p, Pending::Submit { id, .. } if *id == seq))
-                    .count();
+                let Some(s) = self.submissions.get_mut(&submission) else {
+                    return;
+                };
+                s.outstanding -= 1;
                 if ok {
-                    for p in self.inflight_requests.values_mut() {
-                        if let Pending::Submit { id, call: c, .. } = p
-                            && *id == seq
-                        {
-                            *c = None;
-                        }
-                    }
-                    self.reply(call, Reply::Submitted(Ok(seq)));
-                } else if remaining == 0 {
-                    let reason = match response {
+                    s.have += 1;
+                } else {
+                    s.refusal = Some(match response {
                         Ok(Some(R::Refused(e))) => e,
                         Ok(_) => "refused".into(),
                         Err(e) => e,
-                    };
-                    self.reply(call, Reply::Submitted(Err(ExecError::Net(reason))));
+                    });
                 }
+                // Answer once: when a majority holds it, or when that can no longer be.
+                let reached = s.have >= s.need;
+                let call = if reached { s.call.take() } else { None };
+                let over = s.outstanding == 0;
+                if reached {
+                    self.reply(call, Reply::Submitted(Ok(seq)));
+                }
+                if over {
+                    let s = self.submissions.remove(&submission).expect("present");
+                    if s.have < s.need {
+                        let error = match s.refusal {
+                            Some(reason) if s.have == 0 => ExecError::Net(reason),
+                            _ => ExecError::NoQuorum {
+                                reached: s.have,
+                                replicas: s.replicas,
+                            },
+                        };
+                        self.reply(s.call, Reply::Submitted(Err(error)));
+                    }
+                }
+            }
+            Pending::Keep(seq, n) => {
+                let ok = matches!(response, Ok(Some(R::Accepted(true))));
+                if !ok {
+                    tracing::debug!(target: "causality_exec", sequence = %seq.short(), peer = %peer.short(), answer = ?response, "a replica did not keep a statement");
+                    // It may lack the sequence (it was out of reach when it was handed out).
+                    if let Ok(Some(R::Refused(e))) = &response
+                        && e == "unknown sequence"
+                    {
+                        self.forward(seq, peer);
+                    }
+                }
+                self.kept(seq, n, Some(ok));
+            }
+            Pending::Forward(seq, _) => {
+                if matches!(response, Ok(Some(R::Accepted(true))))
+                    && let Some(t) = self.sequences.get_mut(&seq)
+                {
+                    t.holders.insert(peer);
+                }
+            }
+            Pending::Canvass(seq) => {
+                let answer = match response {
+                    Ok(Some(R::Held(h))) => self.decode_held(seq, peer, h).map(Some),
+                    Ok(Some(R::Refused(_))) => Ok(None),
+                    _ => Err(()),
+                };
+                self.canvassed(seq, peer, answer);
             }
             Pending::Assign(seq, n, token) => {
                 if !matches!(response, Ok(Some(R::Accepted(true)))) {
@@ -2284,15 +2837,44 @@ impl State {
                     *held = t;
                 }
             }
-            Pending::State(seq) => {
-                if let Ok(Some(R::State(m))) = response
-                    && let Ok(m) = ExecutionSequenceMessage::from_proto(m, &self.config.limits)
-                    && m.verify()
-                {
-                    self.merge_results(seq, m.results);
+        }
+    }
+
+    /// A replica's answer to a canvass, checked: its statement must be signed by the
+    /// leader it names, each result by its holder and leader (a forged one is penalized
+    /// and the whole answer discarded).
+    fn decode_held(
+        &mut self,
+        id: SequenceId,
+        peer: PeerId,
+        held: pb::Held,
+    ) -> Result<(Option<ExecutionSequenceMessage>, Vec<NodeResult>), ()> {
+        let limits = &self.config.limits;
+        let statement = match held.statement {
+            Some(m) => match ExecutionSequenceMessage::from_proto(m, limits) {
+                Ok(m) if m.sequence_id == id && m.verify() => Some(m),
+                _ => {
+                    self.penalize(peer, Severity::Severe, "forged execution statement".into());
+                    return Err(());
+                }
+            },
+            None => None,
+        };
+        if held.results.len() > limits.max_nodes {
+            self.penalize(peer, Severity::Moderate, "oversized canvass answer".into());
+            return Err(());
+        }
+        let mut results = Vec::with_capacity(held.results.len());
+        for r in held.results {
+            match NodeResult::from_proto(r, limits) {
+                Ok(r) if r.token.sequence_id == id && r.verify() => results.push(r),
+                _ => {
+                    self.penalize(peer, Severity::Severe, "forged result".into());
+                    return Err(());
                 }
             }
         }
+        Ok((statement, results))
     }
 
     /// Adopts results another replica kept (a new leader catching up).
@@ -2305,9 +2887,15 @@ impl State {
             if !r.verify() || r.token.sequence_id != id {
                 continue;
             }
-            if let Some(s) = t.nodes.get(&r.token.node)
-                && !s.resolved()
-            {
+            // A later term's result replaces one of an earlier term that was never
+            // published (a leader cut off before a majority kept it).
+            let replaces = match t.nodes.get(&r.token.node) {
+                Some(NodeState::Done(held)) => held.token.token < r.token.token,
+                Some(s) => !s.resolved(),
+                None => false,
+            };
+            if replaces {
+                t.unstated.retain(|u| u.token.node != r.token.node);
                 t.nodes
                     .insert(r.token.node, NodeState::Done(Box::new(r.clone())));
                 t.unstated.push(r);
@@ -2328,6 +2916,7 @@ impl State {
                 tracing::error!(target: "causality_exec", sequence = %id.short(), error = %e, "keeping results failed");
             }
             self.resolve_all(id);
+            self.complete_if_done(id);
             self.state_now(id);
             self.dispatch(id);
         }
@@ -2405,9 +2994,15 @@ impl State {
     fn view_changed(&mut self) {
         let ids: Vec<SequenceId> = self.sequences.keys().copied().collect();
         for id in &ids {
-            let set = self.replica_set(id);
-            if let Some(t) = self.sequences.get_mut(id) {
-                t.replica_set = set;
+            // A set is fixed once named; only one still empty (no executors were in view
+            // when the sequence arrived) is filled in.
+            if self
+                .sequences
+                .get(id)
+                .is_some_and(|t| t.replica_set.is_empty())
+            {
+                let set = self.replica_set(id);
+                self.sequences.get_mut(id).expect("tracked").replica_set = set;
             }
         }
         self.membership_changed();
@@ -2454,7 +3049,8 @@ impl Protocol for State {
     fn handle(&mut self, now_ms: u64, input: Input<Self>) {
         self.now_ms = now_ms;
         match input {
-            Input::Start => {}
+            // Sequences restored from the store may be this node's to lead.
+            Input::Start => self.membership_changed(),
             Input::Message(message) => self.on_message(message),
             Input::Request { id, peer, body, .. } => self.on_request(id, peer, &body),
             Input::Response { id, peer, body } => self.on_response(id, peer, Ok(body)),
@@ -2473,6 +3069,7 @@ impl Protocol for State {
             Input::Command { command, call } => self.on_command(command, call),
             Input::PeerConnected(peer) => {
                 self.connected.insert(peer);
+                self.forward_to(peer);
                 self.membership_changed();
             }
             Input::PeerDisconnected(peer) => {

@@ -1,10 +1,12 @@
 //! What a replica keeps of its sequences so that a restarted node resumes them: the
-//! sequences, the highest term seen, and every accepted result. In memory, or in RocksDB
+//! sequences, their replica sets, the highest term seen, and every accepted result. In memory, or in RocksDB
 //! (feature `rocksdb`) in its own column families, possibly inside a shared database.
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{ExecutionSequence, NodeId, NodeResult, SequenceId};
+use causality_net::PeerId;
+
+use crate::model::{ExecutionSequence, ExecutionSequenceMessage, NodeId, NodeResult, SequenceId};
 
 /// A store failed or holds something it should not.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,6 +27,14 @@ pub trait ExecStore: Send + 'static {
     fn put_results(&mut self, results: &[NodeResult]) -> Result<(), StoreError>;
     /// The accepted results of a sequence, by node.
     fn results(&self, id: &SequenceId) -> Result<Vec<NodeResult>, StoreError>;
+    /// Records a sequence's replica set (fixed when it is submitted).
+    fn put_replicas(&mut self, id: &SequenceId, replicas: &[PeerId]) -> Result<(), StoreError>;
+    /// The replica set recorded, if any.
+    fn replicas(&self, id: &SequenceId) -> Result<Option<Vec<PeerId>>, StoreError>;
+    /// Records the latest statement kept of a sequence (replacing the one before).
+    fn put_statement(&mut self, statement: &ExecutionSequenceMessage) -> Result<(), StoreError>;
+    /// The latest statement recorded, if any.
+    fn statement(&self, id: &SequenceId) -> Result<Option<ExecutionSequenceMessage>, StoreError>;
 }
 
 /// An in-memory store (tests, nodes that need no persistence).
@@ -33,6 +43,8 @@ pub struct MemoryStore {
     sequences: BTreeMap<SequenceId, ExecutionSequence>,
     terms: HashMap<SequenceId, u64>,
     results: HashMap<SequenceId, BTreeMap<NodeId, NodeResult>>,
+    replicas: HashMap<SequenceId, Vec<PeerId>>,
+    statements: HashMap<SequenceId, ExecutionSequenceMessage>,
 }
 
 impl MemoryStore {
@@ -79,6 +91,25 @@ impl ExecStore for MemoryStore {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default())
     }
+
+    fn put_replicas(&mut self, id: &SequenceId, replicas: &[PeerId]) -> Result<(), StoreError> {
+        self.replicas.insert(*id, replicas.to_vec());
+        Ok(())
+    }
+
+    fn replicas(&self, id: &SequenceId) -> Result<Option<Vec<PeerId>>, StoreError> {
+        Ok(self.replicas.get(id).cloned())
+    }
+
+    fn put_statement(&mut self, statement: &ExecutionSequenceMessage) -> Result<(), StoreError> {
+        self.statements
+            .insert(statement.sequence_id, statement.clone());
+        Ok(())
+    }
+
+    fn statement(&self, id: &SequenceId) -> Result<Option<ExecutionSequenceMessage>, StoreError> {
+        Ok(self.statements.get(id).cloned())
+    }
 }
 
 #[cfg(feature = "rocksdb")]
@@ -92,13 +123,18 @@ mod rocks {
     use prost::Message as _;
     use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
 
+    use causality_net::PeerId;
+
     use super::{ExecStore, StoreError};
-    use crate::model::{ExecutionSequence, Limits, NodeResult, SequenceId};
+    use crate::model::{
+        ExecutionSequence, ExecutionSequenceMessage, Limits, NodeResult, SequenceId,
+    };
     use crate::proto::v1 as pb;
 
     /// sequence id → encoding.
     const SEQUENCES: &str = "exec.sequences";
-    /// sequence id → highest term (BE).
+    /// sequence id → highest term (BE); sequence id ‖ `replicas` → the replica set (peer
+    /// ids, 32 bytes each); sequence id ‖ `statement` → the latest statement kept.
     const TERMS: &str = "exec.terms";
     /// sequence id ‖ node (BE) → result.
     const RESULTS: &str = "exec.results";
@@ -106,6 +142,14 @@ mod rocks {
 
     fn err(e: impl std::fmt::Display) -> StoreError {
         StoreError(e.to_string())
+    }
+
+    fn replicas_key(id: &SequenceId) -> Vec<u8> {
+        [id.as_bytes().as_slice(), b"replicas"].concat()
+    }
+
+    fn statement_key(id: &SequenceId) -> Vec<u8> {
+        [id.as_bytes().as_slice(), b"statement"].concat()
     }
 
     /// A RocksDB store; what it reads back is decoded and checked again.
@@ -196,6 +240,65 @@ mod rocks {
             }
         }
 
+        fn put_replicas(&mut self, id: &SequenceId, replicas: &[PeerId]) -> Result<(), StoreError> {
+            let value: Vec<u8> = replicas.iter().flat_map(|p| *p.as_bytes()).collect();
+            self.db
+                .put_cf(self.cf(TERMS), replicas_key(id), value)
+                .map_err(err)
+        }
+
+        fn replicas(&self, id: &SequenceId) -> Result<Option<Vec<PeerId>>, StoreError> {
+            let Some(v) = self
+                .db
+                .get_cf(self.cf(TERMS), replicas_key(id))
+                .map_err(err)?
+            else {
+                return Ok(None);
+            };
+            if v.len() % 32 != 0 {
+                return Err(err("a stored replica set is not a list of peer ids"));
+            }
+            v.chunks(32)
+                .map(|c| PeerId::from_bytes(c).map_err(err))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        }
+
+        fn put_statement(
+            &mut self,
+            statement: &ExecutionSequenceMessage,
+        ) -> Result<(), StoreError> {
+            self.db
+                .put_cf(
+                    self.cf(TERMS),
+                    statement_key(&statement.sequence_id),
+                    statement.encode(),
+                )
+                .map_err(err)
+        }
+
+        fn statement(
+            &self,
+            id: &SequenceId,
+        ) -> Result<Option<ExecutionSequenceMessage>, StoreError> {
+            let Some(v) = self
+                .db
+                .get_cf(self.cf(TERMS), statement_key(id))
+                .map_err(err)?
+            else {
+                return Ok(None);
+            };
+            let limits = Limits::default();
+            let m = ExecutionSequenceMessage::decode(&v, limits.max_sequence_bytes, &limits)
+                .map_err(|e| err(format!("a stored statement: {e}")))?;
+            if m.sequence_id != *id || !m.verify() {
+                return Err(err(
+                    "a stored statement is not of its sequence or not signed",
+                ));
+            }
+            Ok(Some(m))
+        }
+
         fn put_results(&mut self, results: &[NodeResult]) -> Result<(), StoreError> {
             let mut batch = WriteBatch::default();
             for r in results {
@@ -226,5 +329,79 @@ mod rocks {
                 })
                 .collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use causality_net::Keypair;
+
+    use super::*;
+    use crate::model::{ExecutionStatus, WorkSpec};
+
+    struct Kept {
+        id: SequenceId,
+        replicas: Vec<PeerId>,
+        statement: ExecutionSequenceMessage,
+    }
+
+    fn write(store: &mut dyn ExecStore) -> Kept {
+        let key = Keypair::from_index(1);
+        let sequence = ExecutionSequence::new(
+            key.peer_id(),
+            b"kept",
+            [(0, WorkSpec::new("hash", b"x".to_vec()))],
+            Vec::new(),
+        );
+        let id = sequence.id();
+        let replicas = vec![key.peer_id(), Keypair::from_index(2).peer_id()];
+        let statement = ExecutionSequenceMessage {
+            sequence_id: id,
+            status: ExecutionStatus::Running,
+            term: 3,
+            leader: key.peer_id(),
+            completed_nodes: Vec::new(),
+            pending_nodes: vec![0],
+            failed_nodes: Vec::new(),
+            skipped_nodes: Vec::new(),
+            results: Vec::new(),
+            seq: 7,
+            signature: [0; 64],
+        }
+        .sign(&key);
+        assert_eq!(store.replicas(&id).unwrap(), None);
+        assert_eq!(store.statement(&id).unwrap(), None);
+        store.put_sequence(&sequence).unwrap();
+        store.put_replicas(&id, &replicas).unwrap();
+        store.put_statement(&statement).unwrap();
+        store.put_term(&id, 3).unwrap();
+        Kept {
+            id,
+            replicas,
+            statement,
+        }
+    }
+
+    fn check(store: &dyn ExecStore, kept: Kept) {
+        assert_eq!(store.replicas(&kept.id).unwrap(), Some(kept.replicas));
+        assert_eq!(store.statement(&kept.id).unwrap(), Some(kept.statement));
+        // They live beside the term and the sequence, not in their place.
+        assert_eq!(store.term(&kept.id).unwrap(), 3);
+        assert_eq!(store.sequences().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn replica_sets_and_statements_are_kept() {
+        let mut store = MemoryStore::new();
+        let kept = write(&mut store);
+        check(&store, kept);
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn replica_sets_and_statements_survive_reopening_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = write(&mut RocksStore::open(dir.path()).unwrap());
+        check(&RocksStore::open(dir.path()).unwrap(), kept);
     }
 }

@@ -758,3 +758,67 @@ fn a_straggler_is_hedged_and_the_sequence_finishes_near_the_fast_executors_time(
         "within the budget: {stats:?}"
     );
 }
+
+#[test]
+fn a_leader_cut_off_alone_steps_down_and_no_node_is_accepted_twice() {
+    let mut sim = network(4, 5);
+    let sequence = dag(sim.peer_id(0), 150, 10, 3);
+    let (want, _) = expected(&sequence);
+    let id = sequence.id();
+    for n in 0..5 {
+        sim.command(n, Command::Monitor(id));
+    }
+    submit(&mut sim, 0, sequence);
+    let (leader, _) = leader_of(&sim, &id).unwrap();
+    let mut d = Driver::new();
+    d.run_until(&mut sim, 30_000, &never, &honest, |s| {
+        s.node(leader)
+            .unwrap()
+            .status(&id)
+            .is_some_and(|m| m.completed_nodes.len() > 40)
+    });
+    // Mid-run, the leader is cut off from every other node; results of its leases keep
+    // arriving at it from its own executor.
+    let others: Vec<usize> = (0..5).filter(|&n| n != leader).collect();
+    sim.partition(&[vec![leader], others.clone()]);
+    for &n in &others {
+        sim.disconnect(leader, n);
+    }
+    let finished = d.run_until(&mut sim, 60_000, &never, &honest, |s| {
+        others.iter().any(|&n| {
+            s.node(n)
+                .and_then(|x| x.status(&id))
+                .is_some_and(|m| m.status == ExecutionStatus::Completed && m.term >= 2)
+        })
+    });
+    assert!(
+        finished,
+        "the majority side finished the sequence in a later term"
+    );
+    assert!(sim.node(leader).unwrap().stats().step_downs >= 1);
+    // The old leader comes back: it follows the later term and accepts nothing of its own.
+    sim.heal();
+    for &n in &others {
+        sim.connect(leader, n);
+    }
+    d.run_until(&mut sim, 15_000, &never, &honest, |_| false);
+    let back = sim.node(leader).unwrap().status(&id).cloned().unwrap();
+    assert_eq!(back.status, ExecutionStatus::Completed);
+    assert!(back.term >= 2, "{back:?}");
+    // Every node accepted under one token only, with its honest output, in all that any
+    // node published.
+    let mut tokens: std::collections::BTreeMap<u32, BTreeSet<u64>> = Default::default();
+    for (_, m) in &d.statements {
+        for r in &m.results {
+            tokens
+                .entry(r.token.node)
+                .or_default()
+                .insert(r.token.token);
+            assert_eq!(Some(&r.output), want.get(&r.token.node));
+        }
+    }
+    assert_eq!(tokens.len(), want.len(), "every node that runs is accepted");
+    for (n, t) in &tokens {
+        assert_eq!(t.len(), 1, "node {n} accepted under tokens {t:?}");
+    }
+}

@@ -35,6 +35,10 @@ struct Args {
     /// Stop at the first failing seed.
     #[arg(long)]
     fail_fast: bool,
+    /// Print the protocols' log lines at this level and above (error, warn, info, debug,
+    /// trace), each naming the node and the simulated ms.
+    #[arg(long, value_name = "LEVEL")]
+    log: Option<tracing_subscriber::filter::LevelFilter>,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,13 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<bool> {
     let args = Args::parse();
+    if let Some(level) = args.log {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .without_time()
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let options = Options {
         nodes: args.nodes,
         workload_ms: args.workload_ms,

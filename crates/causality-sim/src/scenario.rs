@@ -283,6 +283,9 @@ struct World<'a> {
     accepted: BTreeMap<(SequenceId, NodeId), Acceptances>,
     /// Work running at executors: (due, executor, token, output).
     running: Vec<(u64, usize, NodeClaimToken, Vec<u8>)>,
+    /// Submissions to try again (absolute ms, DAG), as a client does when too few
+    /// replicas were within reach.
+    resubmit: Vec<(u64, usize)>,
     /// Tokens a Byzantine node handed a result in under again: (sequence, node) → output.
     replayed: BTreeMap<(SequenceId, NodeId), Vec<u8>>,
     /// Results a Byzantine node handed in, to replay later.
@@ -397,6 +400,7 @@ pub fn run(seed: u64, options: &Options, pool: &ProofPool) -> Outcome {
         dags: Vec::new(),
         accepted: BTreeMap::new(),
         running: Vec::new(),
+        resubmit: Vec::new(),
         replayed: BTreeMap::new(),
         spent_tokens: Vec::new(),
         penalties_seen: 0,
@@ -1065,6 +1069,12 @@ impl World<'_> {
                 }),
             );
         }
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.resubmit.drain(..).partition(|(at, _)| *at <= now);
+        self.resubmit = later;
+        for (_, d) in due {
+            self.act(Action::Submit(d));
+        }
         self.observe();
         if let (Some(base), Some(live)) = (self.heap_base, crate::memory::live_bytes()) {
             self.heap_peak = self.heap_peak.max(live - base);
@@ -1177,6 +1187,11 @@ impl World<'_> {
             (Pending::Submit(d), Reply::Exec(causality_exec::Reply::Submitted(result))) => {
                 match result {
                     Ok(_) => self.dags[d].submitted = true,
+                    Err(e @ causality_exec::ExecError::NoQuorum { .. }) => {
+                        self.note(format!("DAG {d} not taken ({e}); submitting again in 1 s"));
+                        let at = self.sim.now_ms() + 1_000;
+                        self.resubmit.push((at, d));
+                    }
                     Err(e) => self.violate(
                         "exec.completes",
                         format!("DAG {d} was refused at submission: {e}"),

@@ -4,9 +4,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use causality_exec::{
-    ExecStore, ExecutionSequence, NodeResult, SequenceId, StoreError as ExecStoreError,
+    ExecStore, ExecutionSequence, ExecutionSequenceMessage, NodeResult, SequenceId,
+    StoreError as ExecStoreError,
 };
 use causality_hash::ContentId;
+use causality_net::PeerId;
 use causality_proofshare::{Ack, ProofMessage, ProofShareError, ProofStore, VerificationKey};
 use causality_regsync::{
     Commit, DoubleUse, Fork, Head, NullifierUse, Register, RegisterDelta, RegisterId,
@@ -172,5 +174,23 @@ impl<S: ExecStore> ExecStore for Shared<S> {
     }
     fn results(&self, id: &SequenceId) -> Result<Vec<NodeResult>, ExecStoreError> {
         self.lock().results(id)
+    }
+    fn put_replicas(&mut self, id: &SequenceId, replicas: &[PeerId]) -> Result<(), ExecStoreError> {
+        self.lock().put_replicas(id, replicas)
+    }
+    fn replicas(&self, id: &SequenceId) -> Result<Option<Vec<PeerId>>, ExecStoreError> {
+        self.lock().replicas(id)
+    }
+    fn put_statement(
+        &mut self,
+        statement: &ExecutionSequenceMessage,
+    ) -> Result<(), ExecStoreError> {
+        self.lock().put_statement(statement)
+    }
+    fn statement(
+        &self,
+        id: &SequenceId,
+    ) -> Result<Option<ExecutionSequenceMessage>, ExecStoreError> {
+        self.lock().statement(id)
     }
 }

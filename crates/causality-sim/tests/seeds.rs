@@ -60,6 +60,18 @@ const REGRESSIONS: &[(u64, &str)] = &[
         103,
         "both sides of a partition led a sequence and accepted its nodes twice",
     ),
+    (
+        6,
+        "a leader back from a partition accepted results under its old term after the majority side had led a later one",
+    ),
+    (
+        33,
+        "a sequence submitted during a partition reached only a Byzantine replica and was never run",
+    ),
+    (
+        183,
+        "a replica restarted from its store forgot the sequence's last statement",
+    ),
 ];
 
 #[test]

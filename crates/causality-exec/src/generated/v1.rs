@@ -165,7 +165,7 @@ pub struct ExecutionSequenceMessage {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Request {
-    #[prost(oneof = "request::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "request::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub kind: ::core::option::Option<request::Kind>,
 }
 /// Nested message and enum types in `Request`.
@@ -194,7 +194,34 @@ pub mod request {
         /// state (the sequence id); the answer is the leader's statement of the new run.
         #[prost(bytes, tag = "7")]
         Retry(::prost::alloc::vec::Vec<u8>),
+        /// A leader hands its replicas a statement before publishing it: it is published (and
+        /// its results count as accepted) once a majority of the replica set keeps it.
+        #[prost(message, tag = "8")]
+        Keep(super::ExecutionSequenceMessage),
+        /// A candidate asks a replica what it holds (answered with Held) and names the term it
+        /// means to lead: the replica keeps no statement of an earlier term from then on.
+        #[prost(message, tag = "9")]
+        Canvass(super::Canvass),
+        /// A sequence with its replica set, fixed by the submitter (to each member; a leader
+        /// hands it on to members that lack it).
+        #[prost(message, tag = "10")]
+        Offer(super::Offer),
     }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Offer {
+    #[prost(message, optional, tag = "1")]
+    pub sequence: ::core::option::Option<ExecutionSequence>,
+    /// Peer ids (32 bytes each), in rendezvous order.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub replicas: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Canvass {
+    #[prost(bytes = "vec", tag = "1")]
+    pub sequence_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Assignment {
@@ -218,7 +245,7 @@ pub struct ClaimRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Response {
-    #[prost(oneof = "response::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "response::Kind", tags = "1, 2, 3, 4, 5")]
     pub kind: ::core::option::Option<response::Kind>,
 }
 /// Nested message and enum types in `Response`.
@@ -233,7 +260,19 @@ pub mod response {
         Refused(::prost::alloc::string::String),
         #[prost(message, tag = "4")]
         State(super::ExecutionSequenceMessage),
+        #[prost(message, tag = "5")]
+        Held(super::Held),
     }
+}
+/// What a replica holds of a sequence: the last statement it kept, as its leader signed
+/// it, and every result it accepted from any statement (each signed by its holder and its
+/// leader).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Held {
+    #[prost(message, optional, tag = "1")]
+    pub statement: ::core::option::Option<ExecutionSequenceMessage>,
+    #[prost(message, repeated, tag = "2")]
+    pub results: ::prost::alloc::vec::Vec<NodeResult>,
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

@@ -232,10 +232,14 @@ pub fn submit(
     sequence: ExecutionSequence,
 ) -> causality_exec::SequenceId {
     let call = sim.call(at, Command::Submit(sequence));
-    match reply(sim, call) {
+    let id = match reply(sim, call) {
         Reply::Submitted(Ok(id)) => id,
         other => panic!("submission refused: {other:?}"),
-    }
+    };
+    // Its first leader canvasses the other replicas (a round trip) before it leads.
+    let led = sim.run_while(5_000, |s| leader_of(s, &id).is_some());
+    assert!(led, "a leader took the sequence");
+    id
 }
 
 pub fn leader_of(sim: &Sim<State>, id: &causality_exec::SequenceId) -> Option<(usize, u64)> {

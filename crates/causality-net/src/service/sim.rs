@@ -476,6 +476,14 @@ impl<P: Protocol> Sim<P> {
         self.execute(a, Output::Dial { peer, address });
     }
 
+    /// Closes the connection between `a` and `b` from `a`'s side (both learn of it, `b`
+    /// after a link delay) — what nodes on the two sides of a partition see when their
+    /// connections time out.
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        let peer = self.nodes[b].peer;
+        self.execute(a, Output::Disconnect(peer));
+    }
+
     /// Runs until nothing is scheduled before `until_ms`, then sets the clock to it.
     pub fn run_until(&mut self, until_ms: u64) {
         while self.queue.peek().is_some_and(|Reverse(s)| s.at <= until_ms) {
@@ -710,6 +718,8 @@ impl<P: Protocol> Sim<P> {
         }
         self.stats.inputs += 1;
         self.record(n, &input);
+        // Log lines of the node name it and the simulated time.
+        let _span = tracing::info_span!("sim", node = n, ms = self.now).entered();
         let now = self.clock_ms(n);
         let node = &mut self.nodes[n];
         let protocol = node.protocol.as_mut().expect("alive");
