@@ -321,6 +321,8 @@ fn release(counts: &mut HashMap<PeerId, usize>, peer: &PeerId) {
 
 /// Ticks a connected peer may stay without sending a record before it may be shed.
 const UNKNOWN_GRACE_TICKS: u32 = 3;
+/// Peers remembered after their records expired, to dial again when we are alone.
+const LOST_PEERS: usize = 16;
 
 /// A filter over peer records for [`State::responsible_peers`].
 pub type RecordFilter<'a> = &'a dyn Fn(&PeerRecord) -> bool;
@@ -335,6 +337,10 @@ pub struct State {
     /// Connected peers not (yet) in the view — bootstrap peers before their record arrives,
     /// or connections that never send one — with the ticks they have been here.
     connected_unknown: BTreeMap<PeerId, u32>,
+    /// Peers whose records expired (most recent last), with an address: a node cut off
+    /// from everyone — the bootstrap node above all, which has no one to bootstrap from —
+    /// dials them again when it is alone, so a healed partition joins up again.
+    lost: VecDeque<(PeerId, Multiaddr)>,
     providers: HashMap<ContentId, BTreeMap<PeerId, u64>>,
     provider_count: usize,
     /// Registrations held per provider.
@@ -402,6 +408,7 @@ impl State {
             own,
             view: View::new(),
             connected_unknown: BTreeMap::new(),
+            lost: VecDeque::new(),
             provided_by: HashMap::new(),
             cache: None,
             providers: HashMap::new(),
@@ -520,7 +527,7 @@ impl State {
     pub fn tick(&mut self, now_ms: u64) {
         // Expire records and providers.
         for peer in self.view.expired(now_ms) {
-            self.remove(peer);
+            self.forget(peer);
         }
         let mut removed = 0;
         let provided_by = &mut self.provided_by;
@@ -542,6 +549,12 @@ impl State {
             for address in self.config.bootstrap.clone() {
                 self.push(Output::Dial {
                     peer: None,
+                    address,
+                });
+            }
+            for (peer, address) in self.lost.clone() {
+                self.push(Output::Dial {
+                    peer: Some(peer),
                     address,
                 });
             }
@@ -727,7 +740,7 @@ impl State {
         known.failures += 1;
         if known.failures >= self.config.max_dial_failures {
             tracing::debug!(target: "causality_discovery", peer = %peer, "dropping unreachable peer");
-            self.remove(peer);
+            self.forget(peer);
         }
     }
 
@@ -855,6 +868,8 @@ impl State {
     }
 
     fn penalize(&mut self, peer: PeerId, reason: String) {
+        // Never dialed again on our own account.
+        self.lost.retain(|(p, _)| *p != peer);
         self.push(Output::Penalize {
             peer,
             severity: Severity::Severe,
@@ -959,6 +974,22 @@ impl State {
             .insert(Arc::clone(&record), digest, now_ms, source, connected);
         self.event(ViewEvent::Joined(record));
         Ok(peer)
+    }
+
+    /// Removes a peer that expired or could not be reached, remembering where it was.
+    fn forget(&mut self, peer: PeerId) {
+        if let Some(address) = self
+            .view
+            .get(&peer)
+            .and_then(|k| k.record.addresses.first().cloned())
+        {
+            self.lost.retain(|(p, _)| *p != peer);
+            if self.lost.len() == LOST_PEERS {
+                self.lost.pop_front();
+            }
+            self.lost.push_back((peer, address));
+        }
+        self.remove(peer);
     }
 
     fn remove(&mut self, peer: PeerId) {
@@ -1409,6 +1440,56 @@ mod tests {
         }
         assert!(s.view().iter().all(|r| r.peer != dialed));
         assert!(left(&drain(&mut s)).contains(&dialed));
+    }
+
+    /// A node cut off from everyone (a partition) drops its peers as unreachable; the
+    /// bootstrap node has no one else to dial. Before, it stayed alone after the heal, and
+    /// the others, not alone, never dialed it again.
+    #[test]
+    fn alone_it_dials_again_the_peers_it_dropped_as_unreachable() {
+        let mut s = state(Vec::new());
+        s.handle(NOW, Input::Start);
+        drain(&mut s);
+        for n in 1..=3 {
+            s.insert(&record(n, 1, NOW + 60_000).to_proto(), NOW)
+                .unwrap();
+        }
+        drain(&mut s);
+        for n in 1..=3 {
+            for _ in 0..3 {
+                s.handle(
+                    NOW + 1,
+                    Input::DialFailed {
+                        peer: Some(id(n)),
+                        address: "/memory/1".parse().unwrap(),
+                    },
+                );
+            }
+        }
+        assert!(s.view().is_empty(), "all three dropped");
+        drain(&mut s);
+        s.handle(NOW + 2, Input::Timer(Timer::Refresh));
+        let dialed: BTreeSet<PeerId> = dials(&drain(&mut s))
+            .into_iter()
+            .filter_map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            dialed,
+            (1..=3).map(id).collect(),
+            "alone, it dials them again"
+        );
+        // A peer penalized meanwhile is not among them.
+        s.handle(NOW + 3, Input::PeerConnected(id(1)));
+        s.penalize(id(2), "test".into());
+        s.handle(NOW + 3, Input::PeerDisconnected(id(1)));
+        drain(&mut s);
+        s.handle(NOW + 4, Input::Timer(Timer::Refresh));
+        let dialed: BTreeSet<PeerId> = dials(&drain(&mut s))
+            .into_iter()
+            .filter_map(|(p, _)| p)
+            .collect();
+        assert!(!dialed.contains(&id(2)), "{dialed:?}");
+        assert!(dialed.contains(&id(3)));
     }
 
     /// Connections that never send a record cannot push out the peers we chose. Before,

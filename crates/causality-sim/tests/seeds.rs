@@ -72,6 +72,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
         183,
         "a replica restarted from its store forgot the sequence's last statement",
     ),
+    (
+        276,
+        "the bootstrap node, cut off alone, dropped every peer as unreachable and stayed alone after the heal",
+    ),
 ];
 
 #[test]
