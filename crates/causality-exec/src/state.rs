@@ -455,6 +455,17 @@ struct Submission {
     refusal: Option<String>,
 }
 
+impl Tracked {
+    /// Drops the statement being kept, if any: its results go first into the next one.
+    fn abandon_keeping(&mut self) {
+        if let Some(k) = self.keeping.take() {
+            let mut results = k.message.results;
+            results.append(&mut self.unstated);
+            self.unstated = results;
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Pending {
     Submit {
@@ -1129,11 +1140,7 @@ impl State {
         t.votes.clear();
         // A statement not kept by a majority is not published; its results are stated
         // again by whoever leads next if they hold (a later term's results replace them).
-        if let Some(k) = t.keeping.take() {
-            let mut results = k.message.results;
-            results.append(&mut t.unstated);
-            t.unstated = results;
-        }
+        t.abandon_keeping();
         t.restate = false;
         for leases in self.leases_of.values_mut() {
             leases.retain(|(s, _, _), _| *s != id);
@@ -2011,11 +2018,8 @@ impl State {
             self.publish_statement(k.message);
         } else if k.outstanding == 0 || ok.is_none() {
             // Not kept: its results go out with the next statement.
-            let k = t.keeping.take().expect("present");
             tracing::debug!(target: "causality_exec", sequence = %id.short(), seq, acks = k.acks, need = k.need, "a statement was not kept by a majority");
-            let mut results = k.message.results;
-            results.append(&mut t.unstated);
-            t.unstated = results;
+            t.abandon_keeping();
             if !t.status_scheduled {
                 t.status_scheduled = true;
                 let at = self.now_ms + self.config.status_interval_ms;
@@ -2439,11 +2443,7 @@ impl State {
         tracing::info!(target: "causality_exec", sequence = %id.short(), nodes = failed.len(), "retrying a failed sequence from its last good state");
         // The answer is the new run's statement: one still being kept gives way to it (its
         // results go out with the new one).
-        if let Some(k) = t.keeping.take() {
-            let mut results = k.message.results;
-            results.append(&mut t.unstated);
-            t.unstated = results;
-        }
+        t.abandon_keeping();
         self.state_now(id);
         // The sequence runs again here at once (a monitor opened now follows the new
         // run), though the network hears of it once a majority keeps the statement.
