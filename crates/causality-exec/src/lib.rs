@@ -41,9 +41,9 @@ pub use crate::model::{
     FailureReason, Limits, NodeClaimToken, NodeId, NodeResult, SequenceId, WorkSpec,
 };
 pub use crate::state::{
-    Command, Config, Event, ExecutorInfo, ExecutorView, NODE_TOPIC, PROTOCOL_NAME, RESULT_TOPIC,
-    RESULT_TYPE, Reply, SEQUENCE_TOPIC, STATUS_TYPE, State, Stats, VERIFICATION_TOPIC,
-    sequence_topic,
+    Command, Config, EXECUTOR_ROLE, Event, ExecutorInfo, ExecutorView, NODE_TOPIC, PROTOCOL_NAME,
+    RESULT_TOPIC, RESULT_TYPE, Reply, SEQUENCE_TOPIC, STATUS_TYPE, State, Stats,
+    VERIFICATION_TOPIC, executor_view, sequence_topic,
 };
 #[cfg(feature = "rocksdb")]
 pub use crate::store::RocksStore;

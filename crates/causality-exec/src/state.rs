@@ -59,6 +59,67 @@ pub struct ExecutorInfo {
 /// The executors a node knows of (typically discovery's members with the executor role).
 pub type ExecutorView = Arc<BTreeMap<PeerId, ExecutorInfo>>;
 
+/// The discovery role of a node that executes work.
+pub const EXECUTOR_ROLE: &str = "executor";
+/// Role prefix advertising an executor's capacity: `exec.cap=4`.
+const CAPACITY_ROLE: &str = "exec.cap=";
+/// Role prefix advertising a work kind an executor runs: `exec.kind=wasm`.
+const KIND_ROLE: &str = "exec.kind=";
+
+impl ExecutorInfo {
+    /// The discovery roles that advertise this executor: [`EXECUTOR_ROLE`], its capacity
+    /// and one role per kind (each role is at most 32 bytes in a peer record, so kinds
+    /// are at most 22).
+    ///
+    /// ```
+    /// use causality_exec::ExecutorInfo;
+    ///
+    /// let info = ExecutorInfo { kinds: ["wasm".into()].into(), capacity: 4 };
+    /// let roles = info.roles();
+    /// assert_eq!(roles, ["executor", "exec.cap=4", "exec.kind=wasm"]);
+    /// assert_eq!(ExecutorInfo::from_roles(&roles), Some(info));
+    /// ```
+    pub fn roles(&self) -> Vec<String> {
+        let mut roles = vec![
+            EXECUTOR_ROLE.to_owned(),
+            format!("{CAPACITY_ROLE}{}", self.capacity),
+        ];
+        roles.extend(self.kinds.iter().map(|k| format!("{KIND_ROLE}{k}")));
+        roles
+    }
+
+    /// The executor a peer's roles advertise; `None` without [`EXECUTOR_ROLE`]. A missing
+    /// or unreadable capacity counts as 1; roles it does not know are ignored.
+    pub fn from_roles(roles: &[String]) -> Option<Self> {
+        if !roles.iter().any(|r| r == EXECUTOR_ROLE) {
+            return None;
+        }
+        let capacity = roles
+            .iter()
+            .find_map(|r| r.strip_prefix(CAPACITY_ROLE)?.parse().ok())
+            .unwrap_or(1);
+        let kinds = roles
+            .iter()
+            .filter_map(|r| r.strip_prefix(KIND_ROLE))
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some(Self { kinds, capacity })
+    }
+}
+
+/// The executor view of a set of peers and their discovery roles (typically discovery's
+/// membership, this node's own record included): every peer whose roles advertise an
+/// executor.
+pub fn executor_view<'a>(peers: impl IntoIterator<Item = (PeerId, &'a [String])>) -> ExecutorView {
+    Arc::new(
+        peers
+            .into_iter()
+            .filter_map(|(peer, roles)| Some((peer, ExecutorInfo::from_roles(roles)?)))
+            .collect(),
+    )
+}
+
 /// How a node takes part. Every field has a sane default.
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use causality_log::LogStore as _;
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::encoding::text::encode;
@@ -42,7 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 
-use crate::node::Node;
+use crate::node::{Node, ProtocolStats};
 
 /// The token file in the data directory.
 pub(crate) const COOKIE_FILE: &str = "admin.cookie";
@@ -221,6 +221,18 @@ struct PublishParams {
 }
 
 #[derive(Debug, Deserialize)]
+struct SequenceParams {
+    id: Option<String>,
+}
+
+fn json_response(value: &serde_json::Value) -> Response {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
 struct RequestParams {
     peer: Option<String>,
     body: Option<String>,
@@ -232,7 +244,8 @@ fn router(node: Arc<Node>, guard_state: Guard, limits: Limits) -> Router {
         .route(
             "/status",
             get(|State(node): State<Arc<Node>>| async move {
-                match serde_json::to_string_pretty(&status(&node)) {
+                let stats = node.protocols.stats().await;
+                match serde_json::to_string_pretty(&status(&node, &stats)) {
                     Ok(body) => {
                         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
                     }
@@ -243,7 +256,8 @@ fn router(node: Arc<Node>, guard_state: Guard, limits: Limits) -> Router {
         .route(
             "/metrics",
             get(|State(node): State<Arc<Node>>| async move {
-                match metrics(&node) {
+                let stats = node.protocols.stats().await;
+                match metrics(&node, &stats) {
                     Ok(body) => (
                         [(
                             header::CONTENT_TYPE,
@@ -280,6 +294,51 @@ fn router(node: Arc<Node>, guard_state: Guard, limits: Limits) -> Router {
                     match node.echo(&peer, &body).await {
                         Ok(answer) => text(StatusCode::OK, answer),
                         Err(e) => text(StatusCode::BAD_GATEWAY, format!("{e:#}")),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/modules",
+            post(|State(node): State<Arc<Node>>, body: Bytes| async move {
+                match node.modules.add(&node.engine, &body) {
+                    Ok(id) => json_response(&json!({ "module": id.to_string() })),
+                    Err(e) => text(StatusCode::BAD_REQUEST, format!("{e:#}")),
+                }
+            }),
+        )
+        .route(
+            "/exec/sequences",
+            post(|State(node): State<Arc<Node>>, body: Bytes| async move {
+                let Some(exec) = &node.protocols.exec else {
+                    return text(StatusCode::CONFLICT, "execution is disabled on this node");
+                };
+                let file: crate::work::SequenceFile = match serde_json::from_slice(&body) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        return text(StatusCode::BAD_REQUEST, format!("not a sequence: {e}"));
+                    }
+                };
+                let sequence = match file.to_sequence(node.network.local_peer_id()) {
+                    Ok(sequence) => sequence,
+                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e:#}")),
+                };
+                match exec.announce_sequence(sequence).await {
+                    Ok(id) => json_response(&json!({ "sequence": id.to_string() })),
+                    Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+                }
+            }),
+        )
+        .route(
+            "/exec/sequence",
+            get(
+                |State(node): State<Arc<Node>>, Query(p): Query<SequenceParams>| async move {
+                    let Some(id) = p.id.and_then(|id| id.parse().ok()) else {
+                        return text(StatusCode::BAD_REQUEST, "id: a sequence id is required");
+                    };
+                    match node.sequences.describe(&id) {
+                        Some(shown) => json_response(&shown),
+                        None => text(StatusCode::NOT_FOUND, "no such sequence known here"),
                     }
                 },
             ),
@@ -354,7 +413,7 @@ where
     }
 }
 
-pub(crate) fn status(node: &Node) -> serde_json::Value {
+pub(crate) fn status(node: &Node, stats: &ProtocolStats) -> serde_json::Value {
     let net = &node.network;
     let head = node.log.head();
     json!({
@@ -377,14 +436,135 @@ pub(crate) fn status(node: &Node) -> serde_json::Value {
         "topics": node.received(),
         "log": { "size": head.size, "root": hex(&head.root) },
         "uptime_s": node.started.elapsed().as_secs(),
+        "proofs": stats.proofs.as_ref().map(|p| json!({
+            "verified": p.verified,
+            "rejected": p.rejected,
+            "cache_hits": p.cache_hits,
+            "batches": p.batches,
+            "batched_proofs": p.batched_proofs,
+            "keys_fetched": p.keys_fetched,
+            "proofs_pulled": p.proofs_pulled,
+            "attested": p.attested,
+            "acks_received": p.acks_received,
+            "store_errors": p.store_errors,
+        })),
+        "registers": stats.registers.as_ref().map(|r| json!({
+            "deltas_applied": r.deltas_applied,
+            "full_fetches": r.full_fetches,
+            "local_updates": r.local_updates,
+            "rejected": r.rejected,
+            "buffered": r.buffered,
+            "forks": r.forks,
+            "nullifiers": r.nullifiers,
+            "double_uses": r.double_uses,
+            "sync_requests": r.sync_requests,
+            "sync_bytes": r.sync_bytes,
+            "reconciliations": r.reconciliations,
+        })),
+        "exec": stats.exec.as_ref().map(|e| json!({
+            "grants": e.grants,
+            "leases_expired": e.leases_expired,
+            "retries": e.retries,
+            "accepted": e.accepted,
+            "refused": e.refused,
+            "executed": e.executed,
+            "takeovers": e.takeovers,
+            "step_downs": e.step_downs,
+            "hedges": e.hedges,
+            "completed": e.completed,
+            "failed": e.failed,
+        })),
     })
+}
+
+/// Each enabled protocol's counters.
+fn protocol_metrics(registry: &mut Registry, stats: &ProtocolStats) {
+    let counter = |value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        c
+    };
+    if let Some(p) = &stats.proofs {
+        registry.register(
+            "proofs_verified",
+            "Proofs verified valid",
+            counter(p.verified),
+        );
+        let rejected = Family::<Vec<(String, String)>, Counter<u64>>::default();
+        for (reason, n) in &p.rejected {
+            rejected
+                .get_or_create(&vec![("reason".to_owned(), (*reason).to_owned())])
+                .inc_by(*n);
+        }
+        registry.register("proofs_rejected", "Proofs refused, by reason", rejected);
+        registry.register(
+            "proofs_cache_hits",
+            "Proofs that arrived again after being judged",
+            counter(p.cache_hits),
+        );
+        registry.register("proof_batches", "Batches verified", counter(p.batches));
+        registry.register(
+            "proof_batched_proofs",
+            "Proofs verified in batches",
+            counter(p.batched_proofs),
+        );
+        registry.register(
+            "proofs_attested",
+            "Proofs accepted on attestations",
+            counter(p.attested),
+        );
+    }
+    if let Some(r) = &stats.registers {
+        registry.register(
+            "register_deltas_applied",
+            "Register updates applied from deltas",
+            counter(r.deltas_applied),
+        );
+        registry.register(
+            "register_full_fetches",
+            "Registers brought up to date from a full state",
+            counter(r.full_fetches),
+        );
+        registry.register(
+            "register_updates_rejected",
+            "Register updates refused",
+            counter(r.rejected),
+        );
+        registry.register(
+            "nullifier_rejections",
+            "Nullifier uses refused as second uses",
+            counter(r.double_uses),
+        );
+        registry.register(
+            "register_sync_bytes",
+            "Bytes of register sync requests and responses",
+            counter(r.sync_bytes),
+        );
+    }
+    if let Some(e) = &stats.exec {
+        registry.register("exec_claims", "Leases granted as leader", counter(e.grants));
+        registry.register(
+            "exec_leases_expired",
+            "Leases that ran out",
+            counter(e.leases_expired),
+        );
+        registry.register("exec_retries", "Retries scheduled", counter(e.retries));
+        registry.register("exec_hedges", "Stragglers re-issued", counter(e.hedges));
+        registry.register("exec_accepted", "Results accepted", counter(e.accepted));
+        registry.register("exec_executed", "Work run here", counter(e.executed));
+        registry.register(
+            "exec_sequences_completed",
+            "Sequences completed as leader",
+            counter(e.completed),
+        );
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn metrics(node: &Node) -> Result<String> {
+fn metrics(node: &Node, stats: &ProtocolStats) -> Result<String> {
     let m = node.network.metrics();
     let mut registry = Registry::with_prefix("causality");
     let counter = |value: u64| {
@@ -460,6 +640,7 @@ fn metrics(node: &Node) -> Result<String> {
         "Entries appended to the node's log",
         gauge(node.log.len()),
     );
+    protocol_metrics(&mut registry, stats);
     // libp2p's registry first, without its end marker; ours closes the exposition.
     let mut out = String::new();
     {
@@ -514,13 +695,22 @@ impl Client {
 
     /// Sends `method path`; the body of a 200 answer, or an error with the status and body.
     pub(crate) async fn call(&self, method: &str, path: &str) -> Result<String> {
+        self.send(method, path, Bytes::new()).await
+    }
+
+    /// POST `body` to `path`; the body of a 200 answer.
+    pub(crate) async fn post(&self, path: &str, body: impl Into<Bytes>) -> Result<String> {
+        self.send("POST", path, body.into()).await
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Bytes) -> Result<String> {
         let limit = Limits::default().request_timeout + Duration::from_secs(5);
-        tokio::time::timeout(limit, self.exchange(method, path))
+        tokio::time::timeout(limit, self.exchange(method, path, body))
             .await
             .map_err(|_| anyhow::anyhow!("{}{path}: no answer within {limit:?}", self.url))?
     }
 
-    async fn exchange(&self, method: &str, path: &str) -> Result<String> {
+    async fn exchange(&self, method: &str, path: &str, body: Bytes) -> Result<String> {
         let address = self.url.trim_start_matches("http://");
         let stream = TcpStream::connect(address)
             .await
@@ -535,9 +725,7 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.as_str()));
         }
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new())?)
-            .await?;
+        let response = sender.send_request(request.body(Full::new(body))?).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         let body = String::from_utf8_lossy(&body).into_owned();

@@ -47,7 +47,76 @@ pub(crate) struct Config {
     pub(crate) event_log_bytes_per_second: u64,
     /// Bytes the event log may take at once after a quiet period.
     pub(crate) event_log_burst_bytes: u64,
+    /// Proof sharing.
+    pub(crate) proofs: ProofsConfig,
+    /// Register sync.
+    pub(crate) registers: RegistersConfig,
+    /// Execution coordination.
+    pub(crate) exec: ExecConfig,
 }
+
+/// `[proofs]`: proof sharing (Groth16 over BN254 verified here).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ProofsConfig {
+    /// Run proof sharing.
+    pub(crate) enabled: bool,
+}
+
+impl Default for ProofsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `[registers]`: register sync.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RegistersConfig {
+    /// Run register sync.
+    pub(crate) enabled: bool,
+    /// Domains whose registers are followed from the start (their updates, commitments and
+    /// nullifiers are kept here).
+    pub(crate) follow: Vec<String>,
+}
+
+impl Default for RegistersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            follow: Vec::new(),
+        }
+    }
+}
+
+/// Domain names are short printable words: they name gossip topics.
+const MAX_DOMAIN_LEN: usize = 64;
+
+/// `[exec]`: execution coordination, and the work this node runs when it has the
+/// `executor` role.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ExecConfig {
+    /// Run execution coordination.
+    pub(crate) enabled: bool,
+    /// Work run at once (with the `executor` role).
+    pub(crate) capacity: u32,
+    /// WebAssembly fuel per execution at most (a work spec may ask for less).
+    pub(crate) max_fuel: u64,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            capacity: 2,
+            max_fuel: 1_000_000_000,
+        }
+    }
+}
+
+/// Work run at once at most.
+const MAX_CAPACITY: u32 = 256;
 
 impl Default for Config {
     fn default() -> Self {
@@ -68,6 +137,9 @@ impl Default for Config {
             refresh_ms: 2_000,
             event_log_bytes_per_second: causality_log::Budget::default().bytes_per_second,
             event_log_burst_bytes: causality_log::Budget::default().burst_bytes,
+            proofs: ProofsConfig::default(),
+            registers: RegistersConfig::default(),
+            exec: ExecConfig::default(),
         }
     }
 }
@@ -121,6 +193,44 @@ impl Config {
         Ok(())
     }
 
+    /// Whether this node runs the work of others.
+    pub(crate) fn executes(&self) -> bool {
+        self.exec.enabled
+            && self
+                .roles
+                .iter()
+                .any(|r| r == causality_exec::EXECUTOR_ROLE)
+    }
+
+    /// What this node runs when it executes: the kinds of its executors, its capacity.
+    pub(crate) fn executor_info(&self) -> causality_exec::ExecutorInfo {
+        if !self.executes() {
+            return causality_exec::ExecutorInfo::default();
+        }
+        causality_exec::ExecutorInfo {
+            kinds: crate::executors::KINDS
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect(),
+            capacity: self.exec.capacity,
+        }
+    }
+
+    /// The roles this node's peer record advertises: the configured ones, and with the
+    /// executor role what it runs and how much at once.
+    pub(crate) fn advertised_roles(&self) -> Vec<String> {
+        let mut roles: Vec<String> = self
+            .roles
+            .iter()
+            .filter(|r| r.as_str() != causality_exec::EXECUTOR_ROLE)
+            .cloned()
+            .collect();
+        if self.executes() {
+            roles.extend(self.executor_info().roles());
+        }
+        roles
+    }
+
     pub(crate) fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
         parse_addrs("listen", &self.listen)
     }
@@ -149,6 +259,41 @@ impl Config {
         }
         if self.event_log_burst_bytes < 4096 {
             bail!("event_log_burst_bytes: must be at least 4096 (one entry of every size)");
+        }
+        for domain in &self.registers.follow {
+            if domain.is_empty()
+                || domain.len() > MAX_DOMAIN_LEN
+                || !domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                bail!(
+                    "registers.follow: `{domain}` is not a domain name (1 to {MAX_DOMAIN_LEN} letters, digits, `-`, `_` or `.`)"
+                );
+            }
+        }
+        if self.exec.capacity == 0 || self.exec.capacity > MAX_CAPACITY {
+            bail!("exec.capacity: must be between 1 and {MAX_CAPACITY}");
+        }
+        if self.exec.max_fuel == 0 {
+            bail!("exec.max_fuel: must be positive");
+        }
+        let roles = self.advertised_roles();
+        if roles.len() > causality_discovery::MAX_ROLES {
+            bail!(
+                "roles: {} roles with the executor's, at most {} fit in a peer record",
+                roles.len(),
+                causality_discovery::MAX_ROLES
+            );
+        }
+        if let Some(role) = roles
+            .iter()
+            .find(|r| r.is_empty() || r.len() > causality_discovery::MAX_ROLE_LEN)
+        {
+            bail!(
+                "roles: `{role}` is not a role (1 to {} bytes)",
+                causality_discovery::MAX_ROLE_LEN
+            );
         }
         Ok(())
     }

@@ -10,8 +10,11 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod config;
 mod devnet;
+mod executors;
 mod node;
+mod proof;
 mod state;
+mod work;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,8 +54,115 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Check or convert Groth16 proofs (snarkjs JSON, the node's form, bare compressed bytes).
+    Proof {
+        #[command(subcommand)]
+        command: ProofCommand,
+    },
+    /// Submit execution sequences to a running node and follow them.
+    Exec {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ExecCommand,
+    },
+    /// WebAssembly modules held by a running node.
+    Module {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
     /// Start a local multi-node network on 127.0.0.1 and exercise it.
     Devnet(devnet::Args),
+}
+
+/// How to reach a running node's admin endpoint.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin URL, e.g. `http://127.0.0.1:9100`; read from `DATA_DIR/admin.addr` when absent.
+    #[arg(long, global = true)]
+    admin: Option<String>,
+    /// The admin token file; default `DATA_DIR/admin.cookie`.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// The node's data directory.
+    #[arg(long, global = true, default_value = "causality-data")]
+    data_dir: PathBuf,
+}
+
+impl AdminArgs {
+    fn client(&self) -> Result<admin::Client> {
+        let token_file = self
+            .token_file
+            .clone()
+            .unwrap_or_else(|| admin::cookie_path(&self.data_dir));
+        match &self.admin {
+            Some(url) => Ok(admin::Client::new(
+                url.clone(),
+                Some(admin::Token::read(&token_file)?),
+            )),
+            None => admin::Client::for_data_dir(&self.data_dir),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecCommand {
+    /// Submit a sequence file (modules named by file are uploaded first) and follow it
+    /// with a live progress display: exit 0 when it completes, 1 when it fails.
+    Submit {
+        /// The sequence file (JSON; see the README for its format).
+        file: PathBuf,
+        /// Print the sequence id and return without following it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Show a sequence's status and results (JSON).
+    Show {
+        /// The sequence id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModuleCommand {
+    /// Check a module (binary or text form) and keep it at the node; prints its content id.
+    Add {
+        /// The `.wasm` or `.wat` file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProofCommand {
+    /// Verify a proof: prints `valid` (exit 0) or `invalid: <reason>` (exit 1).
+    Verify {
+        /// The verification key file.
+        #[arg(long)]
+        vk: PathBuf,
+        /// The proof file.
+        #[arg(long)]
+        proof: PathBuf,
+        /// The public inputs file (needed unless the proof is in the node's form).
+        #[arg(long)]
+        public: Option<PathBuf>,
+    },
+    /// Convert snarkjs JSON into the node's form (`OUT/key.bin`, `OUT/proof.bin`), checking it first.
+    Import {
+        /// `verification_key.json`.
+        #[arg(long)]
+        vk: PathBuf,
+        /// `proof.json`.
+        #[arg(long)]
+        proof: PathBuf,
+        /// `public.json`.
+        #[arg(long)]
+        public: PathBuf,
+        /// The directory to write into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +310,44 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Proof {
+            command: ProofCommand::Verify { vk, proof, public },
+        } => match proof::verify(&vk, &proof, public.as_deref()) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Proof {
+            command:
+                ProofCommand::Import {
+                    vk,
+                    proof,
+                    public,
+                    out,
+                },
+        } => {
+            proof::import(&vk, &proof, &public, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec { admin, command } => {
+            let client = admin.client()?;
+            match command {
+                ExecCommand::Submit { file, detach } => work::submit(&client, &file, detach).await,
+                ExecCommand::Show { id } => {
+                    print!("{}", client.get(&format!("/exec/sequence?id={id}")).await?);
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Command::Module {
+            admin,
+            command: ModuleCommand::Add { file },
+        } => {
+            println!("{}", work::add_module(&admin.client()?, &file).await?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Devnet(args) => devnet::run(args).await,
     }

@@ -18,6 +18,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::admin::Token;
 use crate::config::{Config, LogFormat};
+use crate::executors::{Modules, NodeExecutor, WasmExecutor};
 use crate::state::{NodeState, SEQ_RESERVE};
 
 /// The diagnostic echo protocol every node serves.
@@ -32,6 +33,189 @@ pub(crate) struct Node {
     /// libp2p's own metrics, recorded by the network adapter.
     pub(crate) libp2p_metrics: Arc<Mutex<causality_net::MetricsRegistry>>,
     received: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The register communication layer, each protocol when enabled.
+    pub(crate) protocols: Protocols,
+    /// WebAssembly modules held here.
+    pub(crate) modules: Arc<Modules>,
+    /// The engine modules are checked and run with.
+    pub(crate) engine: wasmi::Engine,
+    /// The execution sequences followed here.
+    pub(crate) sequences: Arc<crate::work::Sequences>,
+}
+
+/// The protocols a node runs beside discovery, each `None` when disabled.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Protocols {
+    pub(crate) proofs: Option<causality_proofshare::ProofShare>,
+    pub(crate) registers: Option<causality_regsync::RegSync>,
+    pub(crate) exec: Option<causality_exec::Coordinator>,
+}
+
+/// Each protocol's counters at one moment (`None`: disabled, or its service stopped).
+#[derive(Debug, Default)]
+pub(crate) struct ProtocolStats {
+    pub(crate) proofs: Option<causality_proofshare::Stats>,
+    pub(crate) registers: Option<causality_regsync::Stats>,
+    pub(crate) exec: Option<causality_exec::Stats>,
+}
+
+impl Protocols {
+    pub(crate) async fn stats(&self) -> ProtocolStats {
+        ProtocolStats {
+            proofs: match &self.proofs {
+                Some(p) => p.stats().await.ok(),
+                None => None,
+            },
+            registers: match &self.registers {
+                Some(r) => r.stats().await.ok(),
+                None => None,
+            },
+            exec: match &self.exec {
+                Some(e) => e.stats().await.ok(),
+                None => None,
+            },
+        }
+    }
+}
+
+/// Every column family the node's database holds: the node's own, and each protocol's
+/// (opened whether or not the protocol is enabled, so that turning one off loses nothing).
+fn column_families() -> Vec<rocksdb::ColumnFamilyDescriptor> {
+    let mut families = vec![NodeState::descriptor()];
+    families.extend(causality_proofshare::RocksStore::column_families());
+    families.extend(causality_regsync::RocksStore::column_families());
+    families.extend(causality_exec::RocksStore::column_families());
+    families
+}
+
+/// The verifier and executor views, kept in step with discovery's membership (this node's
+/// own record included).
+fn views(
+    discovery: &Discovery,
+) -> (
+    tokio::sync::watch::Receiver<causality_proofshare::VerifierView>,
+    tokio::sync::watch::Receiver<causality_exec::ExecutorView>,
+) {
+    fn compute(
+        m: &causality_discovery::Membership,
+    ) -> (
+        causality_proofshare::VerifierView,
+        causality_exec::ExecutorView,
+    ) {
+        let peers: Vec<(PeerId, &[String])> = std::iter::once(&m.own)
+            .chain(m.records())
+            .map(|r| (r.peer, r.roles.as_slice()))
+            .collect();
+        (
+            causality_proofshare::verifier_view(peers.iter().copied()),
+            causality_exec::executor_view(peers),
+        )
+    }
+    let mut membership = discovery.membership();
+    let (verifiers, executors) = compute(&membership.borrow_and_update());
+    let (verifiers_tx, verifiers_rx) = tokio::sync::watch::channel(verifiers);
+    let (executors_tx, executors_rx) = tokio::sync::watch::channel(executors);
+    tokio::spawn(async move {
+        while membership.changed().await.is_ok() {
+            let (verifiers, executors) = compute(&membership.borrow_and_update());
+            verifiers_tx.send_if_modified(|v| replace_if_changed(v, verifiers));
+            executors_tx.send_if_modified(|e| replace_if_changed(e, executors));
+            if verifiers_tx.is_closed() && executors_tx.is_closed() {
+                return;
+            }
+        }
+    });
+    (verifiers_rx, executors_rx)
+}
+
+fn replace_if_changed<T: PartialEq>(current: &mut T, new: T) -> bool {
+    if *current == new {
+        return false;
+    }
+    *current = new;
+    true
+}
+
+/// Starts the enabled protocols on `network`, each with its column families in `db`.
+async fn start_protocols(
+    config: &Config,
+    network: &Network,
+    discovery: &Discovery,
+    db: &Arc<rocksdb::DB>,
+    modules: &Arc<Modules>,
+    engine: &wasmi::Engine,
+) -> Result<Protocols> {
+    let (verifiers, executors) = views(discovery);
+    let mut protocols = Protocols::default();
+    if config.proofs.enabled {
+        let store = causality_proofshare::RocksStore::open_in(Arc::clone(db))
+            .context("cannot open the proof store")?;
+        protocols.proofs = Some(
+            causality_proofshare::ProofShare::start_with(
+                network.clone(),
+                causality_proofshare::Config::default(),
+                causality_proofshare::Verifiers::standard(),
+                Box::new(store),
+                causality_proofshare::Options {
+                    view: Some(verifiers),
+                    discovery: Some(discovery.clone()),
+                },
+            )
+            .await
+            .context("cannot start proof sharing")?,
+        );
+    }
+    if config.registers.enabled {
+        let store = causality_regsync::RocksStore::open_in(Arc::clone(db))
+            .context("cannot open the register store")?;
+        let registers = causality_regsync::RegSync::start_with(
+            network.clone(),
+            causality_regsync::Config::default(),
+            Box::new(store),
+            causality_regsync::Options {
+                proofs: protocols.proofs.clone(),
+            },
+        )
+        .await
+        .context("cannot start register sync")?;
+        for domain in &config.registers.follow {
+            registers
+                .follow_domain(domain)
+                .await
+                .with_context(|| format!("cannot follow domain `{domain}`"))?;
+        }
+        protocols.registers = Some(registers);
+    }
+    if config.exec.enabled {
+        let store = causality_exec::RocksStore::open_in(Arc::clone(db))
+            .context("cannot open the execution store")?;
+        let executor = NodeExecutor {
+            wasm: WasmExecutor::new(
+                engine.clone(),
+                Arc::clone(modules),
+                network.clone(),
+                config.exec.max_fuel,
+            ),
+        };
+        protocols.exec = Some(
+            causality_exec::Coordinator::start_with(
+                network.clone(),
+                causality_exec::Config {
+                    executor: config.executor_info(),
+                    ..causality_exec::Config::default()
+                },
+                executors,
+                Arc::new(executor),
+                causality_exec::Options {
+                    store: Some(Box::new(store)),
+                    proofs: protocols.proofs.clone(),
+                },
+            )
+            .await
+            .context("cannot start execution coordination")?,
+        );
+    }
+    Ok(protocols)
 }
 
 impl Node {
@@ -78,7 +262,7 @@ pub(crate) fn open_data_dir(config: &Config) -> Result<(RocksLog, NodeState, Key
             max_batch: 256,
             max_delay: Duration::from_millis(50),
         }),
-        vec![NodeState::descriptor()],
+        column_families(),
     ) {
         Ok(log) => log,
         Err(LogError::Locked { .. }) => {
@@ -192,7 +376,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         network.clone(),
         causality_discovery::Config {
             bootstrap: config.bootstrap_addrs()?,
-            roles: config.roles.clone(),
+            roles: config.advertised_roles(),
             refresh_interval: Duration::from_millis(config.refresh_ms),
             ..causality_discovery::Config::default()
         },
@@ -226,6 +410,16 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         });
     }
 
+    let engine = crate::executors::engine();
+    let modules = Arc::new(Modules::open(&config.data_dir.join("modules"))?);
+    crate::executors::serve_modules(network.clone(), Arc::clone(&modules)).await?;
+    let protocols =
+        start_protocols(&config, &network, &discovery, log.db(), &modules, &engine).await?;
+    let sequences = Arc::new(crate::work::Sequences::default());
+    if let Some(exec) = &protocols.exec {
+        sequences.follow(exec);
+    }
+
     let node = Arc::new(Node {
         network: network.clone(),
         discovery,
@@ -233,6 +427,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         started: Instant::now(),
         libp2p_metrics,
         received,
+        protocols,
+        modules,
+        engine,
+        sequences,
     });
     let admin_addr = admin.local_addr()?;
     let token = Token::create(&config.data_dir)?;

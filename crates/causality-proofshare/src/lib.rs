@@ -37,7 +37,7 @@ pub use crate::messages::{
 };
 pub use crate::state::{
     ANNOUNCEMENT_TYPE, AcceptPolicy, BatchInfo, Command, Config, Event, PROOF_TOPIC, Reply, State,
-    Stats, VerifierView, proof_topic,
+    Stats, VERIFIER_ROLE, VerifierView, proof_topic, verifier_view,
 };
 #[cfg(feature = "rocksdb")]
 pub use crate::store::RocksStore;

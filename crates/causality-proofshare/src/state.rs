@@ -63,6 +63,21 @@ pub enum AcceptPolicy {
 /// counted in whether or not it is listed.
 pub type VerifierView = Arc<BTreeSet<PeerId>>;
 
+/// The discovery role of a node that verifies proofs for others.
+pub const VERIFIER_ROLE: &str = "verifier";
+
+/// The verifier view of a set of peers and their discovery roles (typically discovery's
+/// membership, this node's own record included): the peers with [`VERIFIER_ROLE`].
+pub fn verifier_view<'a>(peers: impl IntoIterator<Item = (PeerId, &'a [String])>) -> VerifierView {
+    Arc::new(
+        peers
+            .into_iter()
+            .filter(|(_, roles)| roles.iter().any(|r| r == VERIFIER_ROLE))
+            .map(|(peer, _)| peer)
+            .collect(),
+    )
+}
+
 /// How a node runs proof sharing. Every field has a sane default.
 #[derive(Clone, Debug)]
 pub struct Config {
