@@ -1,7 +1,7 @@
 //! The work this node runs for execution sequences: content-addressed WebAssembly modules,
 //! interpreted by `wasmi` with fuel metering.
 //!
-//! A work spec of kind `wasm` carries a [`WasmWork`](proto::WasmWork) as its input: the
+//! A work spec of kind `wasm` carries a `WasmWork` as its input: the
 //! module's content id (BLAKE3 of its binary form), the exported function (default `run`),
 //! an argument and a fuel limit. The module's contract (see the crate README):
 //! - it imports nothing (no host calls: its output depends on its input alone) and uses no
