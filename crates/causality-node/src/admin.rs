@@ -477,26 +477,39 @@ pub(crate) fn status(node: &Node, stats: &ProtocolStats) -> serde_json::Value {
     })
 }
 
+/// A counter standing at `value`.
+fn counter(value: u64) -> Counter<u64> {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    c
+}
+
+/// Counters labelled `reason`, one per entry of `counts`.
+fn by_reason(
+    counts: &std::collections::BTreeMap<&'static str, u64>,
+) -> Family<Vec<(String, String)>, Counter<u64>> {
+    let family = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    for (reason, n) in counts {
+        family
+            .get_or_create(&vec![("reason".to_owned(), (*reason).to_owned())])
+            .inc_by(*n);
+    }
+    family
+}
+
 /// Each enabled protocol's counters.
 fn protocol_metrics(registry: &mut Registry, stats: &ProtocolStats) {
-    let counter = |value: u64| {
-        let c = Counter::<u64>::default();
-        c.inc_by(value);
-        c
-    };
     if let Some(p) = &stats.proofs {
         registry.register(
             "proofs_verified",
             "Proofs verified valid",
             counter(p.verified),
         );
-        let rejected = Family::<Vec<(String, String)>, Counter<u64>>::default();
-        for (reason, n) in &p.rejected {
-            rejected
-                .get_or_create(&vec![("reason".to_owned(), (*reason).to_owned())])
-                .inc_by(*n);
-        }
-        registry.register("proofs_rejected", "Proofs refused, by reason", rejected);
+        registry.register(
+            "proofs_rejected",
+            "Proofs refused, by reason",
+            by_reason(&p.rejected),
+        );
         registry.register(
             "proofs_cache_hits",
             "Proofs that arrived again after being judged",
@@ -560,18 +573,13 @@ fn protocol_metrics(registry: &mut Registry, stats: &ProtocolStats) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn metrics(node: &Node, stats: &ProtocolStats) -> Result<String> {
     let m = node.network.metrics();
     let mut registry = Registry::with_prefix("causality");
-    let counter = |value: u64| {
-        let c = Counter::<u64>::default();
-        c.inc_by(value);
-        c
-    };
     let gauge = |value: u64| {
         let g = Gauge::<i64>::default();
         g.set(i64::try_from(value).unwrap_or(i64::MAX));
@@ -587,16 +595,10 @@ fn metrics(node: &Node, stats: &ProtocolStats) -> Result<String> {
         "Inbound messages accepted",
         counter(m.accepted),
     );
-    let rejected = Family::<Vec<(String, String)>, Counter<u64>>::default();
-    for (reason, n) in &m.rejected {
-        rejected
-            .get_or_create(&vec![("reason".to_owned(), (*reason).to_owned())])
-            .inc_by(*n);
-    }
     registry.register(
         "messages_rejected",
         "Inbound messages rejected, by reason",
-        rejected,
+        by_reason(&m.rejected),
     );
     registry.register(
         "rate_limit_drops",

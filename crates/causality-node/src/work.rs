@@ -39,6 +39,7 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::admin::hex;
 use crate::executors::{WASM, proto};
 
 /// Sequence files larger than this are refused.
@@ -102,10 +103,6 @@ fn unhex(text: &str) -> Result<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
         .collect())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl NodeSpec {
