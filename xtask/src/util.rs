@@ -18,10 +18,28 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The cargo that runs us, so toolchain overrides carry through.
+/// The cargo that runs us, so toolchain overrides carry through. The variables `cargo run`
+/// set for this binary (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …) are not passed on: build
+/// scripts that watch them (ring's does) would otherwise rerun, and recompile everything
+/// above them, whenever a build by hand follows one from here.
 pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        {
+            cmd.env_remove(name);
+        }
+    }
     cmd
 }
 
